@@ -1,0 +1,62 @@
+// Daemon configuration from the environment (API.md "Running"); flags of `isomesh run` mirror it.
+import path from 'node:path';
+import { isomeshError } from './errors.ts';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface DaemonConfig {
+  admin: HostPort;
+  grpc: HostPort;
+  stateDir: string;
+  adminToken?: string;
+  listenerPorts: { min: number; max: number };
+  /** Address tenant listeners bind on (loopback by default). */
+  listenAddress: string;
+  /** bpffs directory for pinned maps and links. */
+  bpfPinDir: string;
+  /** Try to load the eBPF datapath at start (off: explicit traffic only). */
+  datapath: 'auto' | 'on' | 'off';
+  logLevel: string;
+}
+
+export function parseHostPort(value: string, what: string): HostPort {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(value.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    throw isomeshError('ISOMESH_ERR_API_VALIDATION', `${what} must be host:port (got "${value}")`);
+  }
+  return { host: m[1] ?? m[2]!, port };
+}
+
+export function parsePortRange(value: string): { min: number; max: number } {
+  const m = /^(\d{1,5})-(\d{1,5})$/.exec(value.trim());
+  const min = m ? Number(m[1]) : NaN;
+  const max = m ? Number(m[2]) : NaN;
+  if (!m || min < 1 || max > 65535 || min > max) {
+    throw isomeshError('ISOMESH_ERR_API_VALIDATION', `ISOMESH_LISTENER_PORTS must be "min-max" within 1-65535 (got "${value}")`);
+  }
+  return { min, max };
+}
+
+export function configFromEnv(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Record<string, string>> = {}): DaemonConfig {
+  const get = (name: string, fallback: string): string => overrides[name] ?? env[name] ?? fallback;
+  const datapath = get('ISOMESH_DATAPATH', 'auto');
+  if (datapath !== 'auto' && datapath !== 'on' && datapath !== 'off') {
+    throw isomeshError('ISOMESH_ERR_API_VALIDATION', `ISOMESH_DATAPATH must be auto, on or off (got "${datapath}")`);
+  }
+  const token = overrides.ISOMESH_ADMIN_TOKEN ?? env.ISOMESH_ADMIN_TOKEN;
+  return {
+    admin: parseHostPort(get('ISOMESH_ADMIN_ADDR', '127.0.0.1:7700'), 'ISOMESH_ADMIN_ADDR'),
+    grpc: parseHostPort(get('ISOMESH_GRPC_ADDR', '127.0.0.1:7701'), 'ISOMESH_GRPC_ADDR'),
+    stateDir: path.resolve(get('ISOMESH_STATE_DIR', './.isomesh')),
+    ...(token ? { adminToken: token } : {}),
+    listenerPorts: parsePortRange(get('ISOMESH_LISTENER_PORTS', '17000-17999')),
+    listenAddress: get('ISOMESH_LISTEN_ADDRESS', '127.0.0.1'),
+    bpfPinDir: get('ISOMESH_BPF_PIN_DIR', '/sys/fs/bpf/isomesh'),
+    datapath,
+    logLevel: get('ISOMESH_LOG_LEVEL', 'info'),
+  };
+}

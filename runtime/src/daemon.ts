@@ -1,0 +1,128 @@
+// The daemon: opens the store, starts the plugin host, the built-in proxy, the eBPF datapath (when the
+// node allows it) and the management API, and keeps the data plane in step with the store: every
+// committed change becomes a new TenantConfig snapshot applied to the host and the proxy.
+import fs from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import pino from 'pino';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import { resolveAdminToken } from './admin-token.ts';
+import { buildAdminServer } from './admin/index.ts';
+import type { DaemonConfig } from './config.ts';
+import { PluginHost } from './host/index.ts';
+import { ProxyServer } from './proxy/index.ts';
+import { Store } from './store/index.ts';
+
+export class Daemon {
+  readonly config: DaemonConfig;
+  readonly logger: pino.Logger;
+  readonly registry: Registry;
+  readonly store: Store;
+  readonly host: PluginHost;
+  readonly proxy: ProxyServer;
+  readonly adminToken: string;
+  #admin: FastifyInstance | undefined;
+  #ready = false;
+  /** Per-tenant queue so snapshots of one tenant are applied in commit order. */
+  #applying = new Map<string, Promise<void>>();
+
+  private constructor(config: DaemonConfig, logger: pino.Logger, store: Store, adminToken: string) {
+    this.config = config;
+    this.logger = logger;
+    this.registry = new Registry();
+    collectDefaultMetrics({ register: this.registry, prefix: 'isomesh_process_' });
+    this.store = store;
+    this.adminToken = adminToken;
+    this.host = new PluginHost({ logger: logger.child({ component: 'host' }), registry: this.registry });
+    this.proxy = new ProxyServer({
+      host: this.host,
+      logger: logger.child({ component: 'proxy' }),
+      registry: this.registry,
+      listenAddress: config.listenAddress,
+    });
+  }
+
+  static async start(config: DaemonConfig, logger?: pino.Logger): Promise<Daemon> {
+    const log = logger ?? pino({ level: config.logLevel, base: { svc: 'isomesh', pid: process.pid } });
+    fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+    const { token, generated } = resolveAdminToken(config.stateDir, config.adminToken);
+    if (generated) {
+      // Printed once, at first start; it stays readable (0600) in the state dir.
+      process.stderr.write(`isomesh: generated admin token (stored in ${config.stateDir}/admin-token): ${token}\n`);
+    }
+    const store = Store.open({ dir: config.stateDir, listenerPorts: config.listenerPorts });
+    const daemon = new Daemon(config, log, store, token);
+    try {
+      await daemon.#boot();
+    } catch (err) {
+      await daemon.stop().catch(() => {});
+      throw err;
+    }
+    return daemon;
+  }
+
+  get ready(): boolean {
+    return this.#ready;
+  }
+
+  get adminAddress(): { host: string; port: number } {
+    const addr = this.#admin?.server.address();
+    if (!addr || typeof addr === 'string') return this.config.admin;
+    return { host: addr.address, port: addr.port };
+  }
+
+  async #boot(): Promise<void> {
+    for (const name of this.store.tenantNames()) await this.#apply(name);
+    this.store.onChange((tenant) => {
+      void this.#enqueue(tenant);
+    });
+    this.#admin = await buildAdminServer({
+      store: this.store,
+      host: this.host,
+      proxy: this.proxy,
+      registry: this.registry,
+      logger: this.logger.child({ component: 'admin' }),
+      adminToken: this.adminToken,
+      listenerPorts: this.config.listenerPorts,
+      ready: () => this.#ready,
+    });
+    await this.#admin.listen({ host: this.config.admin.host, port: this.config.admin.port });
+    this.#ready = true;
+    const a = this.adminAddress;
+    this.logger.info({ admin: `${a.host}:${a.port}`, tenants: this.store.tenantNames().length }, 'isomesh ready');
+  }
+
+  #enqueue(tenant: string): Promise<void> {
+    const prev = this.#applying.get(tenant) ?? Promise.resolve();
+    const next = prev.then(() => this.#apply(tenant));
+    this.#applying.set(tenant, next);
+    void next.finally(() => {
+      if (this.#applying.get(tenant) === next) this.#applying.delete(tenant);
+    });
+    return next;
+  }
+
+  async #apply(tenant: string): Promise<void> {
+    try {
+      const cfg = this.store.tenantConfig(tenant);
+      if (!cfg) {
+        this.host.removeTenant(tenant);
+        await this.proxy.removeTenant(tenant);
+        return;
+      }
+      this.host.configure(cfg);
+      await this.proxy.configure(cfg);
+    } catch (err) {
+      // A snapshot that cannot be applied leaves the previous one serving; the error is visible in logs.
+      this.logger.error({ err, tenant }, 'failed to apply tenant configuration');
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#ready = false;
+    await this.#admin?.close();
+    await Promise.allSettled([...this.#applying.values()]);
+    await this.proxy.close();
+    await this.host.close();
+    this.store.close();
+  }
+}

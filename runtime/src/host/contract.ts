@@ -1,0 +1,112 @@
+// The contract between a data plane (built-in proxy, or Envoy through ext_proc) and the plugin host.
+// The host owns admission (tenant rps / concurrency / CPU budget), the chain (route filtering, canary
+// selection, failure policies) and the isolates. A data plane only calls begin → onRequest →
+// (upstream) → onResponse → end, so both data planes behave identically.
+
+import type { TenantConfig } from '../store/model.ts';
+import type { ErrorCode } from '../errors.ts';
+
+/** Header names lower-cased, order preserved, repeated names allowed. */
+export type HeaderList = Array<[string, string]>;
+
+export interface HookRequest {
+  method: string;
+  /** Path without the query string, e.g. "/api/users". */
+  path: string;
+  /** Query string without "?", "" when absent. */
+  query: string;
+  host: string;
+  headers: HeaderList;
+  remoteAddress: string;
+  /** "ip:port" the workload called, when the connection was redirected transparently. */
+  originalDestination?: string;
+  /** Name of the matched route (undefined when the request goes to a service by VIP default). */
+  route?: string;
+  /** Name of the service the route selected. */
+  service?: string;
+}
+
+export interface HookResponse {
+  status: number;
+  headers: HeaderList;
+}
+
+/** Opaque per-request handle: pins the plugin versions a request started with, holds its admission. */
+export interface ChainRun {
+  readonly tenant: string;
+  readonly requestId: string;
+}
+
+export type Admission =
+  | { ok: true; run: ChainRun }
+  | { ok: false; status: 429 | 503; code: ErrorCode; message: string; retryAfterSec?: number };
+
+export type RequestOutcome =
+  /** Go upstream with these (possibly modified) headers; `service` set when a plugin called ctx.route(). */
+  | { action: 'continue'; headers: HeaderList; service?: string }
+  /** A plugin answered early (ctx.respond). */
+  | { action: 'respond'; status: number; headers: HeaderList; body: string }
+  /** A chain entry with failurePolicy 'closed' failed: answer `status` with header x-isomesh-error: code. */
+  | { action: 'fail'; status: number; code: ErrorCode; message: string };
+
+export type ResponseOutcome =
+  | { action: 'continue'; status: number; headers: HeaderList }
+  | { action: 'fail'; status: number; code: ErrorCode; message: string };
+
+export interface PluginHostApi {
+  /** Install or replace a tenant's configuration (new requests use it; in-flight ones keep theirs). */
+  configure(config: TenantConfig): void;
+  removeTenant(tenant: string): void;
+  /** Admission control. On ok, the caller must call end(run) exactly once. */
+  begin(tenant: string, requestId: string): Admission;
+  onRequest(run: ChainRun, req: HookRequest): Promise<RequestOutcome>;
+  onResponse(run: ChainRun, res: HookResponse): Promise<ResponseOutcome>;
+  end(run: ChainRun): void;
+  /** True when the tenant's chain has at least one onResponse hook applicable (lets the proxy skip work). */
+  hasResponseHooks(run: ChainRun): boolean;
+  close(): Promise<void>;
+}
+
+/** Publish-time compilation: TypeScript/JavaScript source or a prebuilt bundle → loadable code. */
+export interface CompileInput {
+  source: string;
+  language: 'typescript' | 'javascript' | 'bundle';
+  maxBundleBytes: number;
+}
+
+export interface CompiledPlugin {
+  /** The code the host loads into an isolate. */
+  code: string;
+  /** "sha256:<hex>" of `code`. */
+  digest: string;
+  /** Bytes of `code`. */
+  size: number;
+  hooks: Array<'onRequest' | 'onResponse'>;
+}
+
+export interface PluginHealth {
+  health: 'ok' | 'degraded';
+  lastError?: { code: ErrorCode; message: string; at: string };
+  invocations: number;
+  failures: number;
+  restarts: number;
+}
+
+export interface TenantUsage {
+  cpuMsPerSecond: number;
+  memoryBytes: number;
+  inFlight: number;
+  rejections: { rps: number; concurrency: number; cpu: number };
+}
+
+export interface TenantHostStatus {
+  /** Keyed by "<plugin>@<version>". */
+  plugins: Record<string, PluginHealth>;
+  usage: TenantUsage;
+}
+
+export interface PluginHostAdmin {
+  /** Throws IsomeshError (ISOMESH_ERR_PLUGIN_COMPILE/LOAD/NO_HOOKS/BAD_IMPORT/TOO_LARGE) with details. */
+  compile(input: CompileInput): Promise<CompiledPlugin>;
+  status(tenant: string): TenantHostStatus;
+}

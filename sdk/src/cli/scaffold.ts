@@ -1,0 +1,158 @@
+// The files `isomesh plugin init` writes: a working plugin, its config schema, a test against the
+// local test host, and the project files to build and test it with the CLI.
+
+export interface ScaffoldFile {
+  path: string;
+  content: string;
+}
+
+export function pluginScaffold(name: string): ScaffoldFile[] {
+  return [
+    { path: 'package.json', content: json(packageJson(name)) },
+    { path: 'tsconfig.json', content: json(tsconfig) },
+    { path: 'config.schema.json', content: json(configSchema(name)) },
+    { path: 'src/index.ts', content: indexTs },
+    { path: 'test/plugin.test.ts', content: testTs },
+    { path: 'README.md', content: readme(name) },
+    { path: '.gitignore', content: 'node_modules/\ndist/\n' },
+  ];
+}
+
+function json(value: unknown): string {
+  return JSON.stringify(value, null, 2) + '\n';
+}
+
+function packageJson(name: string) {
+  return {
+    name,
+    version: '0.1.0',
+    private: true,
+    type: 'module',
+    description: `isomesh plugin ${name}`,
+    isomesh: { entry: 'src/index.ts', configSchema: 'config.schema.json' },
+    scripts: {
+      build: 'isomesh plugin build',
+      test: 'isomesh plugin test',
+      publish: `isomesh plugin publish --name ${name}`,
+    },
+    dependencies: { '@isomesh/sdk': '^0.1.0' },
+    devDependencies: { '@types/node': '^24.0.0', typescript: '^5.8.0' },
+    engines: { node: '>=24' },
+  };
+}
+
+// Node runs the tests with native type stripping, so the sources must stay erasable TypeScript.
+const tsconfig = {
+  compilerOptions: {
+    target: 'es2023',
+    lib: ['es2023'],
+    module: 'nodenext',
+    moduleResolution: 'nodenext',
+    types: ['node'],
+    strict: true,
+    noEmit: true,
+    allowImportingTsExtensions: true,
+    erasableSyntaxOnly: true,
+    verbatimModuleSyntax: true,
+    skipLibCheck: true,
+  },
+  include: ['src', 'test'],
+};
+
+function configSchema(name: string) {
+  return {
+    $schema: 'https://json-schema.org/draft/2020-12/schema',
+    title: `${name} config`,
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      header: {
+        type: 'string',
+        description: 'Request header that carries the tenant name to the upstream.',
+        default: 'x-tenant',
+      },
+      protectedPrefix: {
+        type: 'string',
+        description: 'Requests under this path need an Authorization header.',
+        default: '/admin',
+      },
+    },
+  };
+}
+
+const indexTs = `import { definePlugin } from '@isomesh/sdk';
+
+export interface Config {
+  /** Request header that carries the tenant name to the upstream. */
+  header?: string;
+  /** Requests under this path need an Authorization header. */
+  protectedPrefix?: string;
+}
+
+export default definePlugin<Config>({
+  onRequest(req, ctx) {
+    const prefix = ctx.config.protectedPrefix ?? '/admin';
+    if (req.path.startsWith(prefix) && !req.headers.get('authorization')) {
+      return ctx.respond(401, { body: 'missing authorization' });
+    }
+    req.headers.set(ctx.config.header ?? 'x-tenant', ctx.tenant);
+  },
+
+  onResponse(res, ctx) {
+    res.headers.set('x-served-by', \`isomesh/\${ctx.tenant}\`);
+  },
+});
+`;
+
+const testTs = `import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createTestHost } from '@isomesh/sdk/testing';
+import plugin from '../src/index.ts';
+
+test('adds the tenant header and the served-by response header', async () => {
+  const host = createTestHost(plugin, { tenant: 'acme', config: { header: 'x-tenant' } });
+  const result = await host.request({ method: 'GET', path: '/api/items' });
+  assert.equal(result.upstreamRequest?.headers.get('x-tenant'), 'acme');
+  assert.equal(result.response.headers.get('x-served-by'), 'isomesh/acme');
+});
+
+test('rejects unauthenticated requests to the protected prefix', async () => {
+  const host = createTestHost(plugin, { tenant: 'acme', config: {} });
+  const result = await host.request({ method: 'GET', path: '/admin/users' });
+  assert.equal(result.response.status, 401);
+});
+`;
+
+function readme(name: string): string {
+  return `# ${name}
+
+An [isomesh](https://github.com/isomesh/isomesh) plugin. It runs in your tenant's V8 isolate on every
+request that passes through the tenant's plugin chain.
+
+- \`src/index.ts\` — the plugin: \`onRequest\` guards a path prefix and tags requests with the tenant,
+  \`onResponse\` adds \`x-served-by\`.
+- \`config.schema.json\` — the shape of the \`config\` you give the plugin in the tenant's chain.
+- \`test/plugin.test.ts\` — tests against the local test host (\`createTestHost\` from \`@isomesh/sdk/testing\`).
+
+## Develop
+
+\`\`\`sh
+npm install
+isomesh plugin test          # node --test test/**/*.test.ts
+isomesh plugin build         # dist/plugin.js: one self-contained bundle (@isomesh/sdk is provided by the host)
+\`\`\`
+
+## Publish
+
+\`\`\`sh
+export ISOMESH_SERVER=http://127.0.0.1:7700 ISOMESH_TENANT=<tenant> ISOMESH_TOKEN=<token>
+isomesh plugin publish --name ${name} --activate        # new version, active at once
+isomesh plugin publish --name ${name} --canary 10       # new version on 10% of requests
+isomesh plugin versions ${name}
+isomesh plugin rollback ${name}
+\`\`\`
+
+Then put it in the chain, e.g. \`PUT /v1/tenants/<tenant>/chain\`
+\`[{"plugin": "${name}", "config": {"header": "x-tenant"}, "failurePolicy": "closed"}]\`.
+`;
+}

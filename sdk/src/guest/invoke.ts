@@ -1,0 +1,267 @@
+// The guest runtime's core: builds req/res/ctx for one hook call, runs the plugin's hook and turns
+// what it did into a CallResult. Production runs this inside each plugin context of the tenant's
+// isolate; createTestHost() runs the very same class in-process.
+
+import type { EarlyResponse, LogFields, PluginContext, PluginRequest, PluginResponse, RespondInit } from '../types.ts';
+import { pluginHooks, type HookName } from './define.ts';
+import { GuestHeaders, headersFrom } from './headers.ts';
+import { TokenBuckets } from './rate-limit.ts';
+import {
+  GUEST_LIMITS,
+  type CallInput,
+  type CallResult,
+  type LoadMeta,
+  type LogLevel,
+  type LogLine,
+  type WireRequest,
+  type WireResponse,
+} from './protocol.ts';
+
+type Hook = (arg: unknown, ctx: unknown) => unknown;
+
+interface CallState {
+  headers: GuestHeaders;
+  res?: { status: number };
+  responded?: { status: number; headers: GuestHeaders; body: string };
+  service?: string;
+  logs: LogLine[];
+  logsDropped: number;
+}
+
+interface Pending {
+  result?: string;
+  waiters: Array<(result: string) => void>;
+}
+
+const SERVICE_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value as object)) deepFreeze(v);
+  }
+  return value;
+}
+
+function describeThrown(e: unknown): string {
+  if (e instanceof Error) return `${e.name}: ${e.message}`.slice(0, 2048);
+  let text: string;
+  try {
+    text = typeof e === 'string' ? e : (JSON.stringify(e) ?? String(e));
+  } catch {
+    text = Object.prototype.toString.call(e);
+  }
+  return `plugin threw a non-Error value: ${text.slice(0, 512)}`;
+}
+
+function checkStatus(status: unknown, what: string): number {
+  if (typeof status !== 'number' || !Number.isInteger(status) || status < 100 || status > 599) {
+    throw new TypeError(`${what}: status must be an integer 100..599`);
+  }
+  return status;
+}
+
+export class GuestPlugin {
+  readonly hooks: HookName[];
+  readonly #plugin: Record<HookName, Hook | undefined>;
+  readonly #meta: LoadMeta;
+  #secrets: Record<string, string> = Object.create(null);
+  readonly #configs = new Map<number, unknown>();
+  readonly #buckets = new TokenBuckets();
+  readonly #pending = new Map<number, Pending>();
+  #nextPending = 1;
+
+  constructor(plugin: unknown, meta: LoadMeta) {
+    this.hooks = pluginHooks(plugin);
+    this.#plugin = plugin as Record<HookName, Hook | undefined>;
+    this.#meta = { tenant: meta.tenant, plugin: meta.plugin };
+  }
+
+  setSecrets(json: string): void {
+    const parsed: unknown = JSON.parse(json);
+    const out: Record<string, string> = Object.create(null);
+    if (parsed !== null && typeof parsed === 'object') {
+      for (const [k, v] of Object.entries(parsed)) if (typeof v === 'string') out[k] = v;
+    }
+    this.#secrets = out;
+  }
+
+  /** Runs one hook. Returns the result, or `{pending}` when the hook returned an unsettled promise. */
+  call(inputJson: string): string {
+    const input = JSON.parse(inputJson) as CallInput;
+    if (input.config !== undefined) {
+      if (this.#configs.size >= GUEST_LIMITS.configsKept) this.#configs.clear();
+      this.#configs.set(input.configId, deepFreeze(input.config));
+    }
+    const hook = this.#plugin[input.hook];
+    const state: CallState = { headers: new GuestHeaders(), logs: [], logsDropped: 0 };
+    if (typeof hook !== 'function') return JSON.stringify({ action: 'continue' });
+    let arg: PluginRequest | PluginResponse;
+    if (input.hook === 'onRequest') arg = this.#request(input.req as WireRequest, state);
+    else arg = this.#response(input.res as WireResponse, state);
+    const ctx = this.#context(input, state);
+
+    let returned: unknown;
+    try {
+      returned = hook.call(this.#plugin, arg, ctx);
+    } catch (e) {
+      return this.#error(e, state);
+    }
+    if (returned === null || typeof returned !== 'object' || typeof (returned as { then?: unknown }).then !== 'function') {
+      return this.#finish(state);
+    }
+    if (this.#pending.size >= GUEST_LIMITS.pendingCalls) {
+      return this.#error(new Error('too many unsettled hook calls'), state);
+    }
+    const id = this.#nextPending++;
+    const pending: Pending = { waiters: [] };
+    this.#pending.set(id, pending);
+    const done = (result: string): void => {
+      pending.result = result;
+      for (const w of pending.waiters.splice(0)) w(result);
+    };
+    Promise.resolve(returned as PromiseLike<unknown>).then(
+      () => done(this.#finish(state)),
+      (e: unknown) => done(this.#error(e, state)),
+    );
+    return JSON.stringify({ pending: id });
+  }
+
+  /** The result of a pending call if it has settled (and forgets it), else "". */
+  settle(id: number): string {
+    const p = this.#pending.get(id);
+    if (p === undefined) return JSON.stringify({ action: 'error', message: 'unknown pending call' });
+    if (p.result === undefined) return '';
+    this.#pending.delete(id);
+    return p.result;
+  }
+
+  /** Resolves when the pending call settles (or is cancelled). */
+  wait(id: number): Promise<string> {
+    const p = this.#pending.get(id);
+    if (p === undefined) return Promise.resolve(JSON.stringify({ action: 'error', message: 'unknown pending call' }));
+    if (p.result !== undefined) return Promise.resolve(this.settle(id));
+    return new Promise((resolve) => {
+      p.waiters.push(() => resolve(this.settle(id)));
+    });
+  }
+
+  /** The host gave up on a call (timeout): release its waiters so nothing is left hanging. */
+  cancel(id: number): void {
+    const p = this.#pending.get(id);
+    if (p === undefined) return;
+    this.#pending.delete(id);
+    const cancelled = JSON.stringify({ action: 'error', message: 'cancelled' });
+    for (const w of p.waiters.splice(0)) w(cancelled);
+  }
+
+  #request(wire: WireRequest, state: CallState): PluginRequest {
+    state.headers = new GuestHeaders(wire.headers);
+    const req: PluginRequest = {
+      method: wire.method,
+      path: wire.path,
+      query: wire.query,
+      host: wire.host,
+      headers: state.headers,
+      remoteAddress: wire.remoteAddress,
+      ...(wire.originalDestination !== undefined ? { originalDestination: wire.originalDestination } : {}),
+      ...(wire.route !== undefined ? { route: wire.route } : {}),
+      ...(wire.service !== undefined ? { service: wire.service } : {}),
+    };
+    return Object.freeze(req);
+  }
+
+  #response(wire: WireResponse, state: CallState): PluginResponse {
+    state.headers = new GuestHeaders(wire.headers);
+    const box = { status: wire.status };
+    state.res = box;
+    const headers = state.headers;
+    return Object.freeze({
+      get status(): number {
+        return box.status;
+      },
+      set status(v: number) {
+        box.status = checkStatus(v, 'res.status');
+      },
+      headers,
+    });
+  }
+
+  #context(input: CallInput, state: CallState): PluginContext<unknown> {
+    const meta = this.#meta;
+    const buckets = this.#buckets;
+    const secrets = this.#secrets;
+    const log = (level: LogLevel) => (msg: string, fields?: LogFields): void => {
+      if (state.logs.length >= GUEST_LIMITS.logLinesPerCall) {
+        state.logsDropped++;
+        return;
+      }
+      const line: LogLine = [level, String(msg).slice(0, GUEST_LIMITS.logMessageChars)];
+      if (fields !== undefined) {
+        let json: string | undefined;
+        try {
+          json = JSON.stringify(fields);
+        } catch {
+          json = JSON.stringify({ fields: 'unserializable' });
+        }
+        if (json !== undefined) line.push(json.slice(0, GUEST_LIMITS.logFieldsChars));
+      }
+      state.logs.push(line);
+    };
+    return Object.freeze({
+      config: this.#configs.get(input.configId) ?? Object.freeze({}),
+      tenant: meta.tenant,
+      requestId: input.requestId,
+      respond(status: number, init?: RespondInit): EarlyResponse {
+        const s = checkStatus(status, 'ctx.respond');
+        const body = init?.body === undefined ? '' : init.body;
+        if (typeof body !== 'string') throw new TypeError('ctx.respond: body must be a string');
+        if (body.length > GUEST_LIMITS.bodyBytes) throw new TypeError('ctx.respond: body is too large');
+        state.responded = { status: s, headers: headersFrom(init?.headers), body };
+        return Object.freeze({ status: s });
+      },
+      route(service: string): void {
+        if (typeof service !== 'string' || !SERVICE_RE.test(service)) {
+          throw new TypeError(`ctx.route: invalid service name ${JSON.stringify(String(service).slice(0, 64))}`);
+        }
+        state.service = service;
+      },
+      rateLimit(key, options) {
+        return buckets.take(key, options, input.now);
+      },
+      log: Object.freeze({ debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') }),
+      secrets: Object.freeze({
+        get(name: string): string | undefined {
+          return typeof name === 'string' && Object.prototype.hasOwnProperty.call(secrets, name) ? secrets[name] : undefined;
+        },
+      }),
+    });
+  }
+
+  #logs(state: CallState): LogLine[] | undefined {
+    if (state.logsDropped > 0) state.logs.push(['warn', `${state.logsDropped} log lines dropped (per-call limit)`]);
+    return state.logs.length > 0 ? state.logs : undefined;
+  }
+
+  #finish(state: CallState): string {
+    const logs = this.#logs(state);
+    let result: CallResult;
+    if (state.responded !== undefined) {
+      const r = state.responded;
+      result = { action: 'respond', status: r.status, headers: r.headers.toList(), body: r.body, logs };
+    } else {
+      result = {
+        action: 'continue',
+        headers: state.headers.dirty ? state.headers.toList() : undefined,
+        service: state.service,
+        status: state.res !== undefined ? state.res.status : undefined,
+        logs,
+      };
+    }
+    return JSON.stringify(result);
+  }
+
+  #error(e: unknown, state: CallState): string {
+    return JSON.stringify({ action: 'error', message: describeThrown(e), logs: this.#logs(state) } satisfies CallResult);
+  }
+}

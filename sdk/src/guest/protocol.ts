@@ -1,0 +1,67 @@
+// The wire between a host and the guest runtime: one JSON string in, one JSON string out per hook
+// call. Only strings cross the isolate boundary, never references (isolated-vm's security guidance).
+// The host re-validates every result: guest code may have tampered with anything in its isolate.
+
+export type WireHeaders = Array<[string, string]>;
+
+export interface WireRequest {
+  method: string;
+  path: string;
+  query: string;
+  host: string;
+  headers: WireHeaders;
+  remoteAddress: string;
+  originalDestination?: string;
+  route?: string;
+  service?: string;
+}
+
+export interface WireResponse {
+  status: number;
+  headers: WireHeaders;
+}
+
+export interface CallInput {
+  hook: 'onRequest' | 'onResponse';
+  requestId: string;
+  /** Host clock (ms since epoch) for ctx.rateLimit, so test hosts can drive time. */
+  now: number;
+  /** Which chain entry's config applies; `config` is sent the first time a context sees an id. */
+  configId: number;
+  config?: unknown;
+  req?: WireRequest;
+  res?: WireResponse;
+}
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+/** [level, message, fields as JSON] */
+export type LogLine = [LogLevel, string, string?];
+
+export type CallResult =
+  | { pending: number }
+  | { action: 'continue'; headers?: WireHeaders; service?: string; status?: number; logs?: LogLine[] }
+  | { action: 'respond'; status: number; headers: WireHeaders; body: string; logs?: LogLine[] }
+  | { action: 'error'; message: string; logs?: LogLine[] };
+
+export interface LoadMeta {
+  tenant: string;
+  plugin: string;
+}
+
+export interface LoadResult {
+  hooks: Array<'onRequest' | 'onResponse'>;
+}
+
+/** Bounds the guest applies to itself (the host enforces its own, equal or looser, again). */
+export const GUEST_LIMITS = Object.freeze({
+  logLinesPerCall: 32,
+  logMessageChars: 1024,
+  logFieldsChars: 2048,
+  bodyBytes: 1024 * 1024,
+  headerCount: 256,
+  configsKept: 64,
+  pendingCalls: 1024,
+});
+
+/** Prefix of the error the guest's require() throws, so hosts can report ISOMESH_ERR_PLUGIN_BAD_IMPORT. */
+export const BAD_IMPORT_PREFIX = 'ISOMESH_BAD_IMPORT:';
