@@ -57,6 +57,7 @@ async function dispatch(argv: string[], io: CliIo, extra: Record<string, ExtraCo
     if (wantsHelp) return io.stdout(topUsage(extra)), EXIT_OK;
     throw new UsageError('no command given', topUsage(extra).trimEnd());
   }
+  if (first.word === 'help') return io.stdout(topUsage(extra)), EXIT_OK;
   if (Object.hasOwn(extra, first.word)) {
     const cmd = extra[first.word]!;
     const fn = typeof cmd === 'function' ? cmd : cmd.run;
@@ -136,20 +137,24 @@ function report(err: unknown, io: CliIo): number {
   return EXIT_FAILURE;
 }
 
-// Compile/load errors carry diagnostics (API.md: 400 with line/column); show them like a compiler.
-function formatDiagnostics(details: unknown): string {
-  const list = (details as { diagnostics?: unknown } | undefined)?.diagnostics;
-  if (!Array.isArray(list)) return '';
-  return list.map((d: { file?: string; line?: number; column?: number; message?: string } | string) => {
+// Compile/load errors carry diagnostics (API.md: 400 with line/column) in `details` (an array) or
+// `diagnostics`; show them like a compiler, with line and column exactly as the server reports them.
+function formatDiagnostics(envelope: unknown): string {
+  const e = envelope as { details?: unknown; diagnostics?: unknown } | undefined;
+  const nested = (e?.details as { diagnostics?: unknown } | undefined)?.diagnostics;
+  const list = [e?.diagnostics, nested, e?.details].find(Array.isArray) as unknown[] | undefined;
+  if (!list) return '';
+  return list.map((d) => {
     if (typeof d === 'string') return `  ${d}\n`;
-    const where = [d.file ?? 'plugin', d.line, d.column].filter((x) => x !== undefined).join(':');
-    return `  ${where}: ${d.message ?? ''}\n`;
+    const { file, line, column, message } = (d ?? {}) as { file?: string; line?: number; column?: number; message?: string };
+    if (typeof message !== 'string') return '';
+    const where = [file ?? 'plugin', line, column].filter((x) => x !== undefined).join(':');
+    return `  ${where}: ${message}\n`;
   }).join('');
 }
 
 function nounUsage(noun: string, specs: readonly CommandSpec[]): string {
-  const width = Math.max(...specs.map((s) => commandUsage(s).length - 'usage: '.length));
-  const lines = specs.map((s) => `  ${commandUsage(s).slice('usage: '.length).padEnd(width)}  ${s.summary}`);
+  const lines = specs.map((s) => `  ${commandUsage(s).slice('usage: '.length)}\n      ${s.summary}`);
   return `usage: isomesh ${noun} <command> [flags]\n\n${lines.join('\n')}\n`;
 }
 

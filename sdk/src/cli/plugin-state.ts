@@ -1,7 +1,7 @@
 // Reading a plugin's versions and activation out of the management API's answers. The API may add
 // fields (API.md), so these accept the documented shapes and ignore the rest.
 import { apiPath, type ManagementClient } from './client.ts';
-import { CliFailure } from './cli-errors.ts';
+import { CliFailure, UsageError } from './cli-errors.ts';
 
 export interface Activation {
   version: number;
@@ -71,14 +71,16 @@ export function previousVersion(versions: VersionInfo[], current: number): numbe
 }
 
 /** Canary percent: a number in 0..100 (fractions allowed). */
-export function parsePercent(raw: string, flag: string): number | string {
+export function parsePercent(raw: string, flag: string, usage: string): number {
   const n = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(n) || n < 0 || n > 100) return `${flag} must be a number from 0 to 100 (got "${raw}")`;
+  if (raw.trim() === '' || !Number.isFinite(n) || n < 0 || n > 100) {
+    throw new UsageError(`${flag} must be a number from 0 to 100 (got "${raw}")`, usage);
+  }
   return n;
 }
 
-/** A plugin version: a whole number ≥ 1. */
-export function parseVersion(raw: string, what: string): number | string {
-  if (!/^\d+$/.test(raw.trim()) || Number(raw) < 1) return `${what} must be a whole number ≥ 1 (got "${raw}")`;
+/** A plugin version: a whole number >= 1. */
+export function parseVersion(raw: string, what: string, usage: string): number {
+  if (!/^\d+$/.test(raw.trim()) || Number(raw) < 1) throw new UsageError(`${what} must be a whole number >= 1 (got "${raw}")`, usage);
   return Number(raw);
 }

@@ -109,17 +109,35 @@ import assert from 'node:assert/strict';
 import { createTestHost } from '@isomesh/sdk/testing';
 import plugin from '../src/index.ts';
 
-test('adds the tenant header and the served-by response header', async () => {
+function header(headers: Array<[string, string]>, name: string): string | undefined {
+  return headers.find(([k]) => k === name)?.[1];
+}
+
+test('tags requests with the tenant', async () => {
   const host = createTestHost(plugin, { tenant: 'acme', config: { header: 'x-tenant' } });
-  const result = await host.request({ method: 'GET', path: '/api/items' });
-  assert.equal(result.upstreamRequest?.headers.get('x-tenant'), 'acme');
-  assert.equal(result.response.headers.get('x-served-by'), 'isomesh/acme');
+  const out = await host.onRequest({ method: 'GET', path: '/api/items' });
+  assert.ok(out.action === 'continue', \`expected continue, got \${out.action}\`);
+  assert.equal(header(out.headers, 'x-tenant'), 'acme');
 });
 
 test('rejects unauthenticated requests to the protected prefix', async () => {
   const host = createTestHost(plugin, { tenant: 'acme', config: {} });
-  const result = await host.request({ method: 'GET', path: '/admin/users' });
-  assert.equal(result.response.status, 401);
+  const out = await host.onRequest({ path: '/admin/users' });
+  assert.ok(out.action === 'respond', \`expected respond, got \${out.action}\`);
+  assert.equal(out.status, 401);
+});
+
+test('lets authenticated requests to the protected prefix through', async () => {
+  const host = createTestHost(plugin, { tenant: 'acme', config: {} });
+  const out = await host.onRequest({ path: '/admin/users', headers: { authorization: 'Bearer t' } });
+  assert.equal(out.action, 'continue');
+});
+
+test('marks responses', async () => {
+  const host = createTestHost(plugin, { tenant: 'acme' });
+  const out = await host.onResponse({ status: 200 });
+  assert.ok(out.action === 'continue', \`expected continue, got \${out.action}\`);
+  assert.equal(header(out.headers, 'x-served-by'), 'isomesh/acme');
 });
 `;
 

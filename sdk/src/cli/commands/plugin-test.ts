@@ -16,9 +16,13 @@ export const pluginTestCommand: CommandSpec = {
     const dir = ctx.resolvePath(ctx.positionals[0]);
     if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new CliFailure(`${dir} is not a directory`);
     // The same node that runs the CLI (Node 24 strips TypeScript natively).
+    const env = { ...process.env, ...ctx.io.env };
+    // Set when we ourselves run under `node --test`; it would make the child speak the runner's
+    // internal protocol instead of printing a report.
+    delete env.NODE_TEST_CONTEXT;
     const child = spawn(process.execPath, ['--test', TEST_GLOB], {
       cwd: dir,
-      env: { ...process.env, ...ctx.io.env },
+      env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const toStdout = ctx.globals.json ? ctx.io.stderr : ctx.io.stdout;
