@@ -37,6 +37,7 @@ export const ERROR_CODES = {
   ISOMESH_ERR_ROUTE_INVALID: { status: 400, message: 'invalid route' },
   ISOMESH_ERR_ROUTE_NOT_FOUND: { status: 404, message: 'no such route' },
   ISOMESH_ERR_ROUTE_UNKNOWN_SERVICE: { status: 400, message: 'route refers to a service that does not exist' },
+  ISOMESH_ERR_ROUTE_IN_USE: { status: 409, message: 'route is referenced by the chain' },
   // plugins and chain
   ISOMESH_ERR_PLUGIN_BAD_NAME: { status: 400, message: 'invalid plugin name' },
   ISOMESH_ERR_PLUGIN_NOT_FOUND: { status: 404, message: 'no such plugin' },
@@ -69,6 +70,9 @@ export const ERROR_CODES = {
   ISOMESH_ERR_PROXY_UPSTREAM_RESET: { status: 502, message: 'upstream reset the connection' },
   ISOMESH_ERR_PROXY_UPSTREAM_TIMEOUT: { status: 504, message: 'upstream timed out' },
   ISOMESH_ERR_PROXY_BAD_REQUEST: { status: 400, message: 'malformed request' },
+  ISOMESH_ERR_PROXY_UNKNOWN_SERVICE: { status: 503, message: 'request was routed to a service the tenant does not have' },
+  ISOMESH_ERR_PROXY_CIRCUIT_OPEN: { status: 503, message: 'service has too many pending requests (circuit breaker)' },
+  ISOMESH_ERR_PROXY_LISTEN_FAILED: { status: 500, message: 'tenant listener could not be bound' },
   ISOMESH_ERR_QUOTA_RPS: { status: 429, message: 'tenant request rate exceeded' },
   ISOMESH_ERR_QUOTA_CONCURRENCY: { status: 429, message: 'tenant concurrent requests exceeded' },
   ISOMESH_ERR_QUOTA_CPU: { status: 429, message: 'tenant plugin CPU budget exceeded' },

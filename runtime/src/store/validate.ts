@@ -84,7 +84,7 @@ function intField(code: ErrorCode, field: string, v: unknown, min: number, max: 
   return v;
 }
 
-function stringField(code: ErrorCode, field: string, v: unknown, maxChars = LIMITS.stringChars): string {
+function stringField(code: ErrorCode, field: string, v: unknown, maxChars: number = LIMITS.stringChars): string {
   if (typeof v !== 'string' || v.length === 0) fail(code, `${field} must be a non-empty string`);
   if (v.length > maxChars) fail(code, `${field} must be at most ${maxChars} characters`);
   return v;
