@@ -2,7 +2,16 @@
 // what it did into a CallResult. Production runs this inside each plugin context of the tenant's
 // isolate; createTestHost() runs the very same class in-process.
 
-import type { EarlyResponse, LogFields, PluginContext, PluginRequest, PluginResponse, RespondInit } from '../types.ts';
+import type {
+  EarlyResponse,
+  LogFields,
+  PluginContext,
+  PluginRequest,
+  PluginResponse,
+  RateLimitOptions,
+  RateLimitResult,
+  RespondInit,
+} from '../types.ts';
 import { pluginHooks, type HookName } from './define.ts';
 import { GuestHeaders, headersFrom } from './headers.ts';
 import { TokenBuckets } from './rate-limit.ts';
@@ -65,7 +74,7 @@ export class GuestPlugin {
   readonly hooks: HookName[];
   readonly #plugin: Record<HookName, Hook | undefined>;
   readonly #meta: LoadMeta;
-  #secrets: Record<string, string> = Object.create(null);
+  #secrets: PluginContext['secrets'] = GuestPlugin.#secretsOf(Object.create(null));
   readonly #configs = new Map<number, unknown>();
   readonly #buckets = new TokenBuckets();
   readonly #pending = new Map<number, Pending>();
@@ -83,7 +92,15 @@ export class GuestPlugin {
     if (parsed !== null && typeof parsed === 'object') {
       for (const [k, v] of Object.entries(parsed)) if (typeof v === 'string') out[k] = v;
     }
-    this.#secrets = out;
+    this.#secrets = GuestPlugin.#secretsOf(out);
+  }
+
+  static #secretsOf(values: Record<string, string>): PluginContext['secrets'] {
+    return {
+      get(name: string): string | undefined {
+        return typeof name === 'string' && Object.prototype.hasOwnProperty.call(values, name) ? values[name] : undefined;
+      },
+    };
   }
 
   /** Runs one hook. Returns the result, or `{pending}` when the hook returned an unsettled promise. */
@@ -168,7 +185,7 @@ export class GuestPlugin {
       ...(wire.route !== undefined ? { route: wire.route } : {}),
       ...(wire.service !== undefined ? { service: wire.service } : {}),
     };
-    return Object.freeze(req);
+    return req;
   }
 
   #response(wire: WireResponse, state: CallState): PluginResponse {
@@ -176,7 +193,8 @@ export class GuestPlugin {
     const box = { status: wire.status };
     state.res = box;
     const headers = state.headers;
-    return Object.freeze({
+    // Not frozen: per-call objects belong to the plugin; freezing them costs on every call.
+    return {
       get status(): number {
         return box.status;
       },
@@ -184,13 +202,12 @@ export class GuestPlugin {
         box.status = checkStatus(v, 'res.status');
       },
       headers,
-    });
+    };
   }
 
   #context(input: CallInput, state: CallState): PluginContext<unknown> {
     const meta = this.#meta;
     const buckets = this.#buckets;
-    const secrets = this.#secrets;
     const log = (level: LogLevel) => (msg: string, fields?: LogFields): void => {
       if (state.logs.length >= GUEST_LIMITS.logLinesPerCall) {
         state.logsDropped++;
@@ -208,7 +225,7 @@ export class GuestPlugin {
       }
       state.logs.push(line);
     };
-    return Object.freeze({
+    return {
       config: this.#configs.get(input.configId) ?? Object.freeze({}),
       tenant: meta.tenant,
       requestId: input.requestId,
@@ -226,16 +243,12 @@ export class GuestPlugin {
         }
         state.service = service;
       },
-      rateLimit(key, options) {
+      rateLimit(key: string, options: RateLimitOptions): RateLimitResult {
         return buckets.take(key, options, input.now);
       },
-      log: Object.freeze({ debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') }),
-      secrets: Object.freeze({
-        get(name: string): string | undefined {
-          return typeof name === 'string' && Object.prototype.hasOwnProperty.call(secrets, name) ? secrets[name] : undefined;
-        },
-      }),
-    });
+      log: { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') },
+      secrets: this.#secrets,
+    };
   }
 
   #logs(state: CallState): LogLine[] | undefined {

@@ -48,9 +48,8 @@ export interface LoadMeta {
   plugin: string;
 }
 
-export interface LoadResult {
-  hooks: Array<'onRequest' | 'onResponse'>;
-}
+/** finishLoad's answer: the plugin's hooks, or why the export is not a plugin. */
+export type LoadResult = { hooks: Array<'onRequest' | 'onResponse'> } | { noHooks: string };
 
 /** Bounds the guest applies to itself (the host enforces its own, equal or looser, again). */
 export const GUEST_LIMITS = Object.freeze({

@@ -1,0 +1,70 @@
+// Test fixtures for the host's unit tests: tenant configs built around compiled plugin sources.
+
+import pino from 'pino';
+import { Registry } from 'prom-client';
+import { DEFAULT_QUOTA, type ChainEntry, type Quota, type ResolvedPlugin, type TenantConfig } from '../store/model.ts';
+import type { HookRequest } from './contract.ts';
+import { PluginHost } from './index.ts';
+
+export function newHost(): { host: PluginHost; registry: Registry } {
+  const registry = new Registry();
+  return { host: new PluginHost({ logger: pino({ level: 'silent' }), registry }), registry };
+}
+
+export interface PluginSpec {
+  name: string;
+  source: string;
+  version?: number;
+  canary?: { source: string; version: number; percent: number };
+  config?: Record<string, unknown>;
+  failurePolicy?: 'closed' | 'open';
+  routes?: string[];
+}
+
+export async function tenantConfig(
+  host: PluginHost,
+  name: string,
+  plugins: PluginSpec[],
+  extra: { quota?: Partial<Quota>; secrets?: Record<string, string>; services?: string[]; generation?: number } = {},
+): Promise<TenantConfig> {
+  const resolved: Record<string, ResolvedPlugin> = {};
+  const chain: ChainEntry[] = [];
+  for (const p of plugins) {
+    const c = await host.compile({ source: p.source, language: 'typescript', maxBundleBytes: 1 << 20 });
+    const r: ResolvedPlugin = { name: p.name, active: { version: p.version ?? 1, digest: c.digest, code: c.code } };
+    if (p.canary !== undefined) {
+      const cc = await host.compile({ source: p.canary.source, language: 'typescript', maxBundleBytes: 1 << 20 });
+      r.canary = { version: p.canary.version, digest: cc.digest, code: cc.code, percent: p.canary.percent };
+    }
+    resolved[p.name] = r;
+    const entry: ChainEntry = { plugin: p.name, config: p.config ?? {}, failurePolicy: p.failurePolicy ?? 'closed' };
+    if (p.routes !== undefined) entry.routes = p.routes;
+    chain.push(entry);
+  }
+  return {
+    name,
+    listenerPort: 17000,
+    quota: { ...DEFAULT_QUOTA, ...extra.quota },
+    services: (extra.services ?? []).map((s) => ({ name: s, endpoints: [], lb: 'round_robin', connectTimeoutMs: 1000, timeoutMs: 1000 })),
+    routes: [],
+    chain,
+    plugins: resolved,
+    secrets: extra.secrets ?? {},
+    generation: extra.generation ?? 1,
+  };
+}
+
+export function request(over: Partial<HookRequest> = {}): HookRequest {
+  return { method: 'GET', path: '/', query: '', host: 'svc', headers: [], remoteAddress: '127.0.0.1', ...over };
+}
+
+/** begin → onRequest → end, for tests that need one request's outcome. */
+export async function oneRequest(host: PluginHost, tenant: string, req: HookRequest = request(), requestId = `r-${Math.random()}`) {
+  const adm = host.begin(tenant, requestId);
+  if (!adm.ok) throw new Error(`not admitted: ${adm.code}`);
+  try {
+    return await host.onRequest(adm.run, req);
+  } finally {
+    host.end(adm.run);
+  }
+}

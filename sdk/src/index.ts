@@ -1,0 +1,19 @@
+// @isomesh/sdk — what a plugin imports. Inside an isolate the host provides this module from the
+// same guest runtime (./guest/), so definePlugin behaves identically in tests and in production.
+
+export { definePlugin, isDefinedPlugin } from './guest/define.ts';
+export type {
+  EarlyResponse,
+  HookReturn,
+  LogFields,
+  Plugin,
+  PluginContext,
+  PluginHeaders,
+  PluginLog,
+  PluginRequest,
+  PluginResponse,
+  PluginSecrets,
+  RateLimitOptions,
+  RateLimitResult,
+  RespondInit,
+} from './types.ts';
