@@ -1,0 +1,54 @@
+// Percentiles over raw samples (nearest-rank on a sorted copy) and small number formatting.
+
+export interface Summary {
+  count: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  mean: number;
+  max: number;
+}
+
+export function percentile(sorted: ArrayLike<number>, p: number): number {
+  if (sorted.length === 0) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1));
+  return sorted[i] as number;
+}
+
+export function summarize(samples: ArrayLike<number>): Summary {
+  const s = Float64Array.from(samples).sort();
+  let sum = 0;
+  for (const x of s) sum += x;
+  return {
+    count: s.length,
+    p50: percentile(s, 0.5),
+    p90: percentile(s, 0.9),
+    p99: percentile(s, 0.99),
+    mean: s.length ? sum / s.length : NaN,
+    max: s.length ? (s[s.length - 1] as number) : NaN,
+  };
+}
+
+/** Rounds to `digits` significant-ish decimals for JSON and tables. */
+export function round(x: number, digits = 2): number {
+  if (!Number.isFinite(x)) return x;
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+export function roundSummary(s: Summary, digits = 2): Summary {
+  return {
+    count: s.count,
+    p50: round(s.p50, digits),
+    p90: round(s.p90, digits),
+    p99: round(s.p99, digits),
+    mean: round(s.mean, digits),
+    max: round(s.max, digits),
+  };
+}
+
+export function fmt(x: number | undefined, digits = 2): string {
+  if (x === undefined || !Number.isFinite(x)) return '—';
+  if (Math.abs(x) >= 1000) return Math.round(x).toLocaleString('en-US');
+  return x.toFixed(digits);
+}

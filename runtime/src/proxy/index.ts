@@ -1,0 +1,209 @@
+// The built-in HTTP/1.1 data plane: one listener per tenant (plus extra addresses, e.g. the node's
+// pod-network address), a compiled route table per TenantConfig, keep-alive upstream pools per
+// tenant, and the plugin host called through PluginHostApi (see exchange.ts for the request flow).
+//
+// configure() only updates the proxy; the caller configures the plugin host with the same
+// TenantConfig itself (both sides expose configure/removeTenant).
+
+import type http from 'node:http';
+import type { Socket } from 'node:net';
+import type pino from 'pino';
+import type prom from 'prom-client';
+import type { PluginHostApi } from '../host/contract.ts';
+import type { TenantConfig } from '../store/model.ts';
+import { IsomeshError } from '../errors.ts';
+import { ProxyMetrics } from './metrics.ts';
+import { compileSnapshot, EMPTY_SNAPSHOT, TenantRuntime } from './tenant.ts';
+import { createListener, drain, listen } from './listener.ts';
+import { handleExchange, type ProxyContext } from './exchange.ts';
+
+export interface ProxyServerOptions {
+  host: PluginHostApi;
+  logger: pino.Logger;
+  registry: prom.Registry;
+  /** Default listen address for every tenant; default 127.0.0.1. */
+  listenAddress?: string;
+  /** Upper bound on waiting for in-flight requests when a listener closes; default 10 s. */
+  drainTimeoutMs?: number;
+}
+
+export interface ProxyListener {
+  tenant: string;
+  address: string;
+  port: number;
+}
+
+export interface ProxyTenantStatus {
+  listener?: { address: string; port: number };
+  requests: number;
+  inFlight: number;
+}
+
+export class ProxyServer {
+  readonly #host: PluginHostApi;
+  readonly #logger: pino.Logger;
+  readonly #metrics: ProxyMetrics;
+  readonly #listenAddress: string;
+  readonly #drainTimeoutMs: number;
+  readonly #tenants = new Map<string, TenantRuntime>();
+  /** Old listeners and removed tenants still draining; close() waits for them. */
+  readonly #draining = new Set<Promise<void>>();
+  readonly #context: ProxyContext;
+  #resolver: ((socket: Socket) => string | undefined) | undefined;
+  /** Original destination per downstream connection: resolved once, reused by its keep-alive requests. */
+  readonly #destinations = new WeakMap<Socket, string | null>();
+  #closed = false;
+
+  constructor(opts: ProxyServerOptions) {
+    this.#host = opts.host;
+    this.#logger = opts.logger;
+    this.#metrics = new ProxyMetrics(opts.registry);
+    this.#listenAddress = opts.listenAddress ?? '127.0.0.1';
+    this.#drainTimeoutMs = opts.drainTimeoutMs ?? 10_000;
+    this.#context = {
+      host: this.#host,
+      logger: this.#logger,
+      originalDestination: (socket) => this.#originalDestination(socket),
+    };
+  }
+
+  /** Bind the tenant's listener (idempotent; rebinds if the port changed; port 0 = any free port). */
+  bind(tenant: string, port: number): Promise<number> {
+    const t = this.#tenant(tenant);
+    return t.serial(() => this.#bind(t, port)).catch((err: unknown) => {
+      // Don't leave behind an empty tenant that only existed for this failed bind.
+      if (t.servers.size === 0 && t.snapshot === EMPTY_SNAPSHOT && this.#tenants.get(tenant) === t) {
+        this.#tenants.delete(tenant);
+        this.#metrics.forget(tenant);
+      }
+      throw err;
+    });
+  }
+
+  /** Also accept the tenant's traffic on `address` (same port). */
+  addListenAddress(tenant: string, address: string): Promise<void> {
+    const t = this.#tenant(tenant);
+    return t.serial(async () => {
+      if (t.addresses.includes(address)) return;
+      if (t.servers.size > 0) {
+        const server = this.#createServer(t);
+        await listen(server, t.port, address);
+        t.servers.set(address, server);
+      }
+      t.addresses.push(address);
+    });
+  }
+
+  /** Install a tenant's config (new requests use it at once) and bind its listener if needed. */
+  async configure(config: TenantConfig): Promise<void> {
+    const snapshot = compileSnapshot(config); // throws before anything changes
+    const t = this.#tenant(config.name);
+    t.install(snapshot);
+    const wanted = config.listenerPort;
+    if (t.servers.size === 0 || (wanted !== 0 && wanted !== t.port)) await this.bind(config.name, wanted);
+  }
+
+  /** Close the tenant's listeners; in-flight requests finish (bounded by drainTimeoutMs). */
+  async removeTenant(tenant: string): Promise<void> {
+    const t = this.#tenants.get(tenant);
+    if (t === undefined) return;
+    this.#tenants.delete(tenant);
+    t.removed = true;
+    await t.serial(async () => {
+      const servers = [...t.servers.values()];
+      t.servers = new Map();
+      await this.#track(Promise.all(servers.map((s) => drain(s, this.#drainTimeoutMs))).then(() => undefined));
+      t.pool.close();
+      this.#metrics.forget(tenant);
+    });
+  }
+
+  setOriginalDestinationResolver(fn: (socket: Socket) => string | undefined): void {
+    this.#resolver = fn;
+  }
+
+  listeners(): ProxyListener[] {
+    const out: ProxyListener[] = [];
+    for (const t of this.#tenants.values()) for (const address of t.servers.keys()) out.push({ tenant: t.name, address, port: t.port });
+    return out;
+  }
+
+  status(tenant: string): ProxyTenantStatus | undefined {
+    const t = this.#tenants.get(tenant);
+    if (t === undefined) return undefined;
+    const address = t.addresses.find((a) => t.servers.has(a));
+    return {
+      listener: address !== undefined ? { address, port: t.port } : undefined,
+      requests: t.requests,
+      inFlight: t.inFlight,
+    };
+  }
+
+  /** Stop accepting everywhere, drain in-flight requests (bounded), close upstream pools. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.all([...this.#tenants.keys()].map((name) => this.removeTenant(name)));
+    await Promise.all(this.#draining);
+  }
+
+  #tenant(name: string): TenantRuntime {
+    let t = this.#tenants.get(name);
+    if (t === undefined) {
+      if (this.#closed) throw new IsomeshError('ISOMESH_ERR_INTERNAL', 'proxy is closed');
+      t = new TenantRuntime(name, this.#listenAddress, this.#metrics.tenant(name));
+      this.#tenants.set(name, t);
+    }
+    return t;
+  }
+
+  #createServer(t: TenantRuntime): http.Server {
+    const ctx = this.#context;
+    return createListener((req, res) => handleExchange(ctx, t, req, res));
+  }
+
+  async #bind(t: TenantRuntime, port: number): Promise<number> {
+    if (t.removed) throw new IsomeshError('ISOMESH_ERR_TENANT_NOT_FOUND', `tenant ${t.name} was removed`);
+    if (t.servers.size > 0 && (port === 0 || port === t.port)) return t.port;
+    // Bind every address on the new port before letting go of the old listeners, so a failed
+    // rebind leaves the tenant serving where it was.
+    const fresh = new Map<string, http.Server>();
+    let bound = port;
+    try {
+      for (const address of t.addresses) {
+        const server = this.#createServer(t);
+        fresh.set(address, server);
+        bound = await listen(server, bound, address);
+      }
+    } catch (err) {
+      for (const s of fresh.values()) s.close();
+      throw err;
+    }
+    const old = [...t.servers.values()];
+    t.servers = fresh;
+    t.port = bound;
+    if (old.length > 0) void this.#track(Promise.all(old.map((s) => drain(s, this.#drainTimeoutMs))).then(() => undefined));
+    this.#logger.info({ tenant: t.name, port: bound, addresses: t.addresses }, 'tenant listener bound');
+    return bound;
+  }
+
+  #track(p: Promise<void>): Promise<void> {
+    this.#draining.add(p);
+    return p.finally(() => this.#draining.delete(p));
+  }
+
+  #originalDestination(socket: Socket): string | undefined {
+    const resolver = this.#resolver;
+    if (resolver === undefined) return undefined;
+    const cached = this.#destinations.get(socket);
+    if (cached !== undefined) return cached ?? undefined;
+    let dst: string | undefined;
+    try {
+      dst = resolver(socket);
+    } catch (err) {
+      this.#logger.warn({ err }, 'original destination resolver threw');
+    }
+    this.#destinations.set(socket, dst ?? null);
+    return dst;
+  }
+}

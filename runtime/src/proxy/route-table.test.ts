@@ -1,0 +1,97 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Route } from '../store/model.ts';
+import { IsomeshError } from '../errors.ts';
+import { RouteTable, stripPort, vipKey } from './route-table.ts';
+import { service } from './test-fixtures.ts';
+
+const routes: Route[] = [
+  { name: 'host-exact', match: { host: 'API.example.com' }, to: { service: 'api' } },
+  { name: 'host-wild', match: { host: '*.wild.test', pathPrefix: '/w' }, to: { service: 'wild' } },
+  { name: 'path-exact', match: { path: '/exact' }, to: { service: 'exact' } },
+  { name: 'regex', match: { pathRegex: '/items/[0-9]+' }, to: { service: 'items' } },
+  { name: 'method', match: { method: 'delete', pathPrefix: '/m/' }, to: { service: 'deleter' } },
+  { name: 'hdr-exact', match: { pathPrefix: '/h', headers: [{ name: 'X-Env', exact: 'canary' }] }, to: { service: 'canary' } },
+  { name: 'hdr-prefix', match: { pathPrefix: '/h', headers: [{ name: 'x-user', prefix: 'admin-' }] }, to: { service: 'admin' } },
+  { name: 'hdr-regex', match: { pathPrefix: '/h', headers: [{ name: 'x-ver', regex: 'v[12]' }] }, to: { service: 'v12' } },
+  { name: 'hdr-present', match: { pathPrefix: '/h', headers: [{ name: 'x-debug', present: true }] }, to: { service: 'debug' } },
+  { name: 'hdr-absent', match: { pathPrefix: '/h', headers: [{ name: 'x-debug', present: false }] }, to: { service: 'nodebug' } },
+  { name: 'prefix', match: { pathPrefix: '/pre' }, to: { service: 'pre' } },
+];
+
+const table = new RouteTable(routes, [service('vipsvc', [1], { vip: '10.96.0.10:8080' }), service('v6', [1], { vip: '[FD00::1]:80' })]);
+
+function m(host: string, path: string, method = 'GET', headers: IncomingHttpHeaders = {}): string | undefined {
+  return table.match({ host, path, method, headers })?.route;
+}
+
+test('route matching: first match in list order across host, path, regex, method and headers', () => {
+  const cases: Array<[string, string, string, IncomingHttpHeaders, string | undefined]> = [
+    ['api.example.com', '/anything', 'GET', {}, 'host-exact'],
+    ['api.example.com.evil', '/x', 'GET', {}, undefined],
+    ['a.wild.test', '/w/1', 'GET', {}, 'host-wild'],
+    ['a.b.wild.test', '/w', 'GET', {}, 'host-wild'],
+    ['wild.test', '/w', 'GET', {}, undefined], // "*.wild.test" needs a label before the suffix
+    ['a.wild.test', '/other', 'GET', {}, undefined],
+    ['x', '/exact', 'GET', {}, 'path-exact'],
+    ['x', '/exact/', 'GET', {}, undefined],
+    ['x', '/items/42', 'GET', {}, 'regex'],
+    ['x', '/items/42/more', 'GET', {}, undefined], // anchored
+    ['x', '/xx/items/42', 'GET', {}, undefined],
+    ['x', '/m/1', 'DELETE', {}, 'method'],
+    ['x', '/m/1', 'GET', {}, undefined],
+    ['x', '/h', 'GET', { 'x-env': 'canary' }, 'hdr-exact'],
+    ['x', '/h', 'GET', { 'x-env': 'canary2', 'x-user': 'admin-bob' }, 'hdr-prefix'],
+    ['x', '/h', 'GET', { 'x-ver': 'v2' }, 'hdr-regex'],
+    ['x', '/h', 'GET', { 'x-ver': 'v22', 'x-debug': '' }, 'hdr-present'],
+    ['x', '/h', 'GET', { 'x-ver': 'v3' }, 'hdr-absent'],
+    ['x', '/prefix-and-more', 'GET', {}, 'prefix'],
+    ['x', '/nothing', 'GET', {}, undefined],
+  ];
+  for (const [host, path, method, headers, want] of cases) {
+    assert.equal(m(host, path, method, headers), want, `${method} ${host}${path} ${JSON.stringify(headers)}`);
+  }
+});
+
+test('a weighted target splits roughly by weight', () => {
+  const t = new RouteTable([{ name: 'split', match: { pathPrefix: '/' }, to: { weighted: [{ service: 'a', weight: 3 }, { service: 'b', weight: 1 }, { service: 'c', weight: 0 }] } }], []);
+  const counts: Record<string, number> = { a: 0, b: 0, c: 0 };
+  for (let i = 0; i < 4000; i++) counts[t.match({ host: '', path: '/', method: 'GET', headers: {} })!.service]++;
+  assert.equal(counts.c, 0);
+  assert.ok(counts.a / 4000 > 0.7 && counts.a / 4000 < 0.8, JSON.stringify(counts));
+});
+
+test('weighted pick follows the injected random source exactly', () => {
+  let next = 0;
+  const t = new RouteTable([{ name: 'split', match: {}, to: { weighted: [{ service: 'a', weight: 1 }, { service: 'b', weight: 3 }] } }], [], () => next);
+  const pick = (r: number): string => {
+    next = r;
+    return t.match({ host: '', path: '/', method: 'GET', headers: {} })!.service;
+  };
+  assert.deepEqual([0, 0.24, 0.25, 0.99].map(pick), ['a', 'a', 'b', 'b']);
+});
+
+test('route timeout is carried with the choice', () => {
+  const t = new RouteTable([{ name: 'slow', match: { path: '/s' }, to: { service: 'a' }, timeoutMs: 1234 }], []);
+  assert.deepEqual(t.match({ host: '', path: '/s', method: 'GET', headers: {} }), { route: 'slow', service: 'a', timeoutMs: 1234 });
+});
+
+test('VIP lookup by original destination or Host authority', () => {
+  assert.equal(table.serviceByVip('10.96.0.10:8080'), 'vipsvc');
+  assert.equal(table.serviceByVip('10.96.0.10:8081'), undefined);
+  assert.equal(table.serviceByVip('10.96.0.10'), undefined); // Host without port means :80
+  assert.equal(table.serviceByVip('[fd00::1]'), 'v6');
+  assert.equal(table.serviceByVip('[fd00::1]:80'), 'v6');
+  assert.equal(table.serviceByVip(undefined), undefined);
+  assert.equal(vipKey('Example.COM'), 'example.com:80');
+  assert.equal(stripPort('a.b:81'), 'a.b');
+  assert.equal(stripPort('[::1]:81'), '[::1]');
+});
+
+test('an invalid regex is rejected with ISOMESH_ERR_ROUTE_INVALID', () => {
+  assert.throws(
+    () => new RouteTable([{ name: 'bad', match: { pathRegex: '(' }, to: { service: 'a' } }], []),
+    (err: unknown) => err instanceof IsomeshError && err.code === 'ISOMESH_ERR_ROUTE_INVALID' && err.message.includes('bad'),
+  );
+});

@@ -1,0 +1,66 @@
+// A tenant as the proxy holds it: its listeners, the compiled snapshot of its current TenantConfig
+// (route table + upstream services, swapped atomically on configure), its connection pool and
+// its metric series. An exchange captures the snapshot it started with.
+
+import type http from 'node:http';
+import type { TenantConfig } from '../store/model.ts';
+import { RouteTable } from './route-table.ts';
+import { UpstreamPool, UpstreamService } from './upstream.ts';
+import type { TenantSeries } from './metrics.ts';
+
+export interface TenantSnapshot {
+  readonly generation: number;
+  readonly table: RouteTable;
+  readonly services: ReadonlyMap<string, UpstreamService>;
+}
+
+const EMPTY_TABLE = new RouteTable([], []);
+
+export const EMPTY_SNAPSHOT: TenantSnapshot = Object.freeze({
+  generation: -1,
+  table: EMPTY_TABLE,
+  services: new Map<string, UpstreamService>(),
+});
+
+/** Compile a TenantConfig; throws ISOMESH_ERR_ROUTE_INVALID (and leaves nothing changed) on a bad route. */
+export function compileSnapshot(config: TenantConfig): TenantSnapshot {
+  const table = new RouteTable(config.routes, config.services);
+  const services = new Map<string, UpstreamService>();
+  for (const s of config.services) services.set(s.name, new UpstreamService(s));
+  return { generation: config.generation, table, services };
+}
+
+export class TenantRuntime {
+  readonly name: string;
+  readonly series: TenantSeries;
+  readonly pool = new UpstreamPool();
+  snapshot: TenantSnapshot = EMPTY_SNAPSHOT;
+  /** Port all of this tenant's listeners share; 0 until bound. */
+  port = 0;
+  /** Listen addresses, the proxy's default first. */
+  readonly addresses: string[];
+  /** address → server, for the current port. */
+  servers = new Map<string, http.Server>();
+  requests = 0;
+  inFlight = 0;
+  removed = false;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(name: string, defaultAddress: string, series: TenantSeries) {
+    this.name = name;
+    this.addresses = [defaultAddress];
+    this.series = series;
+  }
+
+  /** Run listener changes for this tenant one at a time (bind/addListenAddress/remove may overlap). */
+  serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.#queue.then(fn, fn);
+    this.#queue = next.catch(() => undefined);
+    return next;
+  }
+
+  install(snapshot: TenantSnapshot): void {
+    this.snapshot = snapshot;
+    this.pool.retain(snapshot.services.values());
+  }
+}
