@@ -168,7 +168,7 @@ test('upstream refused is 502 and a slow upstream is 504, each with x-isomesh-er
 });
 
 test('metrics count requests and plugin invocations per tenant', async () => {
-  const res = await fetch(`${d.url}/metrics`);
+  const res = await fetch(`${d.url}/metrics`, { headers: { authorization: `Bearer ${d.token}` } });
   assert.equal(res.status, 200);
   const text = await res.text();
   assert.match(text, /isomesh_requests_total\{[^}]*tenant="shop"/);

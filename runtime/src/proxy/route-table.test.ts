@@ -95,3 +95,23 @@ test('an invalid regex is rejected with ISOMESH_ERR_ROUTE_INVALID', () => {
     (err: unknown) => err instanceof IsomeshError && err.code === 'ISOMESH_ERR_ROUTE_INVALID' && err.message.includes('bad'),
   );
 });
+
+test('routes are tried by specificity, not by name: exact > longest prefix > regex > catch-all', () => {
+  const svc = (name: string) => ({ name, endpoints: [{ address: '127.0.0.1', port: 1, weight: 1 }], lb: 'round_robin' as const, connectTimeoutMs: 1000, timeoutMs: 1000 });
+  const routes = [
+    { name: 'a-all', match: { pathPrefix: '/' }, to: { service: 'all' } },
+    { name: 'b-api', match: { pathPrefix: '/api' }, to: { service: 'api' } },
+    { name: 'c-api-v2', match: { pathPrefix: '/api/v2' }, to: { service: 'v2' } },
+    { name: 'd-exact', match: { path: '/api/v2/health' }, to: { service: 'health' } },
+    { name: 'e-regex', match: { pathRegex: '/api/[0-9]+' }, to: { service: 'num' } },
+    { name: 'f-host', match: { pathPrefix: '/api', host: 'shop.local' }, to: { service: 'shop' } },
+  ];
+  const table = new RouteTable(routes, ['all', 'api', 'v2', 'health', 'num', 'shop'].map(svc));
+  const pick = (path: string, host = '') => table.match({ host, path, method: 'GET', headers: {} })?.service;
+  assert.equal(pick('/x'), 'all');
+  assert.equal(pick('/api/users'), 'api');
+  assert.equal(pick('/api/v2/users'), 'v2');
+  assert.equal(pick('/api/v2/health'), 'health');
+  assert.equal(pick('/api/42'), 'api', 'a prefix beats a regex');
+  assert.equal(pick('/api/users', 'shop.local'), 'shop', 'same prefix, host condition wins');
+});
