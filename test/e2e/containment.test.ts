@@ -20,7 +20,7 @@ async function setupTenant(name: string, memoryMb: number): Promise<void> {
   const t = await d.api('PUT', `/v1/tenants/${name}`, {});
   assert.equal(t.status, 201, JSON.stringify(t.body));
   ports[name] = t.body.listenerPort;
-  assert.equal((await d.api('PUT', `/v1/tenants/${name}/quota`, { memoryMb, cpuMsPerRequest: 50 })).status, 200);
+  assert.equal((await d.api('PUT', `/v1/tenants/${name}/quota`, { memoryMb, cpuMsPerRequest: 50, cpuMsPerSecond: 1_000_000 })).status, 200);
   await d.api('PUT', `/v1/tenants/${name}/services/echo`, { endpoints: [{ address: '127.0.0.1', port: echo.port }] });
   await d.api('PUT', `/v1/tenants/${name}/routes/all`, { match: { pathPrefix: '/' }, to: { service: 'echo' } });
 }
