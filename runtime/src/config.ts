@@ -19,6 +19,8 @@ export interface DaemonConfig {
   bpfPinDir: string;
   /** Try to load the eBPF datapath at start (off: explicit traffic only). */
   datapath: 'auto' | 'on' | 'off';
+  /** cgroup v2 directory the daemon joins for sk_msg acceleration (empty: automatic). */
+  proxyCgroup: string;
   logLevel: string;
 }
 
@@ -57,6 +59,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, overrides: P
     listenAddress: get('ISOMESH_LISTEN_ADDRESS', '127.0.0.1'),
     bpfPinDir: get('ISOMESH_BPF_PIN_DIR', '/sys/fs/bpf/isomesh'),
     datapath,
+    proxyCgroup: get('ISOMESH_PROXY_CGROUP', ''),
     logLevel: get('ISOMESH_LOG_LEVEL', 'info'),
   };
 }

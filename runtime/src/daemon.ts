@@ -8,6 +8,7 @@ import { Registry, collectDefaultMetrics } from 'prom-client';
 import { resolveAdminToken } from './admin-token.ts';
 import { buildAdminServer } from './admin/index.ts';
 import type { DaemonConfig } from './config.ts';
+import { NodeDatapath } from './datapath/index.ts';
 import { PluginHost } from './host/index.ts';
 import { ProxyServer } from './proxy/index.ts';
 import { Store } from './store/index.ts';
@@ -21,6 +22,7 @@ export class Daemon {
   readonly proxy: ProxyServer;
   readonly adminToken: string;
   #admin: FastifyInstance | undefined;
+  #datapath: NodeDatapath | undefined;
   #ready = false;
   /** Per-tenant queue so snapshots of one tenant are applied in commit order. */
   #applying = new Map<string, Promise<void>>();
@@ -70,8 +72,25 @@ export class Daemon {
     return { host: addr.address, port: addr.port };
   }
 
+  /** The eBPF datapath (possibly unavailable, with its reason); set once boot opened it. */
+  get datapath(): NodeDatapath | undefined {
+    return this.#datapath;
+  }
+
   async #boot(): Promise<void> {
+    // The datapath opens first (re-adopting pins from a previous run), so the snapshots below fill
+    // its VIP map, and stored workloads are re-attached once their tenants' listeners are bound.
+    this.#datapath = await NodeDatapath.start({
+      mode: this.config.datapath,
+      pinDir: this.config.bpfPinDir,
+      ...(this.config.proxyCgroup ? { proxyCgroup: this.config.proxyCgroup } : {}),
+      listenAddress: this.config.listenAddress,
+      proxy: this.proxy,
+      logger: this.logger.child({ component: 'datapath' }),
+      registry: this.registry,
+    });
     for (const name of this.store.tenantNames()) await this.#apply(name);
+    await this.#datapath.reconcile(this.store.tenantNames(), this.store.listWorkloads());
     this.store.onChange((tenant) => {
       void this.#enqueue(tenant);
     });
@@ -84,6 +103,7 @@ export class Daemon {
       adminToken: this.adminToken,
       listenerPorts: this.config.listenerPorts,
       ready: () => this.#ready,
+      datapath: this.#datapath,
     });
     await this.#admin.listen({ host: this.config.admin.host, port: this.config.admin.port });
     this.#ready = true;
@@ -105,12 +125,14 @@ export class Daemon {
     try {
       const cfg = this.store.tenantConfig(tenant);
       if (!cfg) {
+        this.#datapath?.syncTenant(tenant, undefined);
         this.host.removeTenant(tenant);
         await this.proxy.removeTenant(tenant);
         return;
       }
       this.host.configure(cfg);
       await this.proxy.configure(cfg);
+      this.#datapath?.syncTenant(tenant, cfg);
     } catch (err) {
       // A snapshot that cannot be applied leaves the previous one serving; the error is visible in logs.
       this.logger.error({ err, tenant }, 'failed to apply tenant configuration');
@@ -122,6 +144,8 @@ export class Daemon {
     await this.#admin?.close();
     await Promise.allSettled([...this.#applying.values()]);
     await this.proxy.close();
+    // pins stay: redirection of new connections resumes as soon as the next run's listener is up
+    this.#datapath?.close();
     await this.host.close();
     this.store.close();
   }

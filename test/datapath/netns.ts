@@ -15,6 +15,9 @@ export const NODE_IP = '10.231.0.1';
 export const POD_IP = '10.231.0.2';
 export const NODE_IP6 = 'fd00:231::1';
 export const POD_IP6 = 'fd00:231::2';
+/** The upstream netns (addUpstream) hangs off the node by its own veth. */
+export const NODE_UP_IP = '10.232.0.1';
+export const UP_IP = '10.232.0.2';
 
 /** Why these tests cannot run here, or false. Under CI=true a skip is a failure. */
 export function privileged(): string | false {
@@ -43,6 +46,7 @@ export class TestNet {
   readonly id = randomBytes(3).toString('hex');
   readonly nodeNs = `imt-${this.id}-node`;
   readonly podNs = `imt-${this.id}-pod`;
+  readonly upNs = `imt-${this.id}-up`;
   readonly cgroupRoot: string;
   readonly pinDir = `/sys/fs/bpf/isomesh-test-${this.id}`;
   readonly #children = new Set<ChildProcess>();
@@ -71,6 +75,44 @@ export class TestNet {
     fs.mkdirSync(this.cgroupRoot);
   }
 
+  /** A third netns for upstream services, reachable from the node netns only. */
+  addUpstream(): void {
+    const inNs = (ns: string, ...a: string[]) => execFileSync('nsenter', [`--net=/run/netns/${ns}`, 'ip', ...a], { stdio: 'pipe' });
+    execFileSync('ip', ['netns', 'add', this.upNs], { stdio: 'pipe' });
+    execFileSync('ip', ['link', 'add', `imu${this.id}`, 'netns', this.nodeNs, 'type', 'veth', 'peer', 'name', `imx${this.id}`, 'netns', this.upNs], { stdio: 'pipe' });
+    for (const [ns, dev, v4] of [[this.nodeNs, `imu${this.id}`, NODE_UP_IP], [this.upNs, `imx${this.id}`, UP_IP]] as const) {
+      inNs(ns, 'link', 'set', 'lo', 'up');
+      inNs(ns, 'addr', 'add', `${v4}/24`, 'dev', dev);
+      inNs(ns, 'link', 'set', dev, 'up');
+    }
+  }
+
+  /** Runs a command in a namespace (optionally inside a cgroup) to completion, bounded in time. */
+  exec(ns: string, argv: string[], opts: { cgroup?: string; input?: string; timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    const join = opts.cgroup ? `echo $$ > '${opts.cgroup}/cgroup.procs' && ` : '';
+    const child = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', 'sh', '-c', `${join}exec "$0" "$@"`, ...argv], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.#children.add(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d) => (stdout += d));
+    child.stderr!.on('data', (d) => (stderr += d));
+    child.stdin!.end(opts.input ?? '');
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
+    return new Promise((resolve) => child.once('exit', (code) => {
+      clearTimeout(timer);
+      this.#children.delete(child);
+      resolve({ code, stdout, stderr });
+    }));
+  }
+
+  /** Starts a long-running process in a namespace; killed by PID at teardown if still running. */
+  spawnIn(ns: string, argv: string[], env: NodeJS.ProcessEnv): ChildProcess {
+    const child = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', ...argv], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.#children.add(child);
+    child.on('exit', () => this.#children.delete(child));
+    return child;
+  }
+
   cgroup(name: string): string {
     const dir = path.join(this.cgroupRoot, name);
     fs.mkdirSync(dir);
@@ -79,7 +121,7 @@ export class TestNet {
   }
 
   /** Runs a fixture script under node in a namespace, optionally moved into a cgroup first. */
-  run(ns: string, script: 'server.ts' | 'client.ts', args: string[], cgroup?: string): Spawned {
+  run(ns: string, script: 'server.ts' | 'client.ts' | 'echo.ts' | 'http-client.ts', args: string[], cgroup?: string): Spawned {
     const join = cgroup ? `echo $$ > '${cgroup}/cgroup.procs' && ` : '';
     const child = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', 'sh', '-c', `${join}exec "$0" "$@"`,
       process.execPath, path.join(FIXTURES, script), ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -126,7 +168,7 @@ export class TestNet {
     await Promise.race([Promise.all(exits), new Promise((r) => setTimeout(r, 3000))]);
     for (const dir of [...this.#cgroups].reverse()) tryRun(() => fs.rmdirSync(dir));
     tryRun(() => fs.rmdirSync(this.cgroupRoot));
-    for (const ns of [this.podNs, this.nodeNs]) tryRun(() => execFileSync('ip', ['netns', 'del', ns], { stdio: 'pipe' }));
+    for (const ns of [this.podNs, this.upNs, this.nodeNs]) tryRun(() => execFileSync('ip', ['netns', 'del', ns], { stdio: 'pipe' }));
     tryRun(() => fs.rmSync(this.pinDir, { recursive: true, force: true }));
   }
 }

@@ -16,6 +16,7 @@ import { toIsomeshError } from './error-reply.ts';
 import { registerPluginRoutes } from './plugins.ts';
 import { registerServiceRoutes } from './services.ts';
 import { SerialQueue, registerTenantRoutes } from './tenants.ts';
+import { registerWorkloadRoutes, type DatapathAdmin } from './workloads.ts';
 
 export type { AuthLevel, Principal } from './auth.ts';
 
@@ -39,8 +40,8 @@ export interface AdminDeps {
   listenerPorts: { min: number; max: number };
   /** Backs /readyz. */
   ready: () => boolean;
-  /** Workloads and /v1/datapath are registered by the daemon on the returned instance. */
-  datapath?: unknown;
+  /** Backs the workload routes and /v1/datapath (registered only when given). */
+  datapath?: DatapathAdmin;
   /** Default request body limit (bytes); plugin uploads have their own, quota-bound limit. */
   bodyLimit?: number;
   /** Serve /metrics without a token (default false: the admin token is required). */
@@ -127,5 +128,6 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
   registerTenantRoutes(app, deps, new SerialQueue());
   registerServiceRoutes(app, deps);
   registerPluginRoutes(app, deps);
+  if (deps.datapath) registerWorkloadRoutes(app, deps, deps.datapath);
   return app;
 }

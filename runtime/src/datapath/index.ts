@@ -18,6 +18,8 @@ import { WorkloadTable } from './workloads.ts';
 
 export { codec };
 export type { OriginalDestination } from './codec.ts';
+export { NodeDatapath } from './node.ts';
+export type { DatapathMode, ListenerControl, NodeDatapathOptions, WorkloadAttachment, WorkloadInput } from './node.ts';
 
 const DEFAULT_OBJECT = path.join(import.meta.dirname, '..', '..', '..', 'bpf', 'obj', 'isomesh.o');
 
@@ -179,6 +181,21 @@ export class Datapath {
     this.#detachCgroup(id);
     this.#log.info({ tenant, workload: name, cgroupId: String(id) }, 'workload detached');
     return true;
+  }
+
+  /** Tenants the pinned maps know (they may outlive the runtime's own records). */
+  tenants(): string[] {
+    this.#check();
+    return this.#table.tenantNames();
+  }
+
+  /**
+   * The real cgroup v2 directory for a workload path; throws ISOMESH_ERR_WORKLOAD_CGROUP_NOT_FOUND
+   * or ISOMESH_ERR_WORKLOAD_CGROUP_ROOT (so callers can check before committing anything).
+   */
+  resolveCgroup(p: string): string {
+    this.#check();
+    return this.#resolveCgroup(p);
   }
 
   /** Drops the tenant's VIPs and workloads. */

@@ -24,6 +24,10 @@ export class WorkloadTable {
     return v ? codec.decodeTenant(v) : undefined;
   }
 
+  tenantNames(): string[] {
+    return this.#tenants.entries().map(([, v]) => codec.decodeTenant(v)).sort();
+  }
+
   /** The tenant's datapath id, allocated (max + 1) on first use. */
   ensureTenant(name: string): number {
     const existing = this.tenantId(name);

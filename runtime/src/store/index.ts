@@ -389,6 +389,11 @@ export class Store {
           | { name: string }
           | undefined;
         if (other) throw new IsomeshError('ISOMESH_ERR_SERVICE_VIP_CONFLICT', `vip ${svc.vip} is already owned by service "${other.name}"`);
+        // One owner per VIP on the node (compared in canonical form: "[FD00::0:1]:80" is "[fd00::1]:80").
+        const key = canonicalVip(svc.vip);
+        const rows = this.q('SELECT tenant, vip FROM services WHERE tenant != ? AND vip IS NOT NULL').all(tenant) as Array<{ tenant: string; vip: string }>;
+        const owner = rows.find((r) => canonicalVip(r.vip) === key);
+        if (owner) throw new IsomeshError('ISOMESH_ERR_SERVICE_VIP_CONFLICT', `vip ${svc.vip} is already owned by another tenant's service`);
       }
       const existed = this.q('SELECT 1 FROM services WHERE tenant = ? AND name = ?').get(tenant, name) !== undefined;
       const t = now();
@@ -714,4 +719,11 @@ export class Store {
   dump(): StoreDump {
     return dumpDatabase(this.db);
   }
+}
+
+/** "ip:port" with the address in canonical form (IPv6 compressed, lower case). */
+function canonicalVip(vip: string): string {
+  const m = /^\[(.+)\]:(\d+)$/.exec(vip);
+  if (!m) return vip;
+  return `${new URL(`http://[${m[1]}]/`).hostname}:${Number(m[2])}`;
 }
