@@ -10,7 +10,10 @@ const RUN_USAGE = `usage: isomesh run [--admin-addr HOST:PORT] [--grpc-addr HOST
                    [--listener-ports MIN-MAX] [--datapath auto|on|off] [--log-level LEVEL]
 Starts the isomesh daemon in the foreground. Each flag mirrors an environment variable
 (ISOMESH_ADMIN_ADDR, ISOMESH_GRPC_ADDR, ISOMESH_STATE_DIR, ISOMESH_LISTENER_PORTS, ISOMESH_DATAPATH,
-ISOMESH_LOG_LEVEL); ISOMESH_ADMIN_TOKEN sets the admin token. SIGTERM drains and exits 0.`;
+ISOMESH_LOG_LEVEL); ISOMESH_ADMIN_TOKEN sets the admin token. Also read from the environment:
+ISOMESH_LISTEN_ADDRESS (tenant listeners, default 127.0.0.1), ISOMESH_BPF_PIN_DIR (default /sys/fs/bpf/isomesh),
+ISOMESH_PROXY_CGROUP (cgroup v2 dir the daemon moves into when the datapath is on), ISOMESH_HOST_MODE
+(cordon|inline) and ISOMESH_CORDONS (plugin worker processes). SIGTERM drains and exits 0.`;
 
 export async function run(argv: string[]): Promise<number> {
   let values: Record<string, string | boolean | undefined>;
