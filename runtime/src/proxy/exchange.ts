@@ -239,7 +239,12 @@ class Exchange {
       this.fail(503, 'ISOMESH_ERR_PROXY_NO_ENDPOINT', `service ${svc.name} has no endpoint`);
       return;
     }
-    this.upstreamHeaders ??= upstreamRequestHeaders(this.requestHeaders!, ep.authority, this.req.headers['transfer-encoding'] !== undefined);
+    this.upstreamHeaders ??= upstreamRequestHeaders(
+      this.requestHeaders!,
+      ep.authority,
+      this.req.headers['transfer-encoding'] !== undefined,
+      this.req.headers['content-length'],
+    );
     let upReq: http.ClientRequest;
     try {
       upReq = http.request({

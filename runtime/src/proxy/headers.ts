@@ -70,22 +70,28 @@ export function requestHeaderList(raw: string[], clientAddress: string, requestI
 
 /**
  * Flatten a (possibly plugin-modified) request HeaderList for http.request. Hop-by-hop names are
- * dropped again because a plugin may have added them; Host falls back to the upstream authority;
- * a chunked downstream body is re-framed as chunked upstream (node frames it only for some methods).
+ * dropped again because a plugin may have added them; Host falls back to the upstream authority.
+ * Message framing comes from the downstream request only: a plugin-set content-length is dropped
+ * and the downstream's is restored, else a body-less GET with a forged length would desynchronise
+ * the pooled upstream connection (request smuggling). A chunked downstream body stays chunked.
  */
-export function upstreamRequestHeaders(list: HeaderList, authority: string, chunked: boolean): string[] {
+export function upstreamRequestHeaders(
+  list: HeaderList,
+  authority: string,
+  chunked: boolean,
+  contentLength?: string,
+): string[] {
   const flat: string[] = [];
   let hasHost = false;
-  let hasLength = false;
   for (let i = 0; i < list.length; i++) {
     const name = list[i][0];
-    if (HOP_BY_HOP.has(name) || name === 'expect') continue;
+    if (HOP_BY_HOP.has(name) || name === 'expect' || name === 'content-length') continue;
     if (name === 'host') hasHost = true;
-    else if (name === 'content-length') hasLength = true;
     flat.push(name, list[i][1]);
   }
   if (!hasHost) flat.push('host', authority);
-  if (chunked && !hasLength) flat.push('transfer-encoding', 'chunked');
+  if (chunked) flat.push('transfer-encoding', 'chunked');
+  else if (contentLength !== undefined) flat.push('content-length', contentLength);
   return flat;
 }
 

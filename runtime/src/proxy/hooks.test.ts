@@ -182,3 +182,19 @@ test('a rejected hook promise becomes 500 ISOMESH_ERR_INTERNAL and still ends th
   await waitFor(() => host.endCount.size === 1);
   assert.deepEqual(host.imbalance(), { open: 0, repeated: 0 });
 });
+
+test('regression (hostile corpus defect-plugin-content-length-reaches-upstream): framing comes from the downstream only', async (t) => {
+  const { host, port, a } = await setup(t);
+  host.requestHook = (req) => ({ action: 'continue', headers: [...req.headers, ['content-length', '64'], ['transfer-encoding', 'chunked']] });
+  for (let i = 0; i < 3; i++) {
+    const r = await send(port, { path: `/n/${i}` });
+    assert.equal(r.status, 200, `request ${i} kept the pooled connection in sync`);
+    const echo = JSON.parse(r.body);
+    assert.equal(echo.url, `/n/${i}`);
+    assert.deepEqual(seenHeader(echo, 'content-length'), []);
+    assert.deepEqual(seenHeader(echo, 'transfer-encoding'), []);
+  }
+  const post = await send(port, { method: 'POST', path: '/p', body: 'hello' });
+  assert.deepEqual(seenHeader(JSON.parse(post.body), 'content-length'), ['5'], 'the downstream length is kept');
+  assert.equal(a.requests, 4);
+});

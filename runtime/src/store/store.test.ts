@@ -211,3 +211,21 @@ test('validation errors name the field', () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('regression (hostile corpus defect-config-deeply-nested-gives-500): chain config depth and size are bounded with a 4xx', (t) => {
+  const store = new Store({ dir: tempDir(t) });
+  t.after(() => store.close());
+  populate(store);
+  const before = JSON.stringify(store.dump());
+  let deep: Record<string, unknown> = {};
+  for (let i = 0; i < 50_000; i++) deep = { d: deep };
+  assert.throws(
+    () => store.putChain('acme', [{ plugin: 'auth', config: deep }]),
+    (err: unknown) => err instanceof IsomeshError && err.code === 'ISOMESH_ERR_CHAIN_INVALID' && err.status === 400 && /nested at most 32/.test(err.message),
+  );
+  const wide = { list: Array.from({ length: 20_000 }, (_, i) => i) };
+  expectCode(() => store.putChain('acme', [{ plugin: 'auth', config: wide }]), 'ISOMESH_ERR_CHAIN_INVALID');
+  assert.equal(JSON.stringify(store.dump()), before, 'nothing changed');
+  store.putChain('acme', [{ plugin: 'auth', config: { a: { b: { c: [1, 2, { d: 'ok' }] } } } }]);
+  assert.deepEqual(store.getChain('acme')[0]!.config, { a: { b: { c: [1, 2, { d: 'ok' }] } } });
+});

@@ -315,6 +315,27 @@ export function routeServices(route: Route): string[] {
 
 // ---- chain, activation, secrets, workloads -------------------------------------------------
 
+/** Plugin configs are data for a plugin, not a place to store documents: bounded depth and size. */
+export const CONFIG_MAX_DEPTH = 32;
+export const CONFIG_MAX_NODES = 10_000;
+
+/**
+ * Walks a parsed JSON value without recursion (so a hostile 50,000-deep value cannot overflow the
+ * stack) and says what is wrong with it, or undefined when it is within the bounds.
+ */
+export function jsonShapeProblem(value: unknown, maxDepth: number, maxNodes: number): string | undefined {
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  let nodes = 0;
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (++nodes > maxNodes) return `must have at most ${maxNodes} values`;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth > maxDepth) return `must be nested at most ${maxDepth} levels deep`;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return undefined;
+}
+
 /** Validates chain entries' shape; the store checks plugins, activations and routes. */
 export function validateChain(body: unknown): ChainEntry[] {
   const code = 'ISOMESH_ERR_CHAIN_INVALID';
@@ -326,6 +347,10 @@ export function validateChain(body: unknown): ChainEntry[] {
     rejectUnknown(code, f, e, ['plugin', 'config', 'failurePolicy', 'routes']);
     if (typeof e.plugin !== 'string' || !OBJECT_NAME_RE.test(e.plugin)) fail(code, `${f}.plugin must be a plugin name`);
     if (e.config !== undefined && !isObject(e.config)) fail(code, `${f}.config must be an object`);
+    if (e.config !== undefined) {
+      const problem = jsonShapeProblem(e.config, CONFIG_MAX_DEPTH, CONFIG_MAX_NODES);
+      if (problem) fail(code, `${f}.config ${problem}`);
+    }
     if (e.failurePolicy !== undefined && e.failurePolicy !== 'closed' && e.failurePolicy !== 'open') {
       fail(code, `${f}.failurePolicy must be "closed" or "open"`);
     }
