@@ -48,3 +48,33 @@ test('createTestHost reports throws (including non-Error values) and unknown ser
   assert.equal(out.action, 'error');
   assert.match(out.action === 'error' ? out.message : '', /status must be an integer/);
 });
+
+test('createTestHost performs host capabilities in-process: jwt.verify with a tenant secret, sleep, bounded rounds', async () => {
+  const { SignJWT } = await import('jose');
+  const secret = 'x'.repeat(32);
+  const token = await new SignJWT({ sub: 'alice', aud: 'api' }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1m').sign(new TextEncoder().encode(secret));
+  const verifier = definePlugin<{ aud: string }>({
+    async onRequest(req, ctx) {
+      try {
+        const { payload } = await ctx.jwt.verify(req.headers.get('x-token') ?? '', { secret: 'jwt', audience: ctx.config.aud });
+        await ctx.sleep(5);
+        req.headers.set('x-sub', String(payload.sub));
+      } catch (e) {
+        return ctx.respond(401, { body: `${(e as { code: string }).code}` });
+      }
+    },
+  });
+  const host = createTestHost(verifier, { config: { aud: 'api' }, secrets: { jwt: secret } });
+  assert.deepEqual(await host.onRequest({ headers: { 'x-token': token } }), { action: 'continue', headers: [['x-token', token], ['x-sub', 'alice']] });
+  const wrongAud = createTestHost(verifier, { config: { aud: 'billing' }, secrets: { jwt: secret } });
+  assert.deepEqual(await wrongAud.onRequest({ headers: { 'x-token': token } }), { action: 'respond', status: 401, headers: [], body: 'ERR_JWT_CLAIM_INVALID' });
+  const noSecret = createTestHost(verifier, { config: { aud: 'api' } });
+  assert.deepEqual(await noSecret.onRequest({ headers: { 'x-token': token } }), { action: 'respond', status: 401, headers: [], body: 'ERR_JWT_OPTIONS' });
+
+  const looper = createTestHost({ async onRequest(_req, ctx) { for (;;) await ctx.sleep(0); } });
+  const looped = await looper.onRequest();
+  assert.equal(looped.action, 'error');
+  assert.match(looped.action === 'error' ? looped.message : '', /more than 8 rounds/);
+  const stuck = createTestHost({ onRequest: () => new Promise<void>(() => {}) }, { idleTimeoutMs: 30 });
+  assert.deepEqual(await stuck.onRequest(), { action: 'error', message: 'async hook did not settle' });
+});

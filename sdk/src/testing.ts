@@ -1,11 +1,19 @@
 // createTestHost(): run a plugin locally through the same guest runtime production loads into each
 // tenant isolate (./guest/invoke.ts): the same Headers, ctx, hook invocation and result shaping, with
-// every call crossing a JSON boundary exactly as it does into an isolate. What it does not reproduce
-// is isolation itself (CPU/memory limits): those belong to the host.
+// every call crossing a JSON boundary exactly as it does into an isolate. Host capabilities
+// (ctx.jwt.verify, ctx.sleep) go through the same poll → perform → deliver loop as in the sandbox,
+// performed in-process with jose. What it does not reproduce is isolation itself (CPU/memory limits):
+// those belong to the host.
 
 import type { Plugin } from './types.ts';
 import { GuestPlugin } from './guest/invoke.ts';
 import type { CallInput, CallResult, LogLevel, WireHeaders } from './guest/protocol.ts';
+import { LocalCapabilities } from './testing-capabilities.ts';
+
+/** The production sandbox's defaults (runtime/src/host/sandbox.ts). */
+const CAPABILITY_ROUNDS = 8;
+const CAPABILITY_WALL_MS = 5_000;
+const MAX_TURNS = 10_000;
 
 export interface TestHostOptions {
   tenant?: string;
@@ -17,6 +25,12 @@ export interface TestHostOptions {
   /** Clock for ctx.rateLimit (ms). Defaults to Date.now. */
   now?: () => number;
   pluginName?: string;
+  /** Wall time an async hook may sit idle (not waiting on a capability) before it fails. Default 1000. */
+  idleTimeoutMs?: number;
+  /** Rounds of capability calls one hook call may need (default 8, as in the host). */
+  capabilityRounds?: number;
+  /** Wall time capabilities may take in one hook call (default 5000, as in the host). */
+  capabilityWallMs?: number;
 }
 
 export type TestHeaders = Record<string, string> | WireHeaders;
@@ -70,8 +84,41 @@ export function createTestHost<C = Record<string, unknown>>(plugin: Plugin<C>, o
   guest.setSecrets(JSON.stringify(options.secrets ?? {}));
   const now = options.now ?? Date.now;
   const logs: TestLogLine[] = [];
+  const capabilities = new LocalCapabilities();
+  const secrets: Record<string, string> = Object.assign(Object.create(null) as Record<string, string>, options.secrets ?? {});
   let seq = 0;
   let configSent = false;
+
+  /** The sandbox's #drive, in-process: perform capability requests and re-poll until the hook settles. */
+  async function drive(id: number): Promise<string> {
+    const started = performance.now();
+    let capabilityMs = 0;
+    let rounds = 0;
+    const wallMs = options.capabilityWallMs ?? CAPABILITY_WALL_MS;
+    const fail = (message: string): string => {
+      guest.cancel(id);
+      return JSON.stringify({ action: 'error', message });
+    };
+    for (let turn = 0; turn < MAX_TURNS; turn++) {
+      const out = guest.poll(id);
+      if (out !== '' && !out.startsWith('[')) return out;
+      if (out.startsWith('[')) {
+        if (++rounds > (options.capabilityRounds ?? CAPABILITY_ROUNDS)) {
+          return fail(`plugin needed more than ${options.capabilityRounds ?? CAPABILITY_ROUNDS} rounds of capability calls in one hook call`);
+        }
+        const t0 = performance.now();
+        const results = await capabilities.perform(JSON.parse(out), { secrets, now: now(), wallLeftMs: wallMs - capabilityMs });
+        capabilityMs += performance.now() - t0;
+        if (capabilityMs > wallMs) return fail(`capability calls took longer than ${wallMs} ms in one hook call`);
+        guest.deliver(JSON.stringify(results));
+      } else if (performance.now() - started - capabilityMs > (options.idleTimeoutMs ?? 1000)) {
+        return fail('async hook did not settle');
+      }
+      // A macrotask turn: every microtask the delivery (or another call) queued has run by then.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    return fail('async hook did not settle');
+  }
 
   async function run(input: CallInput, headers: WireHeaders): Promise<TestOutcome> {
     if (!configSent) {
@@ -79,7 +126,8 @@ export function createTestHost<C = Record<string, unknown>>(plugin: Plugin<C>, o
       configSent = true;
     }
     const first = JSON.parse(guest.call(JSON.stringify(input))) as CallResult;
-    const result = ('pending' in first ? JSON.parse(await guest.wait(first.pending)) : first) as Exclude<CallResult, { pending: number }>;
+    if ('pending' in first) await new Promise<void>((resolve) => setImmediate(resolve));
+    const result = ('pending' in first ? JSON.parse(await drive(first.pending)) : first) as Exclude<CallResult, { pending: number }>;
     for (const [level, msg, fields] of result.logs ?? []) {
       logs.push({ level, msg, ...(fields !== undefined ? { fields: JSON.parse(fields) as Record<string, unknown> } : {}) });
     }

@@ -76,6 +76,96 @@ export interface PluginSecrets {
   get(name: string): string | undefined;
 }
 
+/** A JSON Web Key (RFC 7517) as it appears in a JWKS. */
+export interface JsonWebKey {
+  kty: string;
+  kid?: string;
+  alg?: string;
+  use?: string;
+  [param: string]: unknown;
+}
+
+export interface JsonWebKeySet {
+  keys: JsonWebKey[];
+}
+
+export type JwtAlgorithm =
+  | 'HS256' | 'HS384' | 'HS512'
+  | 'RS256' | 'RS384' | 'RS512'
+  | 'PS256' | 'PS384' | 'PS512'
+  | 'ES256' | 'ES384' | 'ES512'
+  | 'EdDSA';
+
+/**
+ * How ctx.jwt.verify checks a token. Give exactly one key source: `secret` (the *name* of one of the
+ * tenant's secrets, for HS256/384/512) or `jwks` (an inline key set, for RS/PS/ES/EdDSA).
+ */
+export interface JwtVerifyOptions {
+  secret?: string;
+  jwks?: JsonWebKeySet;
+  /** Expected `iss` (any of, when a list). */
+  issuer?: string | string[];
+  /** Expected `aud` (any of, when a list). */
+  audience?: string | string[];
+  subject?: string;
+  /** Seconds of leeway for exp / nbf / iat. */
+  clockTolerance?: number;
+  /** Allowed `alg` values; defaults to the key source's family (HS* for a secret, asymmetric for a JWKS). */
+  algorithms?: JwtAlgorithm[];
+  /** Claims that must be present. */
+  requiredClaims?: string[];
+}
+
+export interface JwtClaims {
+  iss?: string;
+  sub?: string;
+  aud?: string | string[];
+  exp?: number;
+  nbf?: number;
+  iat?: number;
+  jti?: string;
+  [claim: string]: unknown;
+}
+
+export interface JwtHeader {
+  alg: string;
+  kid?: string;
+  typ?: string;
+  [param: string]: unknown;
+}
+
+export interface JwtVerifyResult {
+  payload: JwtClaims;
+  header: JwtHeader;
+}
+
+/** Why ctx.jwt.verify rejected (the rejection is an Error named "JwtVerifyError" with this `code`). */
+export type JwtErrorCode =
+  | 'ERR_JWT_EXPIRED'
+  | 'ERR_JWT_CLAIM_INVALID'
+  | 'ERR_JWT_SIGNATURE_INVALID'
+  | 'ERR_JWT_NO_MATCHING_KEY'
+  | 'ERR_JWT_MALFORMED'
+  | 'ERR_JWT_ALG_NOT_ALLOWED'
+  | 'ERR_JWT_OPTIONS'
+  | 'ERR_CAPABILITY_LIMIT'
+  | 'ERR_CAPABILITY_FAILED';
+
+export interface JwtVerifyError extends Error {
+  name: 'JwtVerifyError';
+  code: JwtErrorCode;
+  /** The claim that failed validation, for ERR_JWT_CLAIM_INVALID / ERR_JWT_EXPIRED. */
+  claim?: string;
+}
+
+export interface PluginJwt {
+  /**
+   * Verifies a compact JWS token on the host (jose) and resolves with its claims and header, or
+   * rejects with a JwtVerifyError. The isolate does no crypto and never sees a shared secret.
+   */
+  verify(token: string, options: JwtVerifyOptions): Promise<JwtVerifyResult>;
+}
+
 export interface PluginContext<C = Record<string, unknown>> {
   /** The chain entry's config. */
   readonly config: C;
@@ -89,6 +179,15 @@ export interface PluginContext<C = Record<string, unknown>> {
   rateLimit(key: string, options: RateLimitOptions): RateLimitResult;
   readonly log: PluginLog;
   readonly secrets: PluginSecrets;
+  /** JWT verification, performed by the host (an async host capability). */
+  readonly jwt: PluginJwt;
+  /**
+   * Resolves after `ms` (0..60000) without using the isolate's CPU: a host timer. The time counts
+   * against the hook call's capability wall budget (5 s by default); a sleep that does not fit is
+   * refused up front. Rejects with an Error whose `code` is ERR_SLEEP_OPTIONS, ERR_CAPABILITY_LIMIT
+   * or ERR_CAPABILITY_FAILED.
+   */
+  sleep(ms: number): Promise<void>;
 }
 
 export type HookReturn = void | EarlyResponse | undefined;

@@ -4,8 +4,14 @@
 //
 // Security: the host keeps references *to* guest functions; nothing from the host (Reference,
 // ExternalCopy, Callback) is ever placed where guest code could reach it. Data crosses as strings.
+//
+// Async host capabilities (ctx.jwt.verify, ctx.sleep) follow the same rule: a hook that awaits one
+// leaves a request in guest state; #drive collects it with poll() (a copied string), performs it in
+// HostCapabilities, hands the result back with deliver() (a copied string), lets microtasks run and
+// polls again — in bounded rounds, within the call's CPU and wall budgets.
 
 import ivm from 'isolated-vm';
+import { HostCapabilities } from './capabilities.ts';
 import { guestRuntimeCode } from './guest-code.ts';
 
 export interface VersionSpec {
@@ -31,10 +37,24 @@ export interface SandboxEvents {
   onIsolateRebuilt(): void;
 }
 
+/** Bounds of one invocation's capability loop (defaults: CAPABILITY_WALL_MS, CAPABILITY_ROUNDS). */
+export interface InvokeLimits {
+  /** Wall time host capabilities may take in one hook call; not charged as the tenant's CPU. */
+  capabilityWallMs?: number;
+  /** Rounds of poll → perform → deliver one hook call may need. */
+  capabilityRounds?: number;
+  /**
+   * Called once when the call stops using the isolate to wait (for a capability or for another call).
+   * A scheduler that runs one call per tenant at a time may start the tenant's next call meanwhile:
+   * the sandbox charges each call only for its own turns of the isolate.
+   */
+  onIdle?: () => void;
+}
+
 interface GuestApi {
   call: ivm.Reference<(input: string) => string>;
-  settle: ivm.Reference<(id: number) => string>;
-  wait: ivm.Reference<(id: number) => Promise<string>>;
+  poll: ivm.Reference<(id: number) => string>;
+  deliver: ivm.Reference<(results: string) => void>;
   cancel: ivm.Reference<(id: number) => void>;
   setSecrets: ivm.Reference<(json: string) => void>;
   finishLoad: ivm.Reference<(meta: string) => string>;
@@ -48,6 +68,21 @@ interface LoadedVersion {
   hooks?: Array<'onRequest' | 'onResponse'>;
   /** Config ids this context has already received (configs are sent once, then referenced). */
   configsSeen: Set<number>;
+  /** Calls waiting for this context to run again (anything that runs may settle their promises). */
+  wakers: Set<() => void>;
+}
+
+/** What one invocation has used so far. */
+interface Budget {
+  cpuNs: number;
+  cpuLimitNs: number;
+  timeoutMs: number;
+  startedAt: number;
+  capabilityMs: number;
+  capabilityWallMs: number;
+  rounds: number;
+  maxRounds: number;
+  onIdle?: () => void;
 }
 
 export const LOAD_TIMEOUT_MS = 200;
@@ -55,6 +90,10 @@ const MIN_MEMORY_MB = 8;
 const MAX_BACKOFF_MS = 10_000;
 const STREAK_RESET_MS = 30_000;
 const TIMED_OUT = 'Script execution timed out.';
+export const CAPABILITY_WALL_MS = 5_000;
+export const CAPABILITY_ROUNDS = 8;
+/** Wake-ups of one waiting call (each is a turn of the context by some other call). */
+const MAX_TURNS = 10_000;
 
 export function classifyError(isolate: ivm.Isolate, e: unknown): { kind: FailureKind; message: string } {
   const message = e instanceof Error ? e.message : String(e);
@@ -83,8 +122,8 @@ export function loadPluginContext(
     const fn = <T>(name: string): ivm.Reference<T> => entry.getSync(name, { reference: true }) as ivm.Reference<T>;
     const api: GuestApi = {
       call: fn('call'),
-      settle: fn('settle'),
-      wait: fn('wait'),
+      poll: fn('poll'),
+      deliver: fn('deliver'),
       cancel: fn('cancel'),
       setSecrets: fn('setSecrets'),
       finishLoad: fn('finishLoad'),
@@ -111,6 +150,8 @@ export class TenantSandbox {
   #guest: ivm.Script | undefined;
   #versions = new Map<string, LoadedVersion>();
   #secretsJson = '{}';
+  #secrets: Record<string, string> = Object.create(null);
+  readonly #capabilities = new HostCapabilities();
   #down = false;
   #crashStreak = 0;
   #lastLostAt = 0;
@@ -135,7 +176,7 @@ export class TenantSandbox {
       v.refs++;
       return;
     }
-    const loaded: LoadedVersion = { spec, refs: 1, configsSeen: new Set() };
+    const loaded: LoadedVersion = { spec, refs: 1, configsSeen: new Set(), wakers: new Set() };
     this.#versions.set(spec.key, loaded);
     if (!this.#down) this.#load(loaded);
   }
@@ -156,12 +197,13 @@ export class TenantSandbox {
     const json = JSON.stringify(secrets);
     if (json === this.#secretsJson) return;
     this.#secretsJson = json;
+    this.#secrets = Object.assign(Object.create(null) as Record<string, string>, secrets);
     if (this.#down) return;
     for (const v of this.#versions.values()) {
       try {
         v.api?.setSecrets.applySync(undefined, [json], { timeout: LOAD_TIMEOUT_MS });
       } catch (e) {
-        this.#fail(v.spec.key, e, this.#isolate as ivm.Isolate);
+        this.#fail(v.spec.key, e, this.#isolate as ivm.Isolate, 0);
         return;
       }
     }
@@ -190,8 +232,18 @@ export class TenantSandbox {
     return h.used_heap_size + h.externally_allocated_size;
   }
 
-  /** Runs one hook call. Synchronous when the hook settles synchronously (the common case). */
-  invoke(key: string, input: Record<string, unknown>, config: unknown, timeoutMs: number): InvokeOutcome | Promise<InvokeOutcome> {
+  /**
+   * Runs one hook call. Synchronous when the hook settles synchronously (the common case); a promise
+   * when it awaits something (another call's progress, or a host capability). `timeoutMs` bounds the
+   * guest's CPU and the wall time it may sit idle; capability work has its own wall budget.
+   */
+  invoke(
+    key: string,
+    input: Record<string, unknown>,
+    config: unknown,
+    timeoutMs: number,
+    limits: InvokeLimits = {},
+  ): InvokeOutcome | Promise<InvokeOutcome> {
     if (this.#down) {
       if (Date.now() < this.#rebuildAt) {
         return { ok: false, kind: 'unavailable', message: 'isolate is being rebuilt (back-off after repeated failures)', cpuNs: 0 };
@@ -200,67 +252,150 @@ export class TenantSandbox {
     }
     const v = this.#versions.get(key);
     const isolate = this.#isolate;
-    if (v === undefined || v.api === undefined || isolate === undefined || this.#down) {
+    const api = v?.api;
+    if (v === undefined || api === undefined || isolate === undefined || this.#down) {
       return { ok: false, kind: 'unavailable', message: `plugin version ${key} is not loaded`, cpuNs: 0 };
     }
     const configId = input.configId as number;
     const json = JSON.stringify(v.configsSeen.has(configId) ? input : { ...input, config });
     v.configsSeen.add(configId);
-    const timeout = Math.max(1, Math.ceil(timeoutMs));
-    const t0 = isolate.cpuTime;
+    const b: Budget = {
+      cpuNs: 0,
+      cpuLimitNs: Math.max(1, timeoutMs) * 1e6,
+      timeoutMs: Math.max(1, timeoutMs),
+      startedAt: performance.now(),
+      capabilityMs: 0,
+      capabilityWallMs: Math.max(0, limits.capabilityWallMs ?? CAPABILITY_WALL_MS),
+      rounds: 0,
+      maxRounds: Math.max(0, limits.capabilityRounds ?? CAPABILITY_ROUNDS),
+    };
+    if (limits.onIdle !== undefined) b.onIdle = limits.onIdle;
     let out: unknown;
+    let id: number | undefined;
     try {
-      out = v.api.call.applySync(undefined, [json], { timeout });
+      out = this.#enter(isolate, b, (timeout) => api.call.applySync(undefined, [json], { timeout }));
+      this.#wake(v);
       if (typeof out === 'string' && out.startsWith('{"pending":')) {
-        const id = (JSON.parse(out) as { pending: number }).pending;
+        id = (JSON.parse(out) as { pending: number }).pending;
+        const pendingId = id;
         // Microtasks ran before applySync returned: most async hooks have settled by now.
-        out = v.api.settle.applySync(undefined, [id], { timeout });
-        if (out === '') return this.#await(v, isolate, id, t0, timeoutMs);
+        out = this.#enter(isolate, b, (timeout) => api.poll.applySync(undefined, [pendingId], { timeout }));
+        if (out === '' || (typeof out === 'string' && out.startsWith('['))) return this.#drive(v, api, isolate, pendingId, out, b);
       }
     } catch (e) {
-      return this.#fail(key, e, isolate, t0);
+      const failed = this.#fail(key, e, isolate, b.cpuNs);
+      // The guest must not keep a call the host gave up on (it counts against its pending limit).
+      if (id !== undefined && this.#current(v, api, isolate)) this.#abandon(api, id, b, 'threw', '');
+      return failed;
     }
-    const cpuNs = Number(isolate.cpuTime - t0);
-    if (typeof out !== 'string') return { ok: false, kind: 'bad_result', message: 'hook call returned a non-string', cpuNs };
-    return { ok: true, result: out, cpuNs };
+    if (typeof out !== 'string') return { ok: false, kind: 'bad_result', message: 'hook call returned a non-string', cpuNs: b.cpuNs };
+    return { ok: true, result: out, cpuNs: b.cpuNs };
   }
 
   dispose(): void {
     this.#teardown();
     this.#versions.clear();
+    this.#capabilities.dispose();
   }
 
-  async #await(v: LoadedVersion, isolate: ivm.Isolate, id: number, t0: bigint, timeoutMs: number): Promise<InvokeOutcome> {
-    const api = v.api as GuestApi;
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), Math.max(1, timeoutMs));
-    });
+  /** One synchronous turn of the isolate, charged to the call's CPU (only its own turns count). */
+  #enter<T>(isolate: ivm.Isolate, b: Budget, run: (timeoutMs: number) => T): T {
+    const leftNs = b.cpuLimitNs - b.cpuNs;
+    if (leftNs <= 0) throw new Error(TIMED_OUT);
+    const c0 = isolate.cpuTime;
     try {
-      const waited = api.wait.apply(undefined, [id], { result: { promise: true, copy: true }, timeout: Math.max(1, Math.ceil(timeoutMs)) });
-      const out = await Promise.race([waited, timedOut]);
-      const cpuNs = isolate.isDisposed ? 0 : Number(isolate.cpuTime - t0);
-      if (out === 'timeout') {
-        // Settle the guest's wait() so the pending apply does not outlive the request.
-        try {
-          api.cancel.applySync(undefined, [id], { timeout: LOAD_TIMEOUT_MS });
-        } catch {}
-        waited.catch(() => {});
-        return { ok: false, kind: 'timeout', message: 'async hook did not settle within the CPU time per request', cpuNs };
-      }
-      if (typeof out !== 'string') return { ok: false, kind: 'bad_result', message: 'hook call returned a non-string', cpuNs };
-      return { ok: true, result: out, cpuNs };
-    } catch (e) {
-      return this.#fail(v.spec.key, e, isolate, t0);
+      return run(Math.max(1, Math.ceil(leftNs / 1e6)));
     } finally {
-      clearTimeout(timer);
+      if (!isolate.isDisposed) b.cpuNs += Number(isolate.cpuTime - c0);
     }
   }
 
-  #fail(key: string, e: unknown, isolate: ivm.Isolate, t0?: bigint): InvokeOutcome {
+  /**
+   * The async half of invoke: until the hook settles, perform the capability requests it makes
+   * (bounded rounds, capability wall budget) or, when it makes none, wait for the context to run
+   * again for another call (its promise may depend on that call) within the idle wall budget.
+   */
+  async #drive(v: LoadedVersion, api: GuestApi, isolate: ivm.Isolate, id: number, first: string, b: Budget): Promise<InvokeOutcome> {
+    let out: unknown = first;
+    if (b.onIdle !== undefined) {
+      try {
+        b.onIdle();
+      } catch {}
+    }
+    try {
+      for (let turn = 0; turn < MAX_TURNS; turn++) {
+        if (typeof out !== 'string') return this.#abandon(api, id, b, 'bad_result', 'hook call returned a non-string');
+        if (out !== '' && !out.startsWith('[')) return { ok: true, result: out, cpuNs: b.cpuNs };
+        if (out.startsWith('[')) {
+          if (++b.rounds > b.maxRounds) {
+            return this.#abandon(api, id, b, 'timeout', `plugin needed more than ${b.maxRounds} rounds of capability calls in one hook call`);
+          }
+          const t0 = performance.now();
+          const results = await this.#capabilities.perform(JSON.parse(out), {
+            secrets: this.#secrets,
+            now: Date.now(),
+            wallLeftMs: b.capabilityWallMs - b.capabilityMs,
+          });
+          b.capabilityMs += performance.now() - t0;
+          if (!this.#current(v, api, isolate)) return this.#gone(b);
+          if (b.capabilityMs > b.capabilityWallMs) {
+            return this.#abandon(api, id, b, 'timeout', `capability calls took longer than ${b.capabilityWallMs} ms in one hook call`);
+          }
+          this.#enter(isolate, b, (timeout) => api.deliver.applySync(undefined, [JSON.stringify(results)], { timeout }));
+          this.#wake(v);
+        } else {
+          const idleLeft = b.timeoutMs - (performance.now() - b.startedAt - b.capabilityMs);
+          if (idleLeft <= 0) return this.#abandon(api, id, b, 'timeout', 'async hook did not settle within the CPU time per request');
+          await this.#nextTurn(v, idleLeft);
+          if (!this.#current(v, api, isolate)) return this.#gone(b);
+        }
+        out = this.#enter(isolate, b, (timeout) => api.poll.applySync(undefined, [id], { timeout }));
+      }
+      return this.#abandon(api, id, b, 'timeout', 'async hook did not settle');
+    } catch (e) {
+      const failed = this.#fail(v.spec.key, e, isolate, b.cpuNs);
+      if (this.#current(v, api, isolate)) this.#abandon(api, id, b, failed.ok ? 'threw' : failed.kind, '');
+      return failed;
+    }
+  }
+
+  /** Gives up on a pending call: the guest drops its state so nothing is left hanging. */
+  #abandon(api: GuestApi, id: number, b: Budget, kind: FailureKind, message: string): InvokeOutcome {
+    try {
+      api.cancel.applySync(undefined, [id], { timeout: LOAD_TIMEOUT_MS });
+    } catch {}
+    return { ok: false, kind, message, cpuNs: b.cpuNs };
+  }
+
+  #current(v: LoadedVersion, api: GuestApi, isolate: ivm.Isolate): boolean {
+    return v.api === api && this.#isolate === isolate && !isolate.isDisposed;
+  }
+
+  #gone(b: Budget): InvokeOutcome {
+    return { ok: false, kind: 'unavailable', message: 'the plugin context was unloaded or rebuilt while the call was waiting', cpuNs: b.cpuNs };
+  }
+
+  #wake(v: LoadedVersion): void {
+    if (v.wakers.size === 0) return;
+    const wakers = [...v.wakers];
+    v.wakers.clear();
+    for (const w of wakers) w();
+  }
+
+  #nextTurn(v: LoadedVersion, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        v.wakers.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(1, Math.ceil(ms)));
+      v.wakers.add(done);
+    });
+  }
+
+  #fail(key: string, e: unknown, isolate: ivm.Isolate, cpuNs: number): InvokeOutcome {
     const { kind, message } = classifyError(isolate, e);
-    let cpuNs = 0;
-    if (t0 !== undefined && !isolate.isDisposed) cpuNs = Number(isolate.cpuTime - t0);
     // Only the isolate we still run counts as lost (an async call may outlive a rebuild).
     if (isolate.isDisposed && isolate === this.#isolate) this.#lost(key, kind, message);
     return { ok: false, kind, message, cpuNs };
@@ -304,6 +439,7 @@ export class TenantSandbox {
       v.context = undefined;
       v.hooks = undefined;
       v.configsSeen.clear();
+      this.#wake(v);
     }
     const isolate = this.#isolate;
     this.#guest = undefined;
@@ -342,5 +478,6 @@ export class TenantSandbox {
     if (v.context !== undefined && this.#isolate !== undefined && !this.#isolate.isDisposed) v.context.release();
     v.api = undefined;
     v.context = undefined;
+    this.#wake(v);
   }
 }

@@ -53,6 +53,12 @@ g.__isomesh = {
   call(inputJson: string): string {
     return plugin().call(inputJson);
   },
+  poll(id: number): string {
+    return plugin().poll(id);
+  },
+  deliver(resultsJson: string): void {
+    plugin().deliver(resultsJson);
+  },
   settle(id: number): string {
     return plugin().settle(id);
   },

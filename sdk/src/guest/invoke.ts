@@ -12,6 +12,7 @@ import type {
   RateLimitResult,
   RespondInit,
 } from '../types.ts';
+import { CallCapabilities, CapabilityBroker, jwtFor, sleepFor } from './capabilities.ts';
 import { pluginHooks, type HookName } from './define.ts';
 import { GuestHeaders, headersFrom } from './headers.ts';
 import { TokenBuckets } from './rate-limit.ts';
@@ -35,9 +36,11 @@ interface CallState {
   service?: string;
   logs: LogLine[];
   logsDropped: number;
+  caps: CallCapabilities;
 }
 
 interface Pending {
+  state: CallState;
   result?: string;
   waiters: Array<(result: string) => void>;
 }
@@ -78,6 +81,7 @@ export class GuestPlugin {
   readonly #configs = new Map<number, unknown>();
   readonly #buckets = new TokenBuckets();
   readonly #pending = new Map<number, Pending>();
+  readonly #broker = new CapabilityBroker();
   #nextPending = 1;
 
   constructor(plugin: unknown, meta: LoadMeta) {
@@ -111,7 +115,7 @@ export class GuestPlugin {
       this.#configs.set(input.configId, deepFreeze(input.config));
     }
     const hook = this.#plugin[input.hook];
-    const state: CallState = { headers: new GuestHeaders(), logs: [], logsDropped: 0 };
+    const state: CallState = { headers: new GuestHeaders(), logs: [], logsDropped: 0, caps: new CallCapabilities() };
     if (typeof hook !== 'function') return JSON.stringify({ action: 'continue' });
     let arg: PluginRequest | PluginResponse;
     if (input.hook === 'onRequest') arg = this.#request(input.req as WireRequest, state);
@@ -131,7 +135,7 @@ export class GuestPlugin {
       return this.#error(new Error('too many unsettled hook calls'), state);
     }
     const id = this.#nextPending++;
-    const pending: Pending = { waiters: [] };
+    const pending: Pending = { state, waiters: [] };
     this.#pending.set(id, pending);
     const done = (result: string): void => {
       pending.result = result;
@@ -153,6 +157,24 @@ export class GuestPlugin {
     return p.result;
   }
 
+  /**
+   * One turn of the capability loop: the call's result when it has settled (and forgets it); else the
+   * capability requests it made since the last poll as a JSON array ("[...]"); else "" (waiting on
+   * something another call may settle).
+   */
+  poll(id: number): string {
+    const p = this.#pending.get(id);
+    if (p === undefined) return JSON.stringify({ action: 'error', message: 'unknown pending call' });
+    if (p.result !== undefined) return this.settle(id);
+    const requests = this.#broker.take(p.state.caps);
+    return requests.length > 0 ? JSON.stringify(requests) : '';
+  }
+
+  /** Capability results from the host (JSON array of {id, ok, value | error}); microtasks run after. */
+  deliver(resultsJson: string): void {
+    this.#broker.deliver(resultsJson);
+  }
+
   /** Resolves when the pending call settles (or is cancelled). */
   wait(id: number): Promise<string> {
     const p = this.#pending.get(id);
@@ -168,6 +190,7 @@ export class GuestPlugin {
     const p = this.#pending.get(id);
     if (p === undefined) return;
     this.#pending.delete(id);
+    this.#broker.close(p.state.caps);
     const cancelled = JSON.stringify({ action: 'error', message: 'cancelled' });
     for (const w of p.waiters.splice(0)) w(cancelled);
   }
@@ -248,6 +271,8 @@ export class GuestPlugin {
       },
       log: { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') },
       secrets: this.#secrets,
+      jwt: jwtFor(this.#broker, state.caps),
+      sleep: sleepFor(this.#broker, state.caps),
     };
   }
 
@@ -257,6 +282,7 @@ export class GuestPlugin {
   }
 
   #finish(state: CallState): string {
+    this.#broker.close(state.caps);
     const logs = this.#logs(state);
     let result: CallResult;
     if (state.responded !== undefined) {
@@ -275,6 +301,7 @@ export class GuestPlugin {
   }
 
   #error(e: unknown, state: CallState): string {
+    this.#broker.close(state.caps);
     return JSON.stringify({ action: 'error', message: describeThrown(e), logs: this.#logs(state) } satisfies CallResult);
   }
 }
