@@ -47,6 +47,8 @@ async function bundle(source: string, language: 'typescript' | 'javascript'): Pr
       stdin: { contents: source, loader: language === 'typescript' ? 'ts' : 'js', sourcefile: language === 'typescript' ? 'plugin.ts' : 'plugin.js' },
       bundle: true,
       format: 'cjs',
+      // Plugins are written as ES modules, which are strict; CommonJS output is not unless told.
+      banner: { js: '"use strict";' },
       platform: 'neutral',
       target: 'es2023',
       write: false,

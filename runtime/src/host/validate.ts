@@ -14,7 +14,8 @@ export const RESULT_LIMITS = Object.freeze({
 });
 
 const NAME_RE = /^[!#$%&'*+\-.^_`|~0-9a-z]{1,256}$/;
-const BAD_VALUE_RE = /[\r\n\0]/;
+// RFC 9110 field-value characters only; anything else Node's HTTP stack would refuse later (as a 502).
+const BAD_VALUE_RE = /[^\t\x20-\x7e\x80-\xff]/;
 const SERVICE_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const LEVELS = new Set(['debug', 'info', 'warn', 'error']);
 
@@ -28,7 +29,8 @@ export type Verdict =
 export class BadResult extends Error {}
 
 function isStatus(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= 100 && v <= 599;
+  // Final statuses only: a 1xx from a plugin would break the exchange with the client.
+  return typeof v === 'number' && Number.isInteger(v) && v >= 200 && v <= 599;
 }
 
 export function checkHeaders(v: unknown): HeaderList {
@@ -86,13 +88,13 @@ export function parseVerdict(json: string, phase: 'onRequest' | 'onResponse', se
         v.service = r.service;
       }
       if (r.status !== undefined) {
-        if (!isStatus(r.status)) throw new BadResult('status must be an integer 100..599');
+        if (!isStatus(r.status)) throw new BadResult('status must be an integer 200..599');
         v.status = r.status;
       }
       return v;
     }
     case 'respond': {
-      if (!isStatus(r.status)) throw new BadResult('status must be an integer 100..599');
+      if (!isStatus(r.status)) throw new BadResult('status must be an integer 200..599');
       if (typeof r.body !== 'string' || r.body.length > RESULT_LIMITS.bodyChars) throw new BadResult('invalid body');
       return { action: 'respond', status: r.status, headers: checkHeaders(r.headers), body: r.body, logs };
     }

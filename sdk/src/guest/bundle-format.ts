@@ -6,6 +6,7 @@
 export const PLUGIN_BUNDLE_OPTIONS = Object.freeze({
   bundle: true,
   format: 'cjs',
+  banner: { js: '"use strict";' },
   platform: 'neutral',
   target: 'es2023',
   mainFields: ['module', 'main'],

@@ -24,6 +24,10 @@ function plugin(): GuestPlugin {
   return loaded;
 }
 
+// WebAssembly memory lives outside the V8 heap that the tenant's memoryMb limit counts: a plugin
+// could pin gigabytes of node memory with it. Plugins are TypeScript; they get no WebAssembly.
+delete g.WebAssembly;
+
 g.module = moduleObject;
 g.exports = moduleObject.exports;
 g.require = requireShim;

@@ -4,7 +4,8 @@
 import type { PluginHeaders } from '../types.ts';
 
 const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const BAD_VALUE_RE = /[\r\n\0]/;
+// RFC 9110 field-value: HTAB, SP, VCHAR, obs-text — exactly what Node's HTTP stack will send.
+const BAD_VALUE_RE = /[^\t\x20-\x7e\x80-\xff]/;
 export const MAX_HEADER_NAME = 256;
 export const MAX_HEADER_VALUE = 16 * 1024;
 
@@ -18,7 +19,8 @@ function checkName(name: unknown): string {
 
 function checkValue(value: unknown): string {
   // Fetch trims leading/trailing HTTP whitespace.
-  const v = String(value).replace(/^[\t ]+|[\t ]+$/g, '');
+  // Template conversion (WebIDL ToString) throws a TypeError for a Symbol, as Fetch's Headers does.
+  const v = `${value as string}`.replace(/^[\t ]+|[\t ]+$/g, '');
   if (v.length > MAX_HEADER_VALUE || BAD_VALUE_RE.test(v)) throw new TypeError('invalid header value');
   return v;
 }

@@ -67,8 +67,8 @@ function describeThrown(e: unknown): string {
 }
 
 function checkStatus(status: unknown, what: string): number {
-  if (typeof status !== 'number' || !Number.isInteger(status) || status < 100 || status > 599) {
-    throw new TypeError(`${what}: status must be an integer 100..599`);
+  if (typeof status !== 'number' || !Number.isInteger(status) || status < 200 || status > 599) {
+    throw new TypeError(`${what}: status must be an integer 200..599 (a final status)`);
   }
   return status;
 }
