@@ -76,6 +76,7 @@ export const ERROR_CODES = {
   ISOMESH_ERR_QUOTA_RPS: { status: 429, message: 'tenant request rate exceeded' },
   ISOMESH_ERR_QUOTA_CONCURRENCY: { status: 429, message: 'tenant concurrent requests exceeded' },
   ISOMESH_ERR_QUOTA_CPU: { status: 429, message: 'tenant plugin CPU budget exceeded' },
+  ISOMESH_ERR_QUOTA_QUEUE: { status: 429, message: 'tenant plugin call queue is full' },
   ISOMESH_ERR_PLUGIN_THREW: { status: 503, message: 'plugin threw' },
   ISOMESH_ERR_PLUGIN_TIMEOUT: { status: 503, message: 'plugin exceeded its CPU time per request' },
   ISOMESH_ERR_PLUGIN_MEMORY: { status: 503, message: 'plugin exceeded its memory limit' },

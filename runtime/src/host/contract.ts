@@ -96,7 +96,16 @@ export interface TenantUsage {
   cpuMsPerSecond: number;
   memoryBytes: number;
   inFlight: number;
-  rejections: { rps: number; concurrency: number; cpu: number };
+  /** `queue`: plugin calls shed because the tenant's call queue in its cordon was full. */
+  rejections: { rps: number; concurrency: number; cpu: number; queue?: number };
+  /** Requests admitted over the last second. */
+  requestsPerSecond?: number;
+  /** Plugin calls waiting or running in the tenant's cordon. */
+  queuedCalls?: number;
+  /** The quota each figure above is measured against (0 = unlimited where the quota allows it). */
+  limits?: { cpuMsPerSecond: number; memoryBytes: number; maxConcurrentRequests: number; requestsPerSecond: number; cpuMsPerRequest: number; weight: number };
+  /** Where the tenant's isolate runs: a cordon process, or the daemon itself (mode inline). */
+  placement?: { mode: 'cordon' | 'inline'; cordon?: string; pid?: number | null; quarantined?: boolean };
 }
 
 export interface TenantHostStatus {

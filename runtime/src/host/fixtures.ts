@@ -4,11 +4,31 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import { DEFAULT_QUOTA, type ChainEntry, type Quota, type ResolvedPlugin, type TenantConfig } from '../store/model.ts';
 import type { HookRequest } from './contract.ts';
-import { PluginHost } from './index.ts';
+import { PluginHost, type PluginHostOptions } from './index.ts';
 
-export function newHost(): { host: PluginHost; registry: Registry } {
+/** Mode defaults to ISOMESH_HOST_MODE (else cordon), so the suites run in either mode. */
+export function newHost(opts: Partial<Omit<PluginHostOptions, 'logger' | 'registry'>> = {}): { host: PluginHost; registry: Registry } {
   const registry = new Registry();
-  return { host: new PluginHost({ logger: pino({ level: 'silent' }), registry }), registry };
+  return { host: new PluginHost({ logger: pino({ level: 'silent' }), registry, ...opts }), registry };
+}
+
+/** Burns `ms` of wall time (≈ CPU in an otherwise idle isolate) then tags the request. */
+export function burner(ms: number, tag = 'x-burnt'): string {
+  return `export default { onRequest(req) { const end = Date.now() + ${ms}; while (Date.now() < end) {} req.headers.set('${tag}', '${ms}'); } };`;
+}
+
+/** Tenant names whose stable hash puts them in the same / a different cordon than `of`. */
+export function cordonNeighbours(host: PluginHost, of: string, prefix: string): { same: string; other: string } {
+  const home = host.cordonOf(of);
+  let same: string | undefined;
+  let other: string | undefined;
+  for (let i = 0; i < 256 && (same === undefined || other === undefined); i++) {
+    const name = `${prefix}-${i}`;
+    if (host.cordonOf(name) === home) same ??= name;
+    else other ??= name;
+  }
+  if (same === undefined || other === undefined) throw new Error('no neighbour names found');
+  return { same, other };
 }
 
 export interface PluginSpec {

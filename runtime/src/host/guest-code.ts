@@ -12,6 +12,11 @@ export function guestEntryPath(): string {
   return fileURLToPath(new URL('./guest/entry.ts', sdkIndex));
 }
 
+/** A cordon process receives the daemon's bundle instead of running esbuild itself. */
+export function seedGuestRuntimeCode(code: string): void {
+  cached = code;
+}
+
 /** The guest runtime as one self-contained script (IIFE, no imports). */
 export function guestRuntimeCode(): string {
   if (cached !== undefined) return cached;

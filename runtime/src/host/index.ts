@@ -1,5 +1,8 @@
 // The plugin host: per-tenant admission (TenantQuota), the chain (Chain: route filter, canary,
-// failure policy) and the isolates (TenantSandbox). Data planes use it through contract.ts only.
+// failure policy) and the isolates. Data planes use it through contract.ts only.
+// Mode 'cordon' (default) runs the isolates in supervised worker processes (CordonPool) with a fair
+// scheduler in each; mode 'inline' runs them in this process (TenantSandbox), lowest latency but a
+// looping plugin blocks this event loop and an isolated-vm abort takes every tenant down.
 
 import type { Logger } from 'pino';
 import type { Counter, Histogram, Registry } from 'prom-client';
@@ -7,6 +10,8 @@ import { IsomeshError, type ErrorCode } from '../errors.ts';
 import type { TenantConfig } from '../store/model.ts';
 import { Chain, type ChainStep, type StepVersion } from './chain.ts';
 import { compilePlugin } from './compiler.ts';
+import type { CallOutcome, CordonTenant, Hooks, TenantRuntime } from './cordon.ts';
+import { CordonPool } from './cordon-pool.ts';
 import type {
   Admission,
   ChainRun,
@@ -24,13 +29,15 @@ import type {
 } from './contract.ts';
 import { HostMetrics } from './metrics.ts';
 import { TenantQuota } from './quota.ts';
-import { TenantSandbox, type FailureKind, type InvokeOutcome } from './sandbox.ts';
+import { TenantSandbox, type FailureKind, type SandboxEvents } from './sandbox.ts';
+import { wireKindFromEnv, type WireKind } from './wire.ts';
 import { BadResult, parseVerdict, type GuestLog, type Verdict } from './validate.ts';
 
 export type { CompiledPlugin } from './contract.ts';
 export { hashRequestId } from './chain.ts';
 
-const FAILURE_CODES: Record<FailureKind, ErrorCode> = {
+const FAILURE_CODES: Record<FailureKind | 'overloaded', ErrorCode> = {
+  overloaded: 'ISOMESH_ERR_QUOTA_QUEUE',
   threw: 'ISOMESH_ERR_PLUGIN_THREW',
   timeout: 'ISOMESH_ERR_PLUGIN_TIMEOUT',
   memory: 'ISOMESH_ERR_PLUGIN_MEMORY',
@@ -41,6 +48,33 @@ const FAILURE_CODES: Record<FailureKind, ErrorCode> = {
 
 /** Plugin log lines forwarded per tenant per second (burst = 2 s worth). */
 const LOG_LINES_PER_SEC = 100;
+/** Plugin calls a tenant may have waiting or running in its cordon; more are shed with 429. */
+export const DEFAULT_QUEUE_LIMIT = 256;
+/** The wall-clock timeout is only a backstop for the CPU budget: budget × factor + slack. */
+const WALL_BACKSTOP_FACTOR = 1.5;
+const WALL_BACKSTOP_SLACK_MS = 2;
+
+export type HostMode = 'cordon' | 'inline';
+
+export interface PluginHostOptions {
+  logger: Logger;
+  registry: Registry;
+  /** Default: ISOMESH_HOST_MODE, else 'cordon'. */
+  mode?: HostMode;
+  /** Shared cordon processes. Default: ISOMESH_CORDONS, else 2. */
+  cordons?: number;
+  /** Plugin calls per tenant waiting in its cordon before 429 ISOMESH_ERR_QUOTA_QUEUE. */
+  queueLimit?: number;
+  /** daemon ↔ cordon transport. Default: ISOMESH_CORDON_WIRE, else 'socket'. */
+  wire?: WireKind;
+}
+
+export function hostModeFromEnv(env: NodeJS.ProcessEnv = process.env): HostMode {
+  const m = env.ISOMESH_HOST_MODE;
+  if (m === undefined || m === '' || m === 'cordon') return 'cordon';
+  if (m === 'inline') return 'inline';
+  throw new IsomeshError('ISOMESH_ERR_API_VALIDATION', `ISOMESH_HOST_MODE must be cordon or inline (got "${m}")`);
+}
 
 interface Generation {
   chain: Chain;
@@ -57,7 +91,9 @@ interface VersionRecord extends PluginHealth {
 
 interface TenantState {
   name: string;
-  sandbox: TenantSandbox;
+  sandbox: TenantRuntime;
+  /** Set in cordon mode. */
+  cordon?: CordonTenant;
   quota: TenantQuota;
   gen: Generation;
   versions: Map<string, VersionRecord>;
@@ -71,6 +107,8 @@ interface Run extends ChainRun {
   readonly state: TenantState;
   readonly gen: Generation;
   cpuMs: number;
+  /** CPU of the entries that succeeded: what counts against cpuMsPerRequest for the next entries. */
+  budgetUsedMs: number;
   ended: boolean;
   /** The route onRequest saw; onResponse applies the same entries. */
   route?: string;
@@ -83,16 +121,52 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   readonly #logger: Logger;
   readonly #metrics: HostMetrics;
   readonly #tenants = new Map<string, TenantState>();
+  readonly #pool: CordonPool | undefined;
+  /** digest → hooks, learnt at compile: hasResponseHooks() can answer before a cordon has loaded the code. */
+  readonly #compiledHooks = new Map<string, Hooks>();
+  readonly mode: HostMode;
   #configIds = 0;
   #closed = false;
 
-  constructor(opts: { logger: Logger; registry: Registry }) {
+  constructor(opts: PluginHostOptions) {
     this.#logger = opts.logger.child({ component: 'host' });
-    this.#metrics = new HostMetrics(opts.registry);
+    this.#metrics = new HostMetrics(opts.registry, () =>
+      [...this.#tenants.values()].map((t) => ({
+        tenant: t.name,
+        memoryBytes: t.sandbox.memoryBytes(),
+        cpuMsPerSecond: t.quota.cpuMsLastSecond(),
+        ...(t.cordon === undefined ? {} : { cordon: t.cordon.placement().cordon, pid: t.cordon.placement().pid }),
+      })),
+    );
+    this.mode = opts.mode ?? hostModeFromEnv();
+    if (this.mode === 'cordon') {
+      const envCount = Number(process.env.ISOMESH_CORDONS);
+      this.#pool = new CordonPool({
+        count: opts.cordons ?? (Number.isInteger(envCount) && envCount > 0 ? envCount : 2),
+        wire: opts.wire ?? wireKindFromEnv(),
+        logger: this.#logger,
+        metrics: this.#metrics,
+        queueLimit: opts.queueLimit ?? DEFAULT_QUEUE_LIMIT,
+        hooksFor: (digest) => this.#compiledHooks.get(digest),
+      });
+    }
   }
 
-  compile(input: CompileInput): Promise<CompiledPlugin> {
-    return compilePlugin(input);
+  async compile(input: CompileInput): Promise<CompiledPlugin> {
+    const compiled = await compilePlugin(input);
+    if (this.#compiledHooks.size > 4096) this.#compiledHooks.clear();
+    this.#compiledHooks.set(compiled.digest, compiled.hooks);
+    return compiled;
+  }
+
+  /** The shared cordon a tenant name hashes to (cordon mode), before any quarantine. */
+  cordonOf(tenant: string): string | undefined {
+    return this.#pool?.homeOf(tenant).id;
+  }
+
+  /** The cordon processes (cordon mode): id, pid, state, tenants, restarts. */
+  cordons(): ReturnType<CordonPool['cordons']> {
+    return this.#pool?.cordons() ?? [];
   }
 
   configure(config: TenantConfig): void {
@@ -105,6 +179,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     } else {
       state.quota.update(config.quota);
       state.sandbox.setMemoryMb(config.quota.memoryMb);
+      state.cordon?.setWeight(config.quota.weight);
       const before = new Set(state.gen.chain.specs.map((s) => s.key));
       for (const spec of chain.specs) state.sandbox.retain(spec);
       const old = state.gen;
@@ -122,7 +197,8 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     const state = this.#tenants.get(tenant);
     if (state === undefined) return;
     this.#tenants.delete(tenant);
-    state.sandbox.dispose();
+    if (this.#pool !== undefined) this.#pool.removeTenant(tenant);
+    else state.sandbox.dispose();
   }
 
   begin(tenant: string, requestId: string): Admission {
@@ -138,7 +214,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
       return a;
     }
     state.gen.refs++;
-    const run: Run = { tenant, requestId, state, gen: state.gen, cpuMs: 0, ended: false, routed: false };
+    const run: Run = { tenant, requestId, state, gen: state.gen, cpuMs: 0, budgetUsedMs: 0, ended: false, routed: false };
     return { ok: true, run };
   }
 
@@ -172,6 +248,8 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
       const res = await this.#runStep(r, step, 'onRequest', input);
       if (res === undefined) continue;
       if (!res.ok) {
+        // A shed call is load shedding, not a plugin failure: 429 whatever the failure policy.
+        if (res.code === 'ISOMESH_ERR_QUOTA_QUEUE') return { action: 'fail', status: 429, code: res.code, message: res.message };
         if (step.failurePolicy === 'closed') return { action: 'fail', status: 503, code: res.code, message: res.message };
         continue;
       }
@@ -192,6 +270,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
       const out = await this.#runStep(r, step, 'onResponse', input);
       if (out === undefined) continue;
       if (!out.ok) {
+        if (out.code === 'ISOMESH_ERR_QUOTA_QUEUE') return { action: 'fail', status: 429, code: out.code, message: out.message };
         if (step.failurePolicy === 'closed') return { action: 'fail', status: 503, code: out.code, message: out.message };
         continue;
       }
@@ -217,6 +296,9 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
         plugins[v.healthKey] = h;
       }
     }
+    const q = state.quota.quota;
+    const placement: NonNullable<TenantHostStatus['usage']['placement']> =
+      state.cordon === undefined ? { mode: 'inline' } : { mode: 'cordon', ...state.cordon.placement() };
     return {
       plugins,
       usage: {
@@ -224,6 +306,17 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
         memoryBytes: state.sandbox.memoryBytes(),
         inFlight: state.quota.inFlight,
         rejections: { ...state.quota.rejections },
+        requestsPerSecond: state.quota.requestsLastSecond(),
+        queuedCalls: state.cordon?.queued ?? 0,
+        limits: {
+          cpuMsPerSecond: q.cpuMsPerSecond,
+          memoryBytes: q.memoryMb * 1024 * 1024,
+          maxConcurrentRequests: q.maxConcurrentRequests,
+          requestsPerSecond: q.requestsPerSecond,
+          cpuMsPerRequest: q.cpuMsPerRequest,
+          weight: q.weight,
+        },
+        placement,
       },
     };
   }
@@ -231,16 +324,14 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   async close(): Promise<void> {
     this.#closed = true;
     for (const tenant of [...this.#tenants.keys()]) this.removeTenant(tenant);
+    this.#pool?.close();
   }
 
   #createTenant(config: TenantConfig, chain: Chain): TenantState {
     const name = config.name;
     const logger = this.#logger.child({ tenant: name });
     let state: TenantState | undefined;
-    const sandbox = new TenantSandbox({
-      tenant: name,
-      memoryMb: config.quota.memoryMb,
-      events: {
+    const events: SandboxEvents = {
         onLoadError: (key, kind, message) => {
           logger.warn({ version: key, kind, err: message }, 'plugin version failed to load');
           if (state !== undefined) this.#markFailure(state, key.split('#')[0] as string, FAILURE_CODES[kind], message);
@@ -256,12 +347,14 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
           this.#metrics.restarts.inc({ tenant: name });
           logger.info('tenant isolate rebuilt');
         },
-      },
-    });
+    };
+    const cordon = this.#pool?.tenant(name, { memoryMb: config.quota.memoryMb, weight: config.quota.weight, events });
+    const sandbox: TenantRuntime = cordon ?? new TenantSandbox({ tenant: name, memoryMb: config.quota.memoryMb, events });
     for (const spec of chain.specs) sandbox.retain(spec);
     state = {
       name,
       sandbox,
+      ...(cordon === undefined ? {} : { cordon }),
       quota: new TenantQuota(config.quota),
       gen: { chain, refs: 1 },
       versions: new Map(),
@@ -321,16 +414,33 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     const hooks = state.sandbox.hooks(v.key);
     if (hooks !== undefined && !hooks.includes(phase)) return undefined;
     const rec = this.#record(state, v);
-    // Each call gets the full per-request CPU limit: a failed 'open' entry must not starve the next one.
-    const limitMs = state.quota.quota.cpuMsPerRequest;
+    // cpuMsPerRequest is the chain's budget for one request, measured in isolate CPU. Entries that
+    // failed are not charged to the ones after them (a failed 'open' entry must not starve the next).
+    const budgetMs = state.quota.quota.cpuMsPerRequest - r.budgetUsedMs;
     const t0 = performance.now();
-    const called = state.sandbox.invoke(v.key, input, step.config, limitMs);
-    const out: InvokeOutcome = called instanceof Promise ? await called : called;
+    let out: CallOutcome;
+    if (budgetMs <= 0) {
+      out = { ok: false, kind: 'timeout', message: 'the request used up its CPU time per request in earlier plugins', cpuNs: 0 };
+    } else {
+      // The isolate's timeout is wall time: a backstop. The verdict is the measured CPU below.
+      const called = state.sandbox.invoke(v.key, input, step.config, budgetMs * WALL_BACKSTOP_FACTOR + WALL_BACKSTOP_SLACK_MS);
+      out = called instanceof Promise ? await called : called;
+    }
     rec.duration.observe((performance.now() - t0) / 1000);
+    const usedMs = out.cpuNs / 1e6;
     if (out.cpuNs > 0) {
-      r.cpuMs += out.cpuNs / 1e6;
+      r.cpuMs += usedMs;
       state.quota.addCpu(out.cpuNs);
       rec.cpu.inc(out.cpuNs / 1e9);
+    }
+    if (out.ok && usedMs > budgetMs) {
+      out = { ok: false, kind: 'timeout', message: `plugin used ${usedMs.toFixed(1)} ms CPU, over the ${budgetMs.toFixed(1)} ms left of its CPU time per request`, cpuNs: out.cpuNs };
+    }
+    if (!out.ok && out.kind === 'overloaded') {
+      state.quota.countRejection('queue');
+      this.#metrics.rejections.inc({ tenant: state.name, reason: 'queue' });
+      this.#count(state, v, rec, 'shed');
+      return { ok: false, code: FAILURE_CODES.overloaded, message: out.message };
     }
     rec.invocations++;
     let result: StepResult;
@@ -357,6 +467,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     }
     this.#count(state, v, rec, outcome);
     if (result.ok) {
+      r.budgetUsedMs += usedMs;
       rec.consecutiveFailures = 0;
       rec.health = 'ok';
     } else {

@@ -5,7 +5,8 @@
 import type { Quota } from '../store/model.ts';
 import type { ErrorCode } from '../errors.ts';
 
-export type RejectReason = 'rps' | 'concurrency' | 'cpu';
+/** 'queue': the tenant's plugin call queue in its cordon was full (the call was shed, not admitted). */
+export type RejectReason = 'rps' | 'concurrency' | 'cpu' | 'queue';
 
 export type AdmitResult =
   | { ok: true }
@@ -22,7 +23,9 @@ export class TenantQuota {
   /** CPU ns per 100 ms slot over the last second (ring), and each slot's start time. */
   #cpuSlots = new Float64Array(SLOTS);
   #slotStart = new Float64Array(SLOTS);
-  readonly rejections: Record<RejectReason, number> = { rps: 0, concurrency: 0, cpu: 0 };
+  /** Admitted requests per slot (same ring), for the measured rps in status. */
+  #reqSlots = new Float64Array(SLOTS);
+  readonly rejections: Record<RejectReason, number> = { rps: 0, concurrency: 0, cpu: 0, queue: 0 };
   readonly #now: () => number;
 
   constructor(quota: Quota, now: () => number = Date.now) {
@@ -56,7 +59,7 @@ export class TenantQuota {
     }
     const cpuMs = this.cpuMsLastSecond(now);
     if (q.cpuMsPerSecond > 0 && cpuMs >= q.cpuMsPerSecond) {
-      return this.#reject('cpu', 'ISOMESH_ERR_QUOTA_CPU', `tenant plugins used ${cpuMs.toFixed(1)} ms CPU in the last second (max ${q.cpuMsPerSecond})`, 1);
+      return this.#reject('cpu', 'ISOMESH_ERR_QUOTA_CPU', `tenant plugins used ${cpuMs.toFixed(1)} ms CPU in the last second (max ${q.cpuMsPerSecond})`, this.#cpuRetryAfterSec(now));
     }
     if (q.requestsPerSecond > 0) {
       const rate = q.requestsPerSecond / 1000;
@@ -69,7 +72,23 @@ export class TenantQuota {
       this.#tokens -= 1;
     }
     this.#inFlight++;
+    const i = this.#slot(now);
+    this.#reqSlots[i] = (this.#reqSlots[i] ?? 0) + 1;
     return { ok: true };
+  }
+
+  /** A call shed after admission (queue full) still counts as a rejection of the tenant. */
+  countRejection(reason: RejectReason): void {
+    this.rejections[reason]++;
+  }
+
+  /** Requests admitted over the last second. */
+  requestsLastSecond(now = this.#now()): number {
+    let n = 0;
+    for (let i = 0; i < SLOTS; i++) {
+      if (now - (this.#slotStart[i] ?? 0) < SLOTS * SLOT_MS) n += this.#reqSlots[i] ?? 0;
+    }
+    return n;
   }
 
   release(): void {
@@ -98,8 +117,26 @@ export class TenantQuota {
     if (this.#slotStart[i] !== start) {
       this.#slotStart[i] = start;
       this.#cpuSlots[i] = 0;
+      this.#reqSlots[i] = 0;
     }
     return i;
+  }
+
+  /** Seconds until enough of the window's CPU ages out to fall under the budget (at least 1). */
+  #cpuRetryAfterSec(now: number): number {
+    const budgetNs = this.#quota.cpuMsPerSecond * 1e6;
+    const live: Array<[number, number]> = [];
+    for (let i = 0; i < SLOTS; i++) {
+      const start = this.#slotStart[i] ?? 0;
+      if (now - start < SLOTS * SLOT_MS) live.push([start, this.#cpuSlots[i] ?? 0]);
+    }
+    live.sort((a, b) => a[0] - b[0]);
+    let total = live.reduce((n, [, ns]) => n + ns, 0);
+    for (const [start, ns] of live) {
+      total -= ns;
+      if (total < budgetNs) return Math.max(1, Math.ceil((start + SLOTS * SLOT_MS - now) / 1000));
+    }
+    return 1;
   }
 
   #reject(reason: RejectReason, code: ErrorCode, message: string, retryAfterSec?: number): AdmitResult {

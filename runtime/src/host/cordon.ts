@@ -1,0 +1,402 @@
+// Cordon: one supervised worker process (cordon-main.ts) holding the isolates of a group of tenants.
+// CordonTenant is a tenant's handle on its cordon with the same shape as TenantSandbox
+// (TenantRuntime), so the chain and quota code does not know which mode it runs in. The daemon keeps
+// each tenant's desired state (memory, weight, secrets, retained versions) and re-sends it whenever a
+// cordon process is (re)started or the tenant moves to another cordon.
+
+import { fork, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { guestRuntimeCode } from './guest-code.ts';
+import type { InvokeOutcome, SandboxEvents, VersionSpec } from './sandbox.ts';
+import { FrameChannel, NodeIpcChannel, type Channel, type FromCordon, type ToCordon, type WireKind } from './wire.ts';
+
+export type Hooks = Array<'onRequest' | 'onResponse'>;
+
+/** An invoke outcome, or the call was shed because the tenant's queue in its cordon is full. */
+export type CallOutcome = InvokeOutcome | { ok: false; kind: 'overloaded'; message: string; cpuNs: number };
+
+/** What the host needs from a tenant's isolates, inline (TenantSandbox) or in a cordon (CordonTenant). */
+export interface TenantRuntime {
+  retain(spec: VersionSpec): void;
+  release(key: string): void;
+  hooks(key: string): Hooks | undefined;
+  setSecrets(secrets: Record<string, string>): void;
+  setMemoryMb(memoryMb: number): void;
+  resetBackoff(): void;
+  memoryBytes(): number;
+  invoke(key: string, input: Record<string, unknown>, config: unknown, timeoutMs: number): CallOutcome | Promise<CallOutcome>;
+  dispose(): void;
+}
+
+export interface Placement {
+  cordon: string;
+  pid: number | null;
+  quarantined: boolean;
+}
+
+export interface CordonEvents {
+  /** The process died; `blamed` is the tenant whose call was running (undefined when none was). */
+  onExit(cordon: Cordon, info: { blamed?: CordonTenant; blamedKey?: string; code: number | null; signal: string | null }): void;
+  onRestart(cordon: Cordon): void;
+}
+
+interface PendingCall {
+  tenant: CordonTenant;
+  key: string;
+  resolve: (out: CallOutcome) => void;
+}
+
+const MAX_BACKOFF_MS = 5_000;
+const STREAK_RESET_MS = 30_000;
+
+/** Arguments of the parent that a child must not inherit (the test runner, inspector, watch mode). */
+function childExecArgv(): string[] {
+  return process.execArgv.filter((a) => !/^--(test|inspect|watch|experimental-test)/.test(a));
+}
+
+export class Cordon {
+  readonly id: string;
+  readonly quarantine: boolean;
+  readonly #wire: WireKind;
+  readonly #events: CordonEvents;
+  readonly #logger: Logger;
+  readonly #blackbox: string;
+  readonly #tenants = new Map<string, CordonTenant>();
+  readonly #pending = new Map<number, PendingCall>();
+  #child: ChildProcess | undefined;
+  #channel: Channel<ToCordon, FromCordon> | undefined;
+  #state: 'idle' | 'up' | 'backoff' | 'closed' = 'idle';
+  #ids = 0;
+  #streak = 0;
+  #lastExitAt = 0;
+  #restartTimer: NodeJS.Timeout | undefined;
+  restarts = 0;
+
+  constructor(opts: { id: string; quarantine: boolean; wire: WireKind; events: CordonEvents; logger: Logger; runDir: string }) {
+    this.id = opts.id;
+    this.quarantine = opts.quarantine;
+    this.#wire = opts.wire;
+    this.#events = opts.events;
+    this.#logger = opts.logger.child({ cordon: opts.id });
+    this.#blackbox = path.join(opts.runDir, `${opts.id.replace(/[^a-z0-9-]/gi, '_')}.blackbox`);
+  }
+
+  get pid(): number | null {
+    return this.#state === 'up' ? (this.#child?.pid ?? null) : null;
+  }
+
+  get state(): string {
+    return this.#state;
+  }
+
+  get tenantCount(): number {
+    return this.#tenants.size;
+  }
+
+  attach(t: CordonTenant): void {
+    this.#tenants.set(t.tenant, t);
+    if (this.#state === 'idle') this.#start();
+    else if (this.#state === 'up') t.replay();
+  }
+
+  detach(t: CordonTenant): void {
+    if (this.#tenants.get(t.tenant) !== t) return;
+    this.#tenants.delete(t.tenant);
+    this.send({ t: 'drop', tenant: t.tenant });
+  }
+
+  send(msg: ToCordon): void {
+    if (this.#state === 'up') this.#channel?.send(msg);
+  }
+
+  call(t: CordonTenant, key: string, input: Record<string, unknown>, config: unknown, timeoutMs: number): CallOutcome | Promise<CallOutcome> {
+    if (this.#state !== 'up') {
+      return { ok: false, kind: 'unavailable', message: `cordon ${this.id} is restarting (back-off after repeated crashes)`, cpuNs: 0 };
+    }
+    const id = ++this.#ids;
+    if (this.#pending.size === 0) this.#channel?.ref();
+    return new Promise<CallOutcome>((resolve) => {
+      this.#pending.set(id, { tenant: t, key, resolve });
+      (this.#channel as Channel<ToCordon, FromCordon>).send({ t: 'call', id, tenant: t.tenant, key, input, config, timeoutMs });
+    });
+  }
+
+  close(): void {
+    this.#state = 'closed';
+    clearTimeout(this.#restartTimer);
+    this.#failPending(() => ({ ok: false, kind: 'unavailable', message: 'plugin host is closing', cpuNs: 0 }));
+    const child = this.#child;
+    this.#child = undefined;
+    this.#channel?.close();
+    if (child !== undefined && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    fs.rmSync(this.#blackbox, { force: true });
+  }
+
+  #start(): void {
+    this.#state = 'up';
+    fs.writeFileSync(this.#blackbox, Buffer.from(new Float64Array([-1]).buffer));
+    const child = fork(new URL('./cordon-main.ts', import.meta.url), [], {
+      execPath: process.execPath,
+      execArgv: childExecArgv(),
+      serialization: 'advanced',
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc', 'pipe'],
+      env: { ...process.env, ISOMESH_CORDON_WIRE: this.#wire },
+    });
+    this.#child = child;
+    const channel: Channel<ToCordon, FromCordon> =
+      this.#wire === 'ipc'
+        ? new NodeIpcChannel<ToCordon, FromCordon>(child, { autoFlush: true })
+        : new FrameChannel<ToCordon, FromCordon>(child.stdio[4] as Socket, { autoFlush: true });
+    this.#channel = channel;
+    channel.onMessage((m) => this.#receive(m));
+    child.on('error', (err) => this.#logger.error({ err }, 'cordon process error'));
+    child.once('exit', (code, signal) => this.#exited(child, code, signal));
+    child.unref();
+    // The IPC channel only carries control traffic in socket mode; it must not keep the daemon alive.
+    (child.channel as { unref?: () => void } | undefined)?.unref?.();
+    channel.unref();
+    channel.send({ t: 'init', guest: guestRuntimeCode(), blackbox: this.#blackbox, cordon: this.id });
+    for (const t of this.#tenants.values()) t.replay();
+  }
+
+  #receive(m: FromCordon): void {
+    switch (m.t) {
+      case 'done':
+      case 'shed': {
+        const p = this.#pending.get(m.id);
+        if (p === undefined) return;
+        this.#pending.delete(m.id);
+        if (this.#pending.size === 0) this.#channel?.unref();
+        p.resolve(m.t === 'done' ? m.out : { ok: false, kind: 'overloaded', message: `tenant has ${m.queued} plugin calls queued in its cordon`, cpuNs: 0 });
+        return;
+      }
+      case 'ready':
+        return;
+      default: {
+        const t = this.#tenants.get(m.tenant);
+        if (t !== undefined) t.receive(m);
+      }
+    }
+  }
+
+  #failPending(outcome: (p: PendingCall) => CallOutcome): void {
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    this.#channel?.unref();
+    for (const p of pending) p.resolve(outcome(p));
+  }
+
+  #runningCall(): number {
+    try {
+      const buf = fs.readFileSync(this.#blackbox);
+      return buf.length >= 8 ? buf.readDoubleLE(0) : -1;
+    } catch {
+      return -1;
+    }
+  }
+
+  #exited(child: ChildProcess, code: number | null, signal: string | null): void {
+    if (child !== this.#child || this.#state === 'closed') return;
+    this.#child = undefined;
+    this.#channel = undefined;
+    const running = this.#pending.get(this.#runningCall());
+    const why = signal !== null ? `signal ${signal}` : `exit code ${code}`;
+    this.#logger.error({ code, signal, blamed: running?.tenant.tenant, inFlight: this.#pending.size }, 'cordon process died');
+    this.#failPending((p) => ({
+      ok: false,
+      kind: 'crashed',
+      message: p === running ? `plugin call was running when its cordon process died (${why})` : `cordon process died (${why}) while the call was in flight`,
+      cpuNs: 0,
+    }));
+    const now = Date.now();
+    if (now - this.#lastExitAt > STREAK_RESET_MS) this.#streak = 0;
+    this.#lastExitAt = now;
+    this.#streak++;
+    const info: Parameters<CordonEvents['onExit']>[1] = { code, signal };
+    if (running !== undefined) {
+      info.blamed = running.tenant;
+      info.blamedKey = running.key;
+    }
+    this.#state = 'backoff';
+    // May move the blamed tenant elsewhere before this cordon comes back.
+    this.#events.onExit(this, info);
+    if (this.#state !== 'backoff') return;
+    const delay = this.#streak <= 1 ? 0 : Math.min(MAX_BACKOFF_MS, 100 * 2 ** (this.#streak - 2));
+    this.#restartTimer = setTimeout(() => {
+      if (this.#state !== 'backoff') return;
+      this.restarts++;
+      if (this.#tenants.size === 0) {
+        this.#state = 'idle';
+        return;
+      }
+      this.#start();
+      this.#events.onRestart(this);
+    }, delay);
+    this.#restartTimer.unref();
+  }
+}
+
+/** A tenant's handle on the cordon that runs its isolate. */
+export class CordonTenant implements TenantRuntime {
+  readonly tenant: string;
+  readonly #events: SandboxEvents;
+  readonly #queueLimit: number;
+  readonly #hooksFor: (digest: string) => Hooks | undefined;
+  #cordon: Cordon;
+  #memoryMb: number;
+  #weight: number;
+  #secrets: Record<string, string> = {};
+  readonly #specs = new Map<string, { spec: VersionSpec; refs: number }>();
+  readonly #hooks = new Map<string, Hooks>();
+  #memoryBytes = 0;
+  #queued = 0;
+  #disposed = false;
+
+  constructor(opts: {
+    tenant: string;
+    memoryMb: number;
+    weight: number;
+    events: SandboxEvents;
+    cordon: Cordon;
+    queueLimit: number;
+    hooksFor: (digest: string) => Hooks | undefined;
+  }) {
+    this.tenant = opts.tenant;
+    this.#memoryMb = opts.memoryMb;
+    this.#weight = opts.weight;
+    this.#events = opts.events;
+    this.#queueLimit = opts.queueLimit;
+    this.#hooksFor = opts.hooksFor;
+    this.#cordon = opts.cordon;
+    this.#cordon.attach(this);
+  }
+
+  get cordon(): Cordon {
+    return this.#cordon;
+  }
+
+  /** Calls sent to the cordon and not answered yet. */
+  get queued(): number {
+    return this.#queued;
+  }
+
+  placement(): Placement {
+    return { cordon: this.#cordon.id, pid: this.#cordon.pid, quarantined: this.#cordon.quarantine };
+  }
+
+  moveTo(cordon: Cordon): void {
+    if (cordon === this.#cordon) return;
+    this.#cordon.detach(this);
+    this.#cordon = cordon;
+    this.#memoryBytes = 0;
+    cordon.attach(this);
+  }
+
+  /** Sends the whole desired state (after a cordon start or a move). */
+  replay(): void {
+    this.#cordon.send({ t: 'tenant', tenant: this.tenant, memoryMb: this.#memoryMb, weight: this.#weight, secrets: this.#secrets });
+    for (const { spec } of this.#specs.values()) this.#cordon.send({ t: 'retain', tenant: this.tenant, spec });
+  }
+
+  receive(m: FromCordon): void {
+    switch (m.t) {
+      case 'hooks':
+        if (m.hooks === null) this.#hooks.delete(m.key);
+        else this.#hooks.set(m.key, m.hooks);
+        return;
+      case 'stats':
+        this.#memoryBytes = m.memoryBytes;
+        return;
+      case 'loadError':
+        this.#events.onLoadError(m.key, m.kind, m.message);
+        return;
+      case 'lost':
+        this.#events.onIsolateLost(m.key ?? undefined, m.kind, m.message);
+        return;
+      case 'rebuilt':
+        this.#events.onIsolateRebuilt();
+        return;
+    }
+  }
+
+  /** The cordon died while this tenant's call was running. */
+  blamed(key: string, message: string): void {
+    this.#events.onIsolateLost(key, 'crashed', message);
+  }
+
+  retain(spec: VersionSpec): void {
+    const s = this.#specs.get(spec.key);
+    if (s !== undefined) {
+      s.refs++;
+      return;
+    }
+    this.#specs.set(spec.key, { spec, refs: 1 });
+    this.#cordon.send({ t: 'retain', tenant: this.tenant, spec });
+  }
+
+  release(key: string): void {
+    const s = this.#specs.get(key);
+    if (s === undefined || --s.refs > 0) return;
+    this.#specs.delete(key);
+    this.#hooks.delete(key);
+    this.#cordon.send({ t: 'release', tenant: this.tenant, key });
+  }
+
+  hooks(key: string): Hooks | undefined {
+    return this.#hooks.get(key) ?? this.#hooksFor(key.slice(key.indexOf('#') + 1));
+  }
+
+  setSecrets(secrets: Record<string, string>): void {
+    if (JSON.stringify(secrets) === JSON.stringify(this.#secrets)) return;
+    this.#secrets = { ...secrets };
+    this.#cordon.send({ t: 'secrets', tenant: this.tenant, secrets: this.#secrets });
+  }
+
+  setMemoryMb(memoryMb: number): void {
+    if (memoryMb === this.#memoryMb) return;
+    this.#memoryMb = memoryMb;
+    this.#cordon.send({ t: 'memory', tenant: this.tenant, mb: memoryMb });
+  }
+
+  setWeight(weight: number): void {
+    if (weight === this.#weight) return;
+    this.#weight = weight;
+    this.#cordon.send({ t: 'weight', tenant: this.tenant, weight });
+  }
+
+  resetBackoff(): void {
+    this.#cordon.send({ t: 'reset', tenant: this.tenant });
+  }
+
+  memoryBytes(): number {
+    return this.#memoryBytes;
+  }
+
+  invoke(key: string, input: Record<string, unknown>, config: unknown, timeoutMs: number): CallOutcome | Promise<CallOutcome> {
+    if (this.#disposed) return { ok: false, kind: 'unavailable', message: 'tenant was removed', cpuNs: 0 };
+    if (this.#queued >= this.#queueLimit) {
+      return { ok: false, kind: 'overloaded', message: `tenant has ${this.#queued} plugin calls queued (max ${this.#queueLimit})`, cpuNs: 0 };
+    }
+    const out = this.#cordon.call(this, key, input, config, timeoutMs);
+    if (!(out instanceof Promise)) return out;
+    this.#queued++;
+    return out.then((o) => {
+      this.#queued--;
+      return o;
+    });
+  }
+
+  dispose(): void {
+    this.#disposed = true;
+    this.#cordon.detach(this);
+  }
+}
+
+/** A private directory for the cordons' blackbox files. */
+export function cordonRunDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'isomesh-cordons-'));
+}

@@ -1,0 +1,192 @@
+// The wire between the daemon and a cordon process, and its message shapes. Two interchangeable
+// channels: FrameChannel (length-prefixed JSON over a socketpair, every message written in the same
+// tick goes out in one write) and NodeIpcChannel (Node's IPC channel with 'advanced' serialization).
+// FrameChannel is the default: it measured faster (docs/host.md, bench/cordon-ipc.ts).
+
+import type { Socket } from 'node:net';
+import type { FailureKind, InvokeOutcome, VersionSpec } from './sandbox.ts';
+
+/** daemon → cordon */
+export type ToCordon =
+  | { t: 'init'; guest: string; blackbox: string; cordon: string }
+  | { t: 'tenant'; tenant: string; memoryMb: number; weight: number; secrets: Record<string, string> }
+  | { t: 'retain'; tenant: string; spec: VersionSpec }
+  | { t: 'release'; tenant: string; key: string }
+  | { t: 'secrets'; tenant: string; secrets: Record<string, string> }
+  | { t: 'memory'; tenant: string; mb: number }
+  | { t: 'weight'; tenant: string; weight: number }
+  | { t: 'reset'; tenant: string }
+  | { t: 'drop'; tenant: string }
+  | { t: 'call'; id: number; tenant: string; key: string; input: Record<string, unknown>; config: unknown; timeoutMs: number };
+
+/** cordon → daemon */
+export type FromCordon =
+  | { t: 'ready'; pid: number }
+  | { t: 'done'; id: number; out: InvokeOutcome; waitNs: number }
+  | { t: 'shed'; id: number; queued: number }
+  | { t: 'hooks'; tenant: string; key: string; hooks: Array<'onRequest' | 'onResponse'> | null }
+  | { t: 'loadError'; tenant: string; key: string; kind: FailureKind; message: string }
+  | { t: 'lost'; tenant: string; key: string | null; kind: FailureKind; message: string }
+  | { t: 'rebuilt'; tenant: string }
+  | { t: 'stats'; tenant: string; memoryBytes: number };
+
+export interface Channel<Out, In> {
+  /** Queues a message; it is written with everything else sent in the same tick (or at flush()). */
+  send(msg: Out): void;
+  /** Writes queued messages now. */
+  flush(): void;
+  onMessage(handler: (msg: In) => void): void;
+  /** Keeps the process alive while calls are pending (ref) or not (unref). */
+  ref(): void;
+  unref(): void;
+  close(): void;
+}
+
+const HEADER = 4;
+
+/** Length-prefixed JSON frames over a stream socket; sends are batched per tick. */
+export class FrameChannel<Out, In> implements Channel<Out, In> {
+  readonly #socket: Socket;
+  #queue: string[] = [];
+  #scheduled = false;
+  #pending: Buffer | undefined;
+  #handler: (msg: In) => void = () => {};
+
+  constructor(socket: Socket, opts: { autoFlush: boolean }) {
+    this.#socket = socket;
+    this.#socket.setNoDelay?.(true);
+    this.#socket.on('data', (chunk: Buffer) => this.#read(chunk));
+    this.#socket.on('error', () => {});
+    if (!opts.autoFlush) this.#scheduled = true; // the owner calls flush()
+  }
+
+  send(msg: Out): void {
+    this.#queue.push(JSON.stringify(msg));
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(this.#flushScheduled);
+    }
+  }
+
+  readonly #flushScheduled = (): void => {
+    this.#scheduled = false;
+    this.flush();
+  };
+
+  flush(): void {
+    const q = this.#queue;
+    if (q.length === 0) return;
+    this.#queue = [];
+    let bytes = 0;
+    const lens = new Array<number>(q.length);
+    for (let i = 0; i < q.length; i++) {
+      const n = Buffer.byteLength(q[i] as string);
+      lens[i] = n;
+      bytes += HEADER + n;
+    }
+    const buf = Buffer.allocUnsafe(bytes);
+    let off = 0;
+    for (let i = 0; i < q.length; i++) {
+      buf.writeUInt32LE(lens[i] as number, off);
+      off += HEADER;
+      off += buf.write(q[i] as string, off);
+    }
+    if (!this.#socket.destroyed) this.#socket.write(buf);
+  }
+
+  onMessage(handler: (msg: In) => void): void {
+    this.#handler = handler;
+  }
+
+  ref(): void {
+    this.#socket.ref();
+  }
+
+  unref(): void {
+    this.#socket.unref();
+  }
+
+  close(): void {
+    this.flush();
+    this.#socket.end();
+  }
+
+  #read(chunk: Buffer): void {
+    const buf = this.#pending === undefined ? chunk : Buffer.concat([this.#pending, chunk]);
+    let off = 0;
+    while (buf.length - off >= HEADER) {
+      const len = buf.readUInt32LE(off);
+      if (buf.length - off - HEADER < len) break;
+      const text = buf.toString('utf8', off + HEADER, off + HEADER + len);
+      off += HEADER + len;
+      this.#handler(JSON.parse(text) as In);
+    }
+    this.#pending = off === buf.length ? undefined : buf.subarray(off);
+    // Keep only the tail, not the whole chunk it came from.
+    if (this.#pending !== undefined && off > 0) this.#pending = Buffer.from(this.#pending);
+  }
+}
+
+/** Node's IPC channel ('advanced' serialization); messages of one tick go out as one array. */
+export class NodeIpcChannel<Out, In> implements Channel<Out, In> {
+  readonly #endpoint: NodeIpcEndpoint;
+  #queue: Out[] = [];
+  #scheduled = false;
+  readonly #autoFlush: boolean;
+
+  constructor(endpoint: NodeIpcEndpoint, opts: { autoFlush: boolean }) {
+    this.#endpoint = endpoint;
+    this.#autoFlush = opts.autoFlush;
+  }
+
+  send(msg: Out): void {
+    this.#queue.push(msg);
+    if (this.#autoFlush && !this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => {
+        this.#scheduled = false;
+        this.flush();
+      });
+    }
+  }
+
+  flush(): void {
+    if (this.#queue.length === 0) return;
+    const batch = this.#queue;
+    this.#queue = [];
+    if (this.#endpoint.connected) this.#endpoint.send?.({ wire: batch } as never);
+  }
+
+  onMessage(handler: (msg: In) => void): void {
+    this.#endpoint.on('message', (m: unknown) => {
+      const batch = (m as { wire?: In[] }).wire;
+      if (batch !== undefined) for (const msg of batch) handler(msg);
+    });
+  }
+
+  ref(): void {
+    (this.#endpoint.channel as { ref?: () => void } | undefined)?.ref?.();
+  }
+
+  unref(): void {
+    (this.#endpoint.channel as { unref?: () => void } | undefined)?.unref?.();
+  }
+
+  close(): void {
+    this.flush();
+  }
+}
+
+/** The part of ChildProcess / process used by NodeIpcChannel. */
+export interface NodeIpcEndpoint {
+  connected: boolean;
+  channel?: unknown;
+  send?: (msg: never) => boolean;
+  on(event: 'message', listener: (m: unknown) => void): unknown;
+}
+
+export type WireKind = 'socket' | 'ipc';
+
+export function wireKindFromEnv(env: NodeJS.ProcessEnv = process.env): WireKind {
+  return env.ISOMESH_CORDON_WIRE === 'ipc' ? 'ipc' : 'socket';
+}
