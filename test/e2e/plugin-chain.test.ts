@@ -174,3 +174,16 @@ test('metrics count requests and plugin invocations per tenant', async () => {
   assert.match(text, /isomesh_requests_total\{[^}]*tenant="shop"/);
   assert.match(text, /isomesh_plugin_invocations_total\{[^}]*tenant="shop"[^}]*plugin="tagger"/);
 });
+
+test('/status shows usage against every quota and where the tenant\'s plugins run', async () => {
+  const status = await d.api('GET', '/v1/tenants/shop/status');
+  assert.equal(status.status, 200);
+  const { usage, quota } = status.body;
+  assert.equal(usage.limits.cpuMsPerRequest, quota.cpuMsPerRequest);
+  assert.equal(usage.limits.maxConcurrentRequests, quota.maxConcurrentRequests);
+  assert.equal(usage.limits.memoryBytes, quota.memoryMb * 1024 * 1024);
+  assert.equal(usage.placement.mode, 'cordon', 'plugins run in a supervised worker process by default');
+  assert.ok(Number.isInteger(usage.placement.pid) && usage.placement.pid !== d.proc.pid);
+  for (const k of ['rps', 'concurrency', 'cpu', 'queue']) assert.equal(typeof usage.rejections[k], 'number', k);
+  assert.ok(usage.memoryBytes > 0, 'isolate heap is reported');
+});

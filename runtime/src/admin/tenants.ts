@@ -199,13 +199,16 @@ function tenantStatus(deps: AdminDeps, t: TenantRecord): Record<string, unknown>
     requests: proxy?.requests ?? 0,
     plugins,
     quota: t.quota,
+    // Usage next to the quota it is measured against, as the plugin host reports it (cordon placement,
+    // queue, rates), with the proxy's view of in-flight requests.
     usage: {
+      ...usage,
       cpuMsPerSecond: usage?.cpuMsPerSecond ?? 0,
       memoryBytes: usage?.memoryBytes ?? 0,
       memoryMb: Math.round(((usage?.memoryBytes ?? 0) / (1024 * 1024)) * 100) / 100,
       inFlight: proxy?.inFlight ?? usage?.inFlight ?? 0,
       pluginInFlight: usage?.inFlight ?? 0,
-      rejections: usage?.rejections ?? { rps: 0, concurrency: 0, cpu: 0 },
+      rejections: { rps: 0, concurrency: 0, cpu: 0, queue: 0, ...usage?.rejections },
     },
   };
 }
