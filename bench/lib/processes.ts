@@ -1,0 +1,215 @@
+// Child processes of a benchmark: started (optionally pinned to a CPU with taskset, which execs so
+// the PID is the real process), their output kept (bounded), and all stopped by PID — SIGTERM, then
+// SIGKILL after a grace period — from the caller's finally block.
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const LOG_LIMIT = 64 * 1024;
+
+export interface Started {
+  name: string;
+  proc: ChildProcess;
+  pid: number;
+  logs: () => string;
+  exited: Promise<number | null>;
+}
+
+export interface StartOptions {
+  /** CPU list for taskset -c (e.g. "0"); undefined = not pinned. */
+  cpus?: string;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+}
+
+export class ProcessGroup {
+  readonly #procs: Started[] = [];
+
+  start(name: string, cmd: string, args: string[], opts: StartOptions = {}): Started {
+    const [file, argv] = opts.cpus === undefined ? [cmd, args] : ['taskset', ['-c', opts.cpus, cmd, ...args]];
+    const proc = spawn(file, argv, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const keep = (d: Buffer): void => {
+      out += d.toString();
+      if (out.length > LOG_LIMIT) out = out.slice(-LOG_LIMIT);
+    };
+    proc.stdout!.on('data', keep);
+    proc.stderr!.on('data', keep);
+    const exited = new Promise<number | null>((resolve) => {
+      proc.once('exit', (code) => resolve(code));
+      proc.once('error', () => resolve(-1));
+    });
+    if (proc.pid === undefined) throw new Error(`${name}: could not start ${cmd}`);
+    const s: Started = { name, proc, pid: proc.pid, logs: () => out, exited };
+    this.#procs.push(s);
+    return s;
+  }
+
+  /** Stops one process by PID and forgets it. */
+  async stop(s: Started, graceMs = 5000): Promise<void> {
+    const i = this.#procs.indexOf(s);
+    if (i >= 0) this.#procs.splice(i, 1);
+    if (s.proc.exitCode !== null || s.proc.signalCode !== null) return;
+    try {
+      process.kill(s.pid, 'SIGTERM');
+    } catch {
+      return; // already gone
+    }
+    const done = await Promise.race([s.exited.then(() => true), sleep(graceMs).then(() => false)]);
+    if (!done) {
+      try {
+        process.kill(s.pid, 'SIGKILL');
+      } catch {
+        // gone between the checks
+      }
+      await Promise.race([s.exited, sleep(2000)]);
+    }
+  }
+
+  /** Stops every process still running, newest first. */
+  async stopAll(): Promise<void> {
+    for (const s of [...this.#procs].reverse()) await this.stop(s);
+  }
+}
+
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(0, host, () => resolve());
+  });
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+async function portFree(port: number): Promise<boolean> {
+  const srv = net.createServer();
+  const ok = await new Promise<boolean>((resolve) => {
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => resolve(true));
+  });
+  if (ok) await new Promise((r) => srv.close(r));
+  return ok;
+}
+
+/** A block of `count` consecutive free loopback ports (bounded number of tries). */
+export async function freePortRange(count: number): Promise<{ min: number; max: number }> {
+  for (let attempt = 0; attempt < 40; attempt++) {
+    const min = 20000 + Math.floor(Math.random() * ((40000 - count) / 100)) * 100;
+    let ok = true;
+    for (let p = min; p < min + count && ok; p++) ok = await portFree(p);
+    if (ok) return { min, max: min + count - 1 };
+  }
+  throw new Error(`no block of ${count} free ports found`);
+}
+
+/** Waits until something accepts TCP connections on 127.0.0.1:port. */
+export async function waitForPort(port: number, s: Started, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (s.proc.exitCode !== null) throw new Error(`${s.name} exited with ${s.proc.exitCode}:\n${s.logs()}`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const c = net.connect(port, '127.0.0.1');
+      c.once('connect', () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await sleep(25);
+  }
+  throw new Error(`${s.name} did not listen on ${port} within ${timeoutMs} ms:\n${s.logs()}`);
+}
+
+/** Pins every thread of this process to `cpus` (taskset -a); the isolated-vm and libuv threads too. */
+export function pinSelf(cpus: string): void {
+  try {
+    execFileSync('taskset', ['-a', '-p', '-c', cpus, String(process.pid)], { stdio: 'ignore' });
+  } catch {
+    // taskset missing: run unpinned (the report records the requested pinning only when it worked)
+  }
+}
+
+export function cpuCount(): number {
+  return Number(execFileSync('nproc').toString().trim());
+}
+
+/** First line `cmd args` prints (stdout or stderr: nginx -v writes to stderr), or "unknown". */
+export function versionOf(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 5000 });
+  const line = `${r.stdout ?? ''}\n${r.stderr ?? ''}`.split('\n').find((l) => l.trim() !== '');
+  return line?.trim() ?? 'unknown';
+}
+
+/** PIDs of `pid` and all its descendants (from /proc/<n>/stat ppid). */
+export function processTree(pid: number): number[] {
+  const parent = new Map<number, number>();
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      parent.set(Number(e), ppid);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) for (const [child, ppid] of parent) if (ppid === out[i]) out.push(child);
+  return out;
+}
+
+/** Summed VmRSS (KiB) of a process and its descendants (e.g. the daemon and its cordon workers). */
+export function treeRssKiB(pid: number): { totalKiB: number; processes: number } {
+  let total = 0;
+  let n = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const m = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'));
+      if (m) {
+        total += Number(m[1]);
+        n++;
+      }
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return { totalKiB: total, processes: n };
+}
+
+function cpuTimes(): { busy: number; total: number } {
+  const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const idle = (line[3] ?? 0) + (line[4] ?? 0);
+  const total = line.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+/** Machine-wide busy CPU (in CPUs, 0..nproc) over `ms`. */
+export async function machineBusy(ms = 1000): Promise<number> {
+  const a = cpuTimes();
+  await sleep(ms);
+  const b = cpuTimes();
+  return ((b.busy - a.busy) / Math.max(1, b.total - a.total)) * cpuCount();
+}
+
+/**
+ * Benchmarks on a shared 2-core machine are only meaningful when nothing else runs: waits (bounded)
+ * until background load is under `threshold` CPUs and reports what it saw.
+ */
+export async function waitForQuiet(maxWaitMs = 120_000, threshold = 0.15): Promise<{ busyCpus: number; waitedMs: number; quiet: boolean }> {
+  const t0 = Date.now();
+  let busy = await machineBusy();
+  while (busy > threshold && Date.now() - t0 < maxWaitMs) {
+    process.stderr.write(`bench: machine busy (${busy.toFixed(2)} CPUs used by other processes); waiting for quiet…\n`);
+    await sleep(4000);
+    busy = await machineBusy();
+  }
+  return { busyCpus: round2(busy), waitedMs: Date.now() - t0, quiet: busy <= threshold };
+}
+
+function round2(x: number): number {
+  return Math.round(x * 100) / 100;
+}
