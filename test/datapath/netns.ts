@@ -59,8 +59,8 @@ export class TestNet {
   setup(): void {
     const ip = (...a: string[]) => execFileSync('ip', a, { stdio: 'pipe' });
     const inNs = (ns: string, ...a: string[]) => execFileSync('nsenter', [`--net=/run/netns/${ns}`, 'ip', ...a], { stdio: 'pipe' });
-    ip('netns', 'add', this.nodeNs);
-    ip('netns', 'add', this.podNs);
+    addNetns(this.nodeNs);
+    addNetns(this.podNs);
     ip('link', 'add', `imn${this.id}`, 'netns', this.nodeNs, 'type', 'veth', 'peer', 'name', `imp${this.id}`, 'netns', this.podNs);
     for (const [ns, dev, v4, v6] of [[this.nodeNs, `imn${this.id}`, NODE_IP, NODE_IP6], [this.podNs, `imp${this.id}`, POD_IP, POD_IP6]] as const) {
       inNs(ns, 'link', 'set', 'lo', 'up');
@@ -78,7 +78,7 @@ export class TestNet {
   /** A third netns for upstream services, reachable from the node netns only. */
   addUpstream(): void {
     const inNs = (ns: string, ...a: string[]) => execFileSync('nsenter', [`--net=/run/netns/${ns}`, 'ip', ...a], { stdio: 'pipe' });
-    execFileSync('ip', ['netns', 'add', this.upNs], { stdio: 'pipe' });
+    addNetns(this.upNs);
     execFileSync('ip', ['link', 'add', `imu${this.id}`, 'netns', this.nodeNs, 'type', 'veth', 'peer', 'name', `imx${this.id}`, 'netns', this.upNs], { stdio: 'pipe' });
     for (const [ns, dev, v4] of [[this.nodeNs, `imu${this.id}`, NODE_UP_IP], [this.upNs, `imx${this.id}`, UP_IP]] as const) {
       inNs(ns, 'link', 'set', 'lo', 'up');
@@ -171,6 +171,17 @@ export class TestNet {
     for (const ns of [this.podNs, this.upNs, this.nodeNs]) tryRun(() => execFileSync('ip', ['netns', 'del', ns], { stdio: 'pipe' }));
     tryRun(() => fs.rmSync(this.pinDir, { recursive: true, force: true }));
   }
+}
+
+/**
+ * `ip netns add` serialised across processes: the first one on a machine bind-mounts /run/netns over
+ * itself, and two racing test files can hide each other's namespace file under that mount
+ * ("nsenter: cannot open /run/netns/…"). flock (util-linux) makes the calls take turns.
+ */
+function addNetns(name: string): void {
+  fs.mkdirSync('/run/lock', { recursive: true });
+  execFileSync('flock', ['/run/lock/isomesh-test-netns.lock', 'ip', 'netns', 'add', name], { stdio: 'pipe' });
+  if (!fs.existsSync(`/run/netns/${name}`)) throw new Error(`netns ${name} was created but /run/netns/${name} is not visible`);
 }
 
 function tryRun(fn: () => void): void {
