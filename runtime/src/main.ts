@@ -82,7 +82,7 @@ export async function run(argv: string[]): Promise<number> {
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'run') return run(argv.slice(1));
   const { main: cli } = await import('@isomesh/sdk/cli');
-  return cli(argv, { extraCommands: { run: (args: string[]) => run(args) } });
+  return cli(argv, { extraCommands: { run: { summary: 'start the daemon in the foreground (isomesh run --help)', run: (args: string[]) => run(args) } } });
 }
 
 if (import.meta.main) {
