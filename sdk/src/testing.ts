@@ -8,7 +8,7 @@
 import type { Plugin } from './types.ts';
 import { GuestPlugin } from './guest/invoke.ts';
 import type { CallInput, CallResult, LogLevel, WireHeaders } from './guest/protocol.ts';
-import { LocalCapabilities } from './testing-capabilities.ts';
+import { HostCapabilities } from './host-capabilities.ts';
 
 /** The production sandbox's defaults (runtime/src/host/sandbox.ts). */
 const CAPABILITY_ROUNDS = 8;
@@ -84,7 +84,7 @@ export function createTestHost<C = Record<string, unknown>>(plugin: Plugin<C>, o
   guest.setSecrets(JSON.stringify(options.secrets ?? {}));
   const now = options.now ?? Date.now;
   const logs: TestLogLine[] = [];
-  const capabilities = new LocalCapabilities();
+  const capabilities = new HostCapabilities();
   const secrets: Record<string, string> = Object.assign(Object.create(null) as Record<string, string>, options.secrets ?? {});
   let seq = 0;
   let configSent = false;

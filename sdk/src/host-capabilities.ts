@@ -1,7 +1,11 @@
-// The test host's side of the host capabilities (ctx.jwt.verify, ctx.sleep), performed in-process
-// with jose. It mirrors runtime/src/host/capabilities.ts rule for rule (the SDK imports nothing from
-// the runtime); runtime/src/host/capabilities.test.ts runs one matrix of tokens through both and
-// asserts they agree, so a plugin's unit tests see what production does.
+// Host capabilities: work a plugin asks the host to do (ctx.jwt.verify, ctx.sleep) because it needs
+// crypto keys, secrets or timers the isolate must not hold. The guest records requests as plain JSON;
+// the production sandbox (runtime/src/host/sandbox.ts) and the local test host (testing.ts) collect
+// them between turns of the guest, call perform() here, and deliver the results as JSON. One
+// implementation for both, so a plugin's unit tests see exactly what production does.
+//
+// Everything in a request is guest-controlled and re-validated here. A shared secret is looked up by
+// name among the calling tenant's own secrets, so a plugin can name only its own tenant's secrets.
 
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
 
@@ -92,7 +96,7 @@ function mapJoseError(id: number, e: unknown): CapabilityResult {
   }
 }
 
-export class LocalCapabilities {
+export class HostCapabilities {
   /** Imported key sets by their JSON text: importing RSA/EC keys costs more than verifying. */
   #jwks = new Map<string, JWTVerifyGetKey>();
   #sleeps = new Set<{ timer: NodeJS.Timeout; done: () => void }>();
