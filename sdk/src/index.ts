@@ -1,7 +1,7 @@
 // @isomesh/sdk — what a plugin imports. Inside an isolate the host provides this module from the
 // same guest runtime (./guest/), so definePlugin behaves identically in tests and in production.
 
-export { definePlugin, isDefinedPlugin } from './guest/define.ts';
+export { configParser, definePlugin, isDefinedPlugin } from './guest/define.ts';
 export type {
   EarlyResponse,
   HookReturn,

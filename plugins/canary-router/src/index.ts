@@ -2,7 +2,7 @@
 // its sticky key falls in the canary percentage. The split is a hash of the sticky key (a user id
 // header, a session cookie, the client IP, or the request id), so one user stays on one side.
 
-import { definePlugin, type PluginRequest } from '@isomesh/sdk';
+import { configParser, definePlugin, type PluginRequest } from '@isomesh/sdk';
 
 export interface CanaryRouterConfig {
   /** The service canary traffic goes to (one of the tenant's services). */
@@ -92,20 +92,8 @@ export function parseConfig(raw: unknown): CanaryRouterSettings {
   return s;
 }
 
-const parsed = new WeakMap<object, CanaryRouterSettings | ConfigError>();
-function settings(config: object): CanaryRouterSettings {
-  let s = parsed.get(config);
-  if (s === undefined) {
-    try {
-      s = parseConfig(config);
-    } catch (e) {
-      s = e instanceof ConfigError ? e : new ConfigError(String(e));
-    }
-    parsed.set(config, s);
-  }
-  if (s instanceof ConfigError) throw s;
-  return s;
-}
+/** Parsed once per config object; a bad config fails the chain entry on every request. */
+const settings = configParser<CanaryRouterSettings>(parseConfig);
 
 /** FNV-1a, 32 bit: stable across isolates, nodes and restarts (unlike Math.random). */
 export function fnv1a(text: string): number {

@@ -2,7 +2,7 @@
 // matched exactly ("https://app.example.com"), by subdomain wildcard ("https://*.example.com") or
 // all ("*"). Every answer that depends on Origin says so with `Vary: Origin`.
 
-import { definePlugin, type PluginHeaders } from '@isomesh/sdk';
+import { configParser, definePlugin, type PluginHeaders } from '@isomesh/sdk';
 
 export interface CorsConfig {
   allowOrigins: string[];
@@ -94,20 +94,8 @@ export function parseConfig(raw: unknown): CorsSettings {
   return s;
 }
 
-const parsed = new WeakMap<object, CorsSettings | ConfigError>();
-function settings(config: object): CorsSettings {
-  let s = parsed.get(config);
-  if (s === undefined) {
-    try {
-      s = parseConfig(config);
-    } catch (e) {
-      s = e instanceof ConfigError ? e : new ConfigError(String(e));
-    }
-    parsed.set(config, s);
-  }
-  if (s instanceof ConfigError) throw s;
-  return s;
-}
+/** Parsed once per config object; a bad config fails the chain entry on every request. */
+const settings = configParser<CorsSettings>(parseConfig);
 
 /** The allowed origin to echo, or undefined. "null" (sandboxed frames, file:) is never allowed. */
 export function allowedOrigin(s: CorsSettings, origin: string | null): string | undefined {

@@ -7,7 +7,7 @@
 // concurrency slot, which is exactly what a slow upstream would do. The host bounds the sleep by its
 // capability wall budget (5 s per hook call), so `delay.ms` is capped below that.
 
-import { definePlugin } from '@isomesh/sdk';
+import { configParser, definePlugin } from '@isomesh/sdk';
 
 export interface FaultInjectionConfig {
   delay?: { percent: number; ms: number };
@@ -73,20 +73,8 @@ export function parseConfig(raw: unknown): FaultInjectionSettings {
   return s;
 }
 
-const parsed = new WeakMap<object, FaultInjectionSettings | ConfigError>();
-function settings(config: object): FaultInjectionSettings {
-  let s = parsed.get(config);
-  if (s === undefined) {
-    try {
-      s = parseConfig(config);
-    } catch (e) {
-      s = e instanceof ConfigError ? e : new ConfigError(String(e));
-    }
-    parsed.set(config, s);
-  }
-  if (s instanceof ConfigError) throw s;
-  return s;
-}
+/** Parsed once per config object; a bad config fails the chain entry on every request. */
+const settings = configParser<FaultInjectionSettings>(parseConfig);
 
 /** Bucket 0..9999 of a request for one kind of fault (independent draws for delay and abort). */
 export function bucket(requestId: string, kind: string): number {

@@ -2,7 +2,7 @@
 // templates ({tenant} {requestId} {method} {path} {host} {remoteAddress} {status} {header:name}).
 // Templates are compiled once per config object into parts, so a request only concatenates strings.
 
-import { definePlugin, type PluginHeaders } from '@isomesh/sdk';
+import { configParser, definePlugin, type PluginHeaders } from '@isomesh/sdk';
 
 export interface HeaderOps {
   /** Header names to delete. */
@@ -134,20 +134,8 @@ export function parseConfig(raw: unknown): HeaderTransformSettings {
   return { request: compileOps(c.request, 'request'), response: compileOps(c.response, 'response') };
 }
 
-const parsed = new WeakMap<object, HeaderTransformSettings | ConfigError>();
-function settings(config: object): HeaderTransformSettings {
-  let s = parsed.get(config);
-  if (s === undefined) {
-    try {
-      s = parseConfig(config);
-    } catch (e) {
-      s = e instanceof ConfigError ? e : new ConfigError(String(e));
-    }
-    parsed.set(config, s);
-  }
-  if (s instanceof ConfigError) throw s;
-  return s;
-}
+/** Parsed once per config object; a bad config fails the chain entry on every request. */
+const settings = configParser<HeaderTransformSettings>(parseConfig);
 
 /** Header reads see the headers as they were before this entry changed anything. */
 function render(t: Template, vars: Vars, original: Map<string, string | null>, headers: PluginHeaders): string {

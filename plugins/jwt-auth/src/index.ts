@@ -2,7 +2,7 @@
 // holds the shared secret), forwards selected claims to the upstream as headers, and answers 401 with
 // an RFC 6750 `www-authenticate` challenge when the token is missing or invalid.
 
-import { definePlugin, type JsonWebKeySet, type JwtAlgorithm, type JwtVerifyOptions, type PluginHeaders } from '@isomesh/sdk';
+import { configParser, definePlugin, type JsonWebKeySet, type JwtAlgorithm, type JwtVerifyOptions, type PluginHeaders } from '@isomesh/sdk';
 
 export interface JwtAuthConfig {
   /** Name of a tenant secret holding the HMAC key (HS256/384/512). Exactly one of secret / jwks. */
@@ -125,20 +125,8 @@ export function parseConfig(raw: unknown): JwtAuthSettings {
 }
 
 // Parsed once per config object: the host hands the same frozen object to every call of a chain entry.
-const parsed = new WeakMap<object, JwtAuthSettings | ConfigError>();
-function settings(config: object): JwtAuthSettings {
-  let s = parsed.get(config);
-  if (s === undefined) {
-    try {
-      s = parseConfig(config);
-    } catch (e) {
-      s = e instanceof ConfigError ? e : new ConfigError(String(e));
-    }
-    parsed.set(config, s);
-  }
-  if (s instanceof ConfigError) throw s;
-  return s;
-}
+/** Parsed once per config object; a bad config fails the chain entry on every request. */
+const settings = configParser<JwtAuthSettings>(parseConfig);
 
 export function cookieValue(header: string | null, name: string): string | undefined {
   if (header === null) return undefined;

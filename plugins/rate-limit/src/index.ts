@@ -2,7 +2,7 @@
 // tenant's isolate through ctx.rateLimit. Over the limit: 429 with retry-after and x-ratelimit-*;
 // under it, the same x-ratelimit-* headers go on the upstream's response.
 
-import { definePlugin, type RateLimitResult } from '@isomesh/sdk';
+import { configParser, definePlugin, type RateLimitResult } from '@isomesh/sdk';
 
 export interface RateLimitConfig {
   /** Requests allowed per window (the bucket size; it refills evenly over the window). */
@@ -78,20 +78,8 @@ export function parseConfig(raw: unknown): RateLimitSettings {
   };
 }
 
-const parsed = new WeakMap<object, RateLimitSettings | ConfigError>();
-function settings(config: object): RateLimitSettings {
-  let s = parsed.get(config);
-  if (s === undefined) {
-    try {
-      s = parseConfig(config);
-    } catch (e) {
-      s = e instanceof ConfigError ? e : new ConfigError(String(e));
-    }
-    parsed.set(config, s);
-  }
-  if (s instanceof ConfigError) throw s;
-  return s;
-}
+/** Parsed once per config object; a bad config fails the chain entry on every request. */
+const settings = configParser<RateLimitSettings>(parseConfig);
 
 function fnv1a(text: string): string {
   let h = 0x811c9dc5;

@@ -35,3 +35,27 @@ export function definePlugin<C = Record<string, unknown>>(plugin: Plugin<C>): Pl
 export function isDefinedPlugin(value: unknown): boolean {
   return value !== null && typeof value === 'object' && (value as Record<symbol, unknown>)[PLUGIN_MARK] === true;
 }
+
+/**
+ * Parse-once plugin config (Envoy's config.cc habit): `const settings = configParser(parse)` returns
+ * a function that parses and validates a chain entry's config object the first time it sees it and
+ * answers from a cache afterwards (the host hands the same frozen object to every request of one
+ * configuration). A parse error is cached too and re-thrown on every request, so a bad config fails
+ * the entry — and its failure policy applies — without re-parsing per request.
+ */
+export function configParser<T>(parse: (config: object) => T): (config: object) => T {
+  const cache = new WeakMap<object, { ok: true; value: T } | { ok: false; error: unknown }>();
+  return (config: object): T => {
+    let hit = cache.get(config);
+    if (hit === undefined) {
+      try {
+        hit = { ok: true, value: parse(config) };
+      } catch (error) {
+        hit = { ok: false, error };
+      }
+      cache.set(config, hit);
+    }
+    if (!hit.ok) throw hit.error;
+    return hit.value;
+  };
+}

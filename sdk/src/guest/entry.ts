@@ -4,12 +4,12 @@
 // one-shot `__isomesh` object whose functions the host takes as references and then deletes, so the
 // plugin can neither see nor replace the entry points.
 
-import { definePlugin } from './define.ts';
+import { configParser, definePlugin } from './define.ts';
 import { GuestPlugin } from './invoke.ts';
 import { BAD_IMPORT_PREFIX, type LoadMeta, type LoadResult } from './protocol.ts';
 
 const g = globalThis as Record<string, unknown>;
-const sdk = Object.freeze({ definePlugin, default: Object.freeze({ definePlugin }) });
+const sdk = Object.freeze({ configParser, definePlugin, default: Object.freeze({ configParser, definePlugin }) });
 const moduleObject: { exports: unknown } = { exports: {} };
 let loaded: GuestPlugin | undefined;
 let secretsJson = '{}';
