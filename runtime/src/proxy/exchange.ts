@@ -18,16 +18,16 @@
 // its body) has been sent — a slow upload is not the upstream's fault. A streamed response body is
 // not bounded (long polls, downloads).
 
-import http from 'node:http';
+import type http from 'node:http';
 import type { Socket } from 'node:net';
 import type pino from 'pino';
 import type { ChainRun, HeaderList, PluginHostApi, RequestOutcome, ResponseOutcome } from '../host/contract.ts';
 import type { ErrorCode } from '../errors.ts';
 import type { UpstreamErrorKind } from './metrics.ts';
-import type { EndpointState } from './balancer.ts';
 import { isIdempotent, type UpstreamService } from './upstream.ts';
 import type { TenantRuntime, TenantSnapshot } from './tenant.ts';
 import { stripPort } from './route-table.ts';
+import { CONNECT_TIMEOUT, requestHead, UpstreamCall, type CallSink } from './origin.ts';
 import {
   flattenResponseHeaders,
   requestHeaderList,
@@ -44,12 +44,12 @@ export interface ProxyContext {
   originalDestination(socket: Socket): string | undefined;
 }
 
-// Sentinels passed to ClientRequest.destroy() so the 'error' handler can tell our timeouts apart.
-const CONNECT_TIMEOUT = new Error('upstream connect timeout');
+// Sentinel passed to UpstreamCall.abort() so onError can tell our head timeout apart.
 const HEAD_TIMEOUT = new Error('upstream response timeout');
 const RETRY_BASE_MS = 25;
 const RETRY_MAX_MS = 250;
-const noop = (): void => {};
+/** Methods node's client sends without a Content-Length when there is no body; others get "0". */
+const NO_LENGTH_METHODS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE', 'CONNECT']);
 
 function classify(err: Error): UpstreamErrorKind {
   if (err === CONNECT_TIMEOUT) return 'connect_timeout';
@@ -81,7 +81,7 @@ export function handleExchange(ctx: ProxyContext, tenant: TenantRuntime, req: ht
   new Exchange(ctx, tenant, req, res).start();
 }
 
-class Exchange {
+class Exchange implements CallSink {
   readonly ctx: ProxyContext;
   readonly tenant: TenantRuntime;
   readonly snapshot: TenantSnapshot;
@@ -97,13 +97,19 @@ class Exchange {
   service: UpstreamService | undefined;
   timeoutMs = 0;
   upstreamPath = '/';
-  upstreamHeaders: string[] | undefined;
+  authority = '';
+  /** The request head sent upstream, built once (retries reuse it). */
+  upstreamHead: string | undefined;
+  /** The HeaderList given to onRequest, then the one the chain returned. */
   requestHeaders: HeaderList | undefined;
+  /** The chain returned the proxy's own list (no plugin changed it): its values need no re-validation. */
+  headersUntouched = false;
   attempts = 0;
   staleRetried = false;
-  upstreamReq: http.ClientRequest | undefined;
-  upstreamRes: http.IncomingMessage | undefined;
-  connectTimer: NodeJS.Timeout | undefined;
+  /** The current upstream attempt; undefined between a failed attempt and its retry. */
+  call: UpstreamCall | undefined;
+  /** The current call's response head was accepted (body streaming, or waiting for onResponse). */
+  responding = false;
   headTimer: NodeJS.Timeout | undefined;
   retryTimer: NodeJS.Timeout | undefined;
 
@@ -147,9 +153,9 @@ class Exchange {
       target = slash === -1 ? '/' : target.slice(slash);
     }
     this.upstreamPath = target;
+    this.authority = authority;
     const q = target.indexOf('?');
     const path = q === -1 ? target : target.slice(0, q);
-    const query = q === -1 ? '' : target.slice(q + 1);
     const method = req.method ?? 'GET';
     const originalDestination = ctx.originalDestination(req.socket);
 
@@ -173,7 +179,7 @@ class Exchange {
       .onRequest(this.run, {
         method,
         path,
-        query,
+        query: q === -1 ? '' : target.slice(q + 1),
         host: authority,
         headers: this.requestHeaders,
         remoteAddress: req.socket.remoteAddress ?? '',
@@ -211,19 +217,31 @@ class Exchange {
       }
       this.service = chosen;
     }
+    this.headersUntouched = outcome.headers === this.requestHeaders;
     this.requestHeaders = outcome.headers;
     this.attempt();
   };
 
   readonly onHookError = (err: unknown): void => {
     this.hookPending = false;
-    this.upstreamRes?.resume();
+    this.call?.discard();
     if (this.clientGone) {
       this.endRun();
       return;
     }
     this.internalError('plugin host hook rejected', err);
   };
+
+  /** The upstream request head; throws when a (plugin-set) header cannot be sent. */
+  buildHead(authority: string): string {
+    const req = this.req;
+    const method = req.method ?? 'GET';
+    const chunked = req.headers['transfer-encoding'] !== undefined;
+    const length = req.headers['content-length'] ?? (chunked || NO_LENGTH_METHODS.has(method) ? undefined : '0');
+    const flat = upstreamRequestHeaders(this.requestHeaders!, authority, chunked, length);
+    // Headers straight from the downstream parser are valid HTTP already; plugin output is checked.
+    return requestHead(method, this.upstreamPath, flat, !this.headersUntouched);
+  }
 
   attempt(): void {
     const svc = this.service!;
@@ -239,88 +257,62 @@ class Exchange {
       this.fail(503, 'ISOMESH_ERR_PROXY_NO_ENDPOINT', `service ${svc.name} has no endpoint`);
       return;
     }
-    this.upstreamHeaders ??= upstreamRequestHeaders(
-      this.requestHeaders!,
-      ep.authority,
-      this.req.headers['transfer-encoding'] !== undefined,
-      this.req.headers['content-length'],
-    );
-    let upReq: http.ClientRequest;
-    try {
-      upReq = http.request({
-        host: ep.address,
-        port: ep.port,
-        method: this.req.method,
-        path: this.upstreamPath,
-        headers: this.upstreamHeaders,
-        agent: this.tenant.pool.agent(svc, ep),
-        setHost: false,
-      });
-    } catch (err) {
-      // Invalid header names/values (most likely set by a plugin) are rejected synchronously by node.
-      this.fail(502, 'ISOMESH_ERR_PLUGIN_BAD_RESULT', `request headers rejected: ${(err as Error).message}`);
-      return;
+    let head = this.upstreamHead;
+    if (head === undefined) {
+      try {
+        head = this.upstreamHead = this.buildHead(ep.authority);
+      } catch (err) {
+        // Invalid header names/values (most likely set by a plugin) cannot go on the wire.
+        this.fail(502, 'ISOMESH_ERR_PLUGIN_BAD_RESULT', `request headers rejected: ${(err as Error).message}`);
+        return;
+      }
     }
-    this.upstreamReq = upReq;
-    this.upstreamRes = undefined;
+    const req = this.req;
+    const call = new UpstreamCall(this, head, req.method === 'HEAD', this.hasBody ? req : undefined, req.headers['transfer-encoding'] !== undefined, svc.service.connectTimeoutMs);
+    call.ep = ep;
+    call.svc = svc;
+    this.call = call;
+    this.responding = false;
     svc.active++;
     ep.inFlight++;
-    upReq.once('close', () => {
-      svc.active--;
-      ep.inFlight--;
-    });
-    upReq.on('socket', (socket) => this.onSocket(upReq, socket as Socket));
-    upReq.on('response', (upRes) => this.onUpstreamHead(upReq, ep, upRes));
-    upReq.on('error', (err) => this.onUpstreamError(upReq, ep, err));
-    if (this.hasBody) {
-      upReq.once('finish', () => this.armHeadTimer(upReq));
-      this.req.pipe(upReq);
-    } else {
-      upReq.end();
-      this.armHeadTimer(upReq);
-    }
+    this.tenant.pool.endpoint(svc, ep).dispatch(call);
+    if (!this.hasBody) this.armHeadTimer(call);
   }
 
-  onSocket(upReq: http.ClientRequest, socket: Socket): void {
-    const ms = this.service!.service.connectTimeoutMs;
-    if (!socket.connecting || !(ms > 0) || upReq !== this.upstreamReq) return;
-    const timer = setTimeout(() => upReq.destroy(CONNECT_TIMEOUT), ms);
-    this.connectTimer = timer;
-    socket.once('connect', () => clearTimeout(timer));
+  onSent(call: UpstreamCall): void {
+    this.armHeadTimer(call);
   }
 
-  armHeadTimer(upReq: http.ClientRequest): void {
-    if (!(this.timeoutMs > 0) || upReq !== this.upstreamReq || this.upstreamRes !== undefined) return;
+  armHeadTimer(call: UpstreamCall): void {
+    if (!(this.timeoutMs > 0) || call !== this.call || this.responding) return;
     clearTimeout(this.headTimer);
     this.headTimer = setTimeout(() => {
-      if (upReq === this.upstreamReq && this.upstreamRes === undefined) upReq.destroy(HEAD_TIMEOUT);
+      if (call === this.call && !this.responding) call.abort(HEAD_TIMEOUT);
     }, this.timeoutMs);
   }
 
-  onUpstreamHead(upReq: http.ClientRequest, ep: EndpointState, upRes: http.IncomingMessage): void {
-    upRes.on('error', noop); // mid-body failures are handled on 'close' below
-    if (upReq !== this.upstreamReq || this.clientGone) {
-      upRes.resume();
+  onHead(call: UpstreamCall, status: number, rawHeaders: string[]): void {
+    if (call !== this.call || this.clientGone) {
+      call.discard();
       return;
     }
     this.clearTimers();
-    const status = upRes.statusCode ?? 502;
     const svc = this.service!;
-    svc.picker.report(ep, status < 500, performance.now());
+    svc.picker.report(call.ep!, status < 500, performance.now());
     if (status >= 500 && this.mayRetry('5xx')) {
-      upRes.resume();
+      call.discard();
       this.retryLater();
       return;
     }
-    this.upstreamRes = upRes;
+    this.responding = true;
     const run = this.run!;
     if (this.ctx.host.hasResponseHooks(run)) {
       this.hookPending = true;
       this.ctx.host
-        .onResponse(run, { status, headers: responseHeaderList(upRes.rawHeaders, this.requestId) })
+        .onResponse(run, { status, headers: responseHeaderList(rawHeaders, this.requestId) })
         .then(this.onResponseOutcome, this.onHookError);
     } else {
-      this.deliver(status, responseHeadersFlat(upRes.rawHeaders, this.requestId));
+      this.deliver(status, responseHeadersFlat(rawHeaders, this.requestId));
     }
   }
 
@@ -333,35 +325,46 @@ class Exchange {
     if (outcome.action === 'continue') {
       this.deliver(outcome.status, flattenResponseHeaders(outcome.headers, this.requestId, false));
     } else {
-      this.upstreamRes?.resume(); // drain so the upstream socket returns to the pool
+      this.call?.discard(); // drain so the upstream socket returns to the pool
       this.fail(outcome.status, outcome.code, outcome.message);
     }
   };
 
   deliver(status: number, headers: string[]): void {
-    const upRes = this.upstreamRes!;
-    if (upRes.destroyed && !upRes.complete) {
+    const call = this.call!;
+    if (call.broken) {
       this.fail(502, 'ISOMESH_ERR_PROXY_UPSTREAM_RESET', 'upstream closed the connection while sending the response');
       return;
     }
     try {
       this.res.writeHead(status, headers);
     } catch (err) {
-      upRes.resume();
+      call.discard();
       this.fail(502, 'ISOMESH_ERR_PLUGIN_BAD_RESULT', `response head rejected: ${(err as Error).message}`);
       return;
     }
-    // A body cut short upstream must reach the client as a truncated response, not a clean end.
-    upRes.once('close', () => {
-      if (!upRes.complete) this.res.destroy();
-    });
-    upRes.pipe(this.res);
+    call.stream(this.res);
   }
 
-  onUpstreamError(upReq: http.ClientRequest, ep: EndpointState, err: Error): void {
-    if (upReq !== this.upstreamReq || this.clientGone || this.upstreamRes !== undefined) return;
+  onEnd(call: UpstreamCall): void {
+    if (call === this.call && !this.clientGone) this.res.end();
+  }
+
+  onDone(call: UpstreamCall): void {
+    call.svc!.active--;
+    call.ep!.inFlight--;
+  }
+
+  onError(call: UpstreamCall, err: Error): void {
+    if (call !== this.call || this.clientGone) return;
+    if (this.responding) {
+      // Cut short after the head: the client must see a truncated response, not a clean end.
+      this.res.destroy();
+      return;
+    }
     this.clearTimers();
     const svc = this.service!;
+    const ep = call.ep!;
     const kind = classify(err);
     this.tenant.series.upstreamError(svc.name, kind);
     svc.picker.report(ep, false, performance.now());
@@ -370,9 +373,10 @@ class Exchange {
       this.retryLater();
       return;
     }
-    if (kind === 'reset' && upReq.reusedSocket && !this.staleRetried && !this.hasBody && isIdempotent(this.req.method ?? 'GET')) {
+    if (kind === 'reset' && call.reusedSocket && !this.staleRetried && !this.hasBody && isIdempotent(this.req.method ?? 'GET')) {
       this.staleRetried = true;
       this.attempts--;
+      this.call = undefined;
       this.attempt();
       return;
     }
@@ -388,7 +392,7 @@ class Exchange {
   }
 
   retryLater(): void {
-    this.upstreamReq = undefined;
+    this.call = undefined;
     const delay = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (this.attempts - 1)) * (0.5 + Math.random());
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
@@ -423,10 +427,9 @@ class Exchange {
   }
 
   clearTimers(): void {
-    clearTimeout(this.connectTimer);
-    clearTimeout(this.headTimer);
-    clearTimeout(this.retryTimer);
-    this.connectTimer = this.headTimer = this.retryTimer = undefined;
+    if (this.headTimer !== undefined) clearTimeout(this.headTimer);
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    this.headTimer = this.retryTimer = undefined;
   }
 
   endRun(): void {
@@ -443,7 +446,7 @@ class Exchange {
     this.clientGone = true;
     this.clearTimers();
     const res = this.res;
-    if (!res.writableFinished) this.upstreamReq?.destroy();
+    if (!res.writableFinished) this.call?.abort();
     const status = res.headersSent ? res.statusCode : 0;
     const series = this.tenant.series;
     series.byClass[status >= 100 && status < 600 ? (status / 100) | 0 : 0].inc();

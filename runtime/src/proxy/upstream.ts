@@ -1,11 +1,11 @@
-// Upstream side of a tenant: one keep-alive http.Agent per (service, endpoint) so tenants never share
-// connections and a service's circuit-breaker maxConnections caps its sockets per endpoint. Agents
-// whose endpoint left the config are retired: idle sockets closed now, busy ones once their
-// in-flight request ends.
+// Upstream side of a tenant: one keep-alive connection pool (origin.ts) per (service, endpoint) so
+// tenants never share connections and a service's circuit-breaker maxConnections caps its sockets per
+// endpoint. Pools whose endpoint left the config are retired: idle sockets closed now, busy ones once
+// their in-flight request ends.
 
-import http from 'node:http';
 import type { Service } from '../store/model.ts';
 import { EndpointPicker, type EndpointState } from './balancer.ts';
+import { EndpointPool } from './origin.ts';
 
 /** Sockets per endpoint when the service sets no circuit breaker. */
 export const DEFAULT_MAX_SOCKETS = 256;
@@ -40,69 +40,58 @@ export class UpstreamService {
   }
 }
 
-function retire(agent: http.Agent): void {
-  // Sockets still serving a request are closed by the agent when they are released.
-  (agent as unknown as { keepAlive: boolean }).keepAlive = false;
-  for (const list of Object.values(agent.freeSockets)) for (const s of list ?? []) s.destroy();
-  if (Object.keys(agent.sockets).length === 0) agent.destroy();
-}
-
 export class UpstreamPool {
-  readonly #agents = new Map<string, http.Agent>();
+  readonly #pools = new Map<string, EndpointPool>();
   #closed = false;
 
   static key(service: UpstreamService, ep: EndpointState): string {
     return `${service.name}|${ep.authority}|${service.maxSockets}`;
   }
 
-  agent(service: UpstreamService, ep: EndpointState): http.Agent {
+  /** The endpoint's pool; cached on the EndpointState so the request path does not build the key. */
+  endpoint(service: UpstreamService, ep: EndpointState): EndpointPool {
+    const cached = (ep as { pool?: EndpointPool }).pool;
+    if (cached !== undefined && !cached.retired) return cached;
     const key = UpstreamPool.key(service, ep);
-    let agent = this.#agents.get(key);
-    if (agent === undefined) {
-      agent = new http.Agent({
-        keepAlive: true,
-        maxSockets: service.maxSockets,
-        maxFreeSockets: Math.min(service.maxSockets, 64),
-        timeout: FREE_SOCKET_TIMEOUT_MS,
-        scheduling: 'lifo',
-      });
-      if (!this.#closed) this.#agents.set(key, agent);
+    let pool = this.#pools.get(key);
+    if (pool === undefined) {
+      pool = new EndpointPool(ep.address, ep.port, service.maxSockets, FREE_SOCKET_TIMEOUT_MS);
+      if (this.#closed) pool.retire();
+      else this.#pools.set(key, pool);
     }
-    return agent;
+    (ep as { pool?: EndpointPool }).pool = pool;
+    return pool;
   }
 
-  /** Keep only the agents a new config still uses. */
+  /** Keep only the pools a new config still uses. */
   retain(services: Iterable<UpstreamService>): void {
     const keep = new Set<string>();
     for (const s of services) for (const ep of s.picker.endpoints) keep.add(UpstreamPool.key(s, ep));
-    for (const [key, agent] of this.#agents) {
+    for (const [key, pool] of this.#pools) {
       if (keep.has(key)) continue;
-      this.#agents.delete(key);
-      retire(agent);
+      this.#pools.delete(key);
+      pool.retire();
     }
   }
 
   /** Upstream connections currently open (busy + idle), for status and tests. */
   get openSockets(): number {
     let n = 0;
-    for (const agent of this.#agents.values()) {
-      for (const list of Object.values(agent.sockets)) n += list?.length ?? 0;
-      for (const list of Object.values(agent.freeSockets)) n += list?.length ?? 0;
-    }
+    for (const pool of this.#pools.values()) n += pool.openSockets;
     return n;
   }
 
-  /** Retire every agent (busy sockets finish their request first). */
+  /** Retire every pool (busy sockets finish their request first). */
   close(): void {
     this.#closed = true;
-    for (const agent of this.#agents.values()) retire(agent);
-    this.#agents.clear();
+    for (const pool of this.#pools.values()) pool.retire();
+    this.#pools.clear();
   }
 
   /** Hard stop: destroy every socket. */
   destroy(): void {
     this.#closed = true;
-    for (const agent of this.#agents.values()) agent.destroy();
-    this.#agents.clear();
+    for (const pool of this.#pools.values()) pool.destroy();
+    this.#pools.clear();
   }
 }
