@@ -41,6 +41,8 @@ function stepVersion(plugin: string, v: ResolvedVersion): StepVersion {
 export class Chain {
   readonly steps: readonly ChainStep[];
   readonly services: ReadonlySet<string>;
+  /** The same names as a list (what a ChainPass carries to a cordon). */
+  readonly serviceList: readonly string[];
   /** The plugin versions this chain needs loaded, once each. */
   readonly specs: readonly VersionSpec[];
 
@@ -66,7 +68,8 @@ export class Chain {
       }
       return step;
     });
-    this.services = new Set(config.services.map((s) => s.name));
+    this.serviceList = config.services.map((s) => s.name);
+    this.services = new Set(this.serviceList);
     this.specs = [...specs.values()];
   }
 

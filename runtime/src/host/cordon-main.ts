@@ -1,19 +1,27 @@
 // Entry of a cordon process: a supervised child of the daemon that owns the isolates of a group of
-// tenants (TenantSandbox each) and runs their hook calls through a FairScheduler. If V8 or
+// tenants (TenantSandbox each) and runs their chain passes through a FairScheduler. If V8 or
 // isolated-vm aborts this process, only these tenants' in-flight calls fail; the daemon restarts it.
 //
-// Calls run synchronously (applySync) one at a time; the scheduler picks the next tenant between
-// calls. Before each call the id is written to the "blackbox" file (pwrite, no wake-up of the daemon)
-// so that after a crash the daemon can blame the tenant whose call was running.
+// The unit of work is a pass: one phase of one request's chain, every entry run in order
+// (runChainPass, the same code as inline mode) and answered in one message. Passes run synchronously
+// (applySync) one at a time; the scheduler picks the next tenant between passes. A pass whose hook
+// waits for a host capability (ctx.sleep, ctx.jwt.verify) releases its tenant (InvokeLimits.onIdle),
+// so the tenant's other requests run meanwhile; its CPU is charged when it settles. Before each
+// entry the pass id and entry index are written to the "blackbox" file (pwrite, no wake-up of the
+// daemon) so that after a crash the daemon can blame the tenant and plugin that were running.
 
 import fs from 'node:fs';
 import net from 'node:net';
 import { seedGuestRuntimeCode } from './guest-code.ts';
-import { TenantSandbox, type InvokeOutcome } from './sandbox.ts';
+import { runChainPass, type PassHooks, type PassReply, type PassResult } from './chain-pass.ts';
+import { TenantSandbox } from './sandbox.ts';
 import { FairScheduler } from './scheduler.ts';
 import { FrameChannel, NodeIpcChannel, wireKindFromEnv, type Channel, type FromCordon, type ToCordon } from './wire.ts';
 
-type Call = Extract<ToCordon, { t: 'call' }> & { queuedAt: bigint };
+type Call = Extract<ToCordon, { t: 'pass' }> & { queuedAt: bigint };
+/** A released pass that got its capability result and waits for its tenant's turn to go on. */
+type Resume = { t: 'resume'; grant: () => void };
+type Task = Call | Resume;
 
 /** A safety net only: the daemon bounds each tenant's queue before sending. */
 const QUEUE_LIMIT = 65_536;
@@ -31,9 +39,9 @@ const channel: Channel<FromCordon, ToCordon> =
     : new FrameChannel<FromCordon, ToCordon>(socket, { autoFlush: false });
 
 const tenants = new Map<string, TenantSandbox>();
-const scheduler = new FairScheduler<Call>({ queueLimit: QUEUE_LIMIT });
+const scheduler = new FairScheduler<Task>({ queueLimit: QUEUE_LIMIT });
 const active = new Set<string>();
-const box = Buffer.alloc(8);
+const box = Buffer.alloc(16);
 let blackbox = -1;
 let pumpScheduled = false;
 /** When the oldest result not yet written was produced (0: none). */
@@ -41,8 +49,14 @@ let unflushedSince = 0;
 /** Recent wall time per call, by tenant (EWMA), to predict whether the next call is long. */
 const callMs = new Map<string, number>();
 
-function sendDone(call: Call, out: InvokeOutcome, waitNs: number): void {
-  channel.send({ t: 'done', id: call.id, out, waitNs });
+function sendDone(call: Call, reply: PassReply, waitNs: number): void {
+  const input = call.pass.phase === 'onRequest' ? call.pass.req?.headers : call.pass.res?.headers;
+  if ('reports' in reply && reply.outcome.action === 'continue' && reply.outcome.headers === input) {
+    // Nothing edited the headers (the common no-op case): do not send them back.
+    channel.send({ t: 'passed', id: call.id, reply: { ...reply, outcome: { ...reply.outcome, headers: [] } }, waitNs, sameHeaders: true });
+  } else {
+    channel.send({ t: 'passed', id: call.id, reply, waitNs });
+  }
   if (unflushedSince === 0) unflushedSince = performance.now();
 }
 
@@ -51,10 +65,12 @@ function flush(): void {
   unflushedSince = 0;
 }
 
-function record(id: number): void {
+/** Which pass and entry run now ([-1, -1]: none); read by the daemon only after this process died. */
+function record(id: number, entry: number): void {
   if (blackbox < 0) return;
   box.writeDoubleLE(id, 0);
-  fs.writeSync(blackbox, box, 0, 8, 0);
+  box.writeDoubleLE(entry, 8);
+  fs.writeSync(blackbox, box, 0, 16, 0);
 }
 
 function sendStats(tenant: string): void {
@@ -90,15 +106,17 @@ function createTenant(m: Extract<ToCordon, { t: 'tenant' }>): void {
   scheduler.setWeight(tenant, m.weight);
 }
 
-function finish(call: Call, out: InvokeOutcome): void {
-  scheduler.complete(call.tenant, out.cpuNs / 1e6);
-  sendDone(call, out, 0);
+function passCpuMs(result: PassResult): number {
+  let ns = 0;
+  for (const r of result.reports) ns += r.cpuNs;
+  return ns / 1e6;
 }
 
 function run(call: Call): void {
   const sandbox = tenants.get(call.tenant);
   if (sandbox === undefined) {
-    finish(call, { ok: false, kind: 'unavailable', message: 'tenant is not loaded in this cordon', cpuNs: 0 });
+    scheduler.complete(call.tenant, 0);
+    sendDone(call, { transport: 'unavailable', message: 'tenant is not loaded in this cordon' }, 0);
     return;
   }
   active.add(call.tenant);
@@ -106,31 +124,76 @@ function run(call: Call): void {
   const t0 = performance.now();
   // Do not hold finished calls' results hostage behind a long call.
   if (unflushedSince !== 0 && ((callMs.get(call.tenant) ?? 0) > HOLD_RESULTS_MS || t0 - unflushedSince > HOLD_RESULTS_MS)) flush();
-  record(call.id);
-  let out: InvokeOutcome | Promise<InvokeOutcome>;
+  let released = false;
+  let entry = -1;
+  const hooks: PassHooks = {
+    enter: (i) => {
+      entry = i;
+      record(call.id, i);
+    },
+    exit: () => record(-1, -1),
+    limits: {
+      // The hook waits for a host capability (or another call): the isolate is free, so the tenant's
+      // next pass may run meanwhile. Its CPU is charged when it settles (settle below).
+      onIdle: () => {
+        if (released) return;
+        released = true;
+        record(-1, -1);
+        scheduler.complete(call.tenant, 0);
+        schedulePump();
+      },
+      // Its wait is over: what it runs next (the rest of the hook, the next entries) waits for the
+      // tenant's turn like any pass, ahead of the tenant's new ones.
+      resume: async () => {
+        await new Promise<void>((grant) => {
+          const job: Resume = {
+            t: 'resume',
+            grant: () => {
+              released = false;
+              grant();
+            },
+          };
+          if (!scheduler.enqueueFront(call.tenant, job)) job.grant();
+          else schedulePump();
+        });
+        record(call.id, entry);
+      },
+    },
+  };
+  let out: PassResult | Promise<PassResult>;
   try {
-    out = sandbox.invoke(call.key, call.input, call.config, call.timeoutMs);
+    out = runChainPass(sandbox, call.pass, hooks);
   } catch (e) {
-    out = { ok: false, kind: 'crashed', message: `sandbox error: ${e instanceof Error ? e.message : String(e)}`, cpuNs: 0 };
+    record(-1, -1);
+    scheduler.complete(call.tenant, 0);
+    sendDone(call, { transport: 'crashed', message: `sandbox error: ${e instanceof Error ? e.message : String(e)}` }, waitNs);
+    return;
   }
-  record(-1);
   callMs.set(call.tenant, 0.7 * (callMs.get(call.tenant) ?? 0) + 0.3 * (performance.now() - t0));
   if (out instanceof Promise) {
-    // The tenant stays busy (its isolate has an unsettled call); other tenants go on.
+    // Until onIdle releases it, the tenant stays busy (its isolate has an unsettled call).
     out.then(
-      (o) => settle(call, o, waitNs),
-      (e: unknown) => settle(call, { ok: false, kind: 'crashed', message: String(e), cpuNs: 0 }, waitNs),
+      (r) => settle(call, r, waitNs, released),
+      (e: unknown) => {
+        record(-1, -1);
+        settle(call, { transport: 'crashed', message: `sandbox error: ${String(e)}` }, waitNs, released);
+      },
     );
     return;
   }
-  scheduler.complete(call.tenant, out.cpuNs / 1e6);
+  scheduler.complete(call.tenant, passCpuMs(out));
   sendDone(call, out, waitNs);
 }
 
-function settle(call: Call, out: InvokeOutcome, waitNs: number): void {
-  scheduler.complete(call.tenant, out.cpuNs / 1e6);
-  sendDone(call, out, waitNs);
-  schedulePump();
+function settle(call: Call, reply: PassReply, waitNs: number, released: boolean): void {
+  const cpuMs = 'reports' in reply ? passCpuMs(reply) : 0;
+  // A released tenant may already run its next pass: charge the CPU without touching "busy".
+  if (released) scheduler.charge(call.tenant, cpuMs);
+  else scheduler.complete(call.tenant, cpuMs);
+  sendDone(call, reply, waitNs);
+  // Through the event loop: a burst of passes resuming together (timers firing at once) must let
+  // newly arrived passes of other tenants be read and queued between them.
+  schedulePumpSoon();
 }
 
 function pump(): void {
@@ -139,7 +202,9 @@ function pump(): void {
   for (;;) {
     const next = scheduler.next();
     if (next === undefined) break;
-    run(next.task);
+    // A resumed pass continues in a microtask, holding its tenant's turn until it waits or settles.
+    if (next.task.t === 'resume') next.task.grant();
+    else run(next.task);
     if (performance.now() > sliceEnd) {
       // Through the event loop (not a microtask): calls that arrived meanwhile must be read and
       // queued before the scheduler picks again, or a long call's tenant would go again first.
@@ -151,6 +216,12 @@ function pump(): void {
   flush();
 }
 
+function schedulePumpSoon(): void {
+  if (pumpScheduled) return;
+  pumpScheduled = true;
+  setImmediate(pump);
+}
+
 /** After the current batch of messages: every frame of a chunk is queued before the first pick. */
 function schedulePump(): void {
   if (pumpScheduled) return;
@@ -160,7 +231,7 @@ function schedulePump(): void {
 
 function handle(m: ToCordon): void {
   switch (m.t) {
-    case 'call': {
+    case 'pass': {
       const call = m as Call;
       call.queuedAt = process.hrtime.bigint();
       if (!scheduler.enqueue(m.tenant, call)) channel.send({ t: 'shed', id: m.id, queued: scheduler.queued(m.tenant) });
@@ -200,8 +271,10 @@ function handle(m: ToCordon): void {
     case 'drop': {
       tenants.get(m.tenant)?.dispose();
       tenants.delete(m.tenant);
-      for (const call of scheduler.drop(m.tenant)) {
-        sendDone(call, { ok: false, kind: 'unavailable', message: 'tenant left this cordon', cpuNs: 0 }, 0);
+      for (const task of scheduler.drop(m.tenant)) {
+        // A resumed pass finds its isolate gone and answers for itself.
+        if (task.t === 'resume') task.grant();
+        else sendDone(task, { transport: 'unavailable', message: 'tenant left this cordon' }, 0);
       }
       break;
     }

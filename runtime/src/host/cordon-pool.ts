@@ -83,7 +83,7 @@ export class CordonPool {
     return this.#tenants.get(name)?.cordon.quarantine ?? false;
   }
 
-  cordons(): Array<{ id: string; pid: number | null; state: string; tenants: number; restarts: number; quarantine: boolean }> {
+  cordons(): Array<{ id: string; pid: number | null; state: string; tenants: number; restarts: number; quarantine: boolean; passes: number }> {
     return [...this.#shared, ...new Set(this.#quarantine.values())].map((c) => ({
       id: c.id,
       pid: c.pid,
@@ -91,6 +91,7 @@ export class CordonPool {
       tenants: c.tenantCount,
       restarts: c.restarts,
       quarantine: c.quarantine,
+      passes: c.passes,
     }));
   }
 

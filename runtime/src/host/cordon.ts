@@ -10,14 +10,12 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import type { ChainPass, PassReply } from './chain-pass.ts';
 import { guestRuntimeCode } from './guest-code.ts';
-import type { InvokeOutcome, SandboxEvents, VersionSpec } from './sandbox.ts';
+import type { SandboxEvents, VersionSpec } from './sandbox.ts';
 import { FrameChannel, NodeIpcChannel, type Channel, type FromCordon, type ToCordon, type WireKind } from './wire.ts';
 
 export type Hooks = Array<'onRequest' | 'onResponse'>;
-
-/** An invoke outcome, or the call was shed because the tenant's queue in its cordon is full. */
-export type CallOutcome = InvokeOutcome | { ok: false; kind: 'overloaded'; message: string; cpuNs: number };
 
 /** What the host needs from a tenant's isolates, inline (TenantSandbox) or in a cordon (CordonTenant). */
 export interface TenantRuntime {
@@ -28,7 +26,8 @@ export interface TenantRuntime {
   setMemoryMb(memoryMb: number): void;
   resetBackoff(): void;
   memoryBytes(): number;
-  invoke(key: string, input: Record<string, unknown>, config: unknown, timeoutMs: number): CallOutcome | Promise<CallOutcome>;
+  /** Runs one phase of a request's chain (runChainPass): in this process, or in one round trip to a cordon. */
+  runPass(pass: ChainPass): PassReply | Promise<PassReply>;
   dispose(): void;
 }
 
@@ -46,8 +45,8 @@ export interface CordonEvents {
 
 interface PendingCall {
   tenant: CordonTenant;
-  key: string;
-  resolve: (out: CallOutcome) => void;
+  pass: ChainPass;
+  resolve: (reply: PassReply) => void;
 }
 
 const MAX_BACKOFF_MS = 5_000;
@@ -75,6 +74,8 @@ export class Cordon {
   #lastExitAt = 0;
   #restartTimer: NodeJS.Timeout | undefined;
   restarts = 0;
+  /** Chain passes sent (one round trip each). */
+  passes = 0;
 
   constructor(opts: { id: string; quarantine: boolean; wire: WireKind; events: CordonEvents; logger: Logger; runDir: string }) {
     this.id = opts.id;
@@ -113,22 +114,24 @@ export class Cordon {
     if (this.#state === 'up') this.#channel?.send(msg);
   }
 
-  call(t: CordonTenant, key: string, input: Record<string, unknown>, config: unknown, timeoutMs: number): CallOutcome | Promise<CallOutcome> {
+  /** Sends one chain pass; the cordon runs all its entries and answers once. */
+  pass(t: CordonTenant, pass: ChainPass): PassReply | Promise<PassReply> {
     if (this.#state !== 'up') {
-      return { ok: false, kind: 'unavailable', message: `cordon ${this.id} is restarting (back-off after repeated crashes)`, cpuNs: 0 };
+      return { transport: 'unavailable', message: `cordon ${this.id} is restarting (back-off after repeated crashes)` };
     }
     const id = ++this.#ids;
+    this.passes++;
     if (this.#pending.size === 0) this.#channel?.ref();
-    return new Promise<CallOutcome>((resolve) => {
-      this.#pending.set(id, { tenant: t, key, resolve });
-      (this.#channel as Channel<ToCordon, FromCordon>).send({ t: 'call', id, tenant: t.tenant, key, input, config, timeoutMs });
+    return new Promise<PassReply>((resolve) => {
+      this.#pending.set(id, { tenant: t, pass, resolve });
+      (this.#channel as Channel<ToCordon, FromCordon>).send({ t: 'pass', id, tenant: t.tenant, pass });
     });
   }
 
   close(): void {
     this.#state = 'closed';
     clearTimeout(this.#restartTimer);
-    this.#failPending(() => ({ ok: false, kind: 'unavailable', message: 'plugin host is closing', cpuNs: 0 }));
+    this.#failPending(() => ({ transport: 'unavailable', message: 'plugin host is closing' }));
     const child = this.#child;
     this.#child = undefined;
     this.#channel?.close();
@@ -138,7 +141,7 @@ export class Cordon {
 
   #start(): void {
     this.#state = 'up';
-    fs.writeFileSync(this.#blackbox, Buffer.from(new Float64Array([-1]).buffer));
+    fs.writeFileSync(this.#blackbox, Buffer.from(new Float64Array([-1, -1]).buffer));
     const child = fork(new URL('./cordon-main.ts', import.meta.url), [], {
       execPath: process.execPath,
       execArgv: childExecArgv(),
@@ -165,13 +168,20 @@ export class Cordon {
 
   #receive(m: FromCordon): void {
     switch (m.t) {
-      case 'done':
+      case 'passed':
       case 'shed': {
         const p = this.#pending.get(m.id);
         if (p === undefined) return;
         this.#pending.delete(m.id);
         if (this.#pending.size === 0) this.#channel?.unref();
-        p.resolve(m.t === 'done' ? m.out : { ok: false, kind: 'overloaded', message: `tenant has ${m.queued} plugin calls queued in its cordon`, cpuNs: 0 });
+        if (m.t === 'shed') {
+          p.resolve({ transport: 'overloaded', message: `tenant has ${m.queued} plugin calls queued in its cordon` });
+          return;
+        }
+        if (m.sameHeaders === true && 'reports' in m.reply && m.reply.outcome.action === 'continue') {
+          m.reply.outcome.headers = (p.pass.phase === 'onRequest' ? p.pass.req?.headers : p.pass.res?.headers) ?? [];
+        }
+        p.resolve(m.reply);
         return;
       }
       case 'ready':
@@ -183,19 +193,20 @@ export class Cordon {
     }
   }
 
-  #failPending(outcome: (p: PendingCall) => CallOutcome): void {
+  #failPending(outcome: (p: PendingCall) => PassReply): void {
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     this.#channel?.unref();
     for (const p of pending) p.resolve(outcome(p));
   }
 
-  #runningCall(): number {
+  /** The call (pass id) and chain entry that were running, from the blackbox: [-1, -1] when none. */
+  #runningCall(): [number, number] {
     try {
       const buf = fs.readFileSync(this.#blackbox);
-      return buf.length >= 8 ? buf.readDoubleLE(0) : -1;
+      return buf.length >= 16 ? [buf.readDoubleLE(0), buf.readDoubleLE(8)] : [-1, -1];
     } catch {
-      return -1;
+      return [-1, -1];
     }
   }
 
@@ -203,15 +214,15 @@ export class Cordon {
     if (child !== this.#child || this.#state === 'closed') return;
     this.#child = undefined;
     this.#channel = undefined;
-    const running = this.#pending.get(this.#runningCall());
+    const [runningId, runningEntry] = this.#runningCall();
+    const running = this.#pending.get(runningId);
     const why = signal !== null ? `signal ${signal}` : `exit code ${code}`;
     this.#logger.error({ code, signal, blamed: running?.tenant.tenant, inFlight: this.#pending.size }, 'cordon process died');
-    this.#failPending((p) => ({
-      ok: false,
-      kind: 'crashed',
-      message: p === running ? `plugin call was running when its cordon process died (${why})` : `cordon process died (${why}) while the call was in flight`,
-      cpuNs: 0,
-    }));
+    this.#failPending((p) =>
+      p === running
+        ? { transport: 'crashed', message: `plugin call was running when its cordon process died (${why})`, entry: runningEntry }
+        : { transport: 'crashed', message: `cordon process died (${why}) while the call was in flight` },
+    );
     const now = Date.now();
     if (now - this.#lastExitAt > STREAK_RESET_MS) this.#streak = 0;
     this.#lastExitAt = now;
@@ -219,7 +230,8 @@ export class Cordon {
     const info: Parameters<CordonEvents['onExit']>[1] = { code, signal };
     if (running !== undefined) {
       info.blamed = running.tenant;
-      info.blamedKey = running.key;
+      const key = running.pass.entries[runningEntry]?.key;
+      if (key !== undefined) info.blamedKey = key;
     }
     this.#state = 'backoff';
     // May move the blamed tenant elsewhere before this cordon comes back.
@@ -376,12 +388,12 @@ export class CordonTenant implements TenantRuntime {
     return this.#memoryBytes;
   }
 
-  invoke(key: string, input: Record<string, unknown>, config: unknown, timeoutMs: number): CallOutcome | Promise<CallOutcome> {
-    if (this.#disposed) return { ok: false, kind: 'unavailable', message: 'tenant was removed', cpuNs: 0 };
+  runPass(pass: ChainPass): PassReply | Promise<PassReply> {
+    if (this.#disposed) return { transport: 'unavailable', message: 'tenant was removed' };
     if (this.#queued >= this.#queueLimit) {
-      return { ok: false, kind: 'overloaded', message: `tenant has ${this.#queued} plugin calls queued (max ${this.#queueLimit})`, cpuNs: 0 };
+      return { transport: 'overloaded', message: `tenant has ${this.#queued} plugin calls queued (max ${this.#queueLimit})` };
     }
-    const out = this.#cordon.call(this, key, input, config, timeoutMs);
+    const out = this.#cordon.pass(this, pass);
     if (!(out instanceof Promise)) return out;
     this.#queued++;
     return out.then((o) => {

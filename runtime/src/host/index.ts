@@ -8,16 +8,16 @@ import type { Logger } from 'pino';
 import type { Counter, Histogram, Registry } from 'prom-client';
 import { IsomeshError, type ErrorCode } from '../errors.ts';
 import type { TenantConfig } from '../store/model.ts';
-import { Chain, type ChainStep, type StepVersion } from './chain.ts';
+import { Chain, type StepVersion } from './chain.ts';
+import { FAILURE_CODES, policyOutcome, unchanged, type ChainPass, type EntryReport, type PassEntry, type PassReply, type PassResult, type Phase } from './chain-pass.ts';
 import { compilePlugin } from './compiler.ts';
-import type { CallOutcome, CordonTenant, Hooks, TenantRuntime } from './cordon.ts';
+import type { CordonTenant, Hooks, TenantRuntime } from './cordon.ts';
 import { CordonPool } from './cordon-pool.ts';
 import type {
   Admission,
   ChainRun,
   CompileInput,
   CompiledPlugin,
-  HeaderList,
   HookRequest,
   HookResponse,
   PluginHealth,
@@ -29,30 +29,17 @@ import type {
 } from './contract.ts';
 import { HostMetrics } from './metrics.ts';
 import { TenantQuota } from './quota.ts';
-import { TenantSandbox, type FailureKind, type SandboxEvents } from './sandbox.ts';
+import { TenantSandbox, type SandboxEvents } from './sandbox.ts';
 import { wireKindFromEnv, type WireKind } from './wire.ts';
-import { BadResult, parseVerdict, type GuestLog, type Verdict } from './validate.ts';
+import type { GuestLog } from './validate.ts';
 
 export type { CompiledPlugin } from './contract.ts';
 export { hashRequestId } from './chain.ts';
-
-const FAILURE_CODES: Record<FailureKind | 'overloaded', ErrorCode> = {
-  overloaded: 'ISOMESH_ERR_QUOTA_QUEUE',
-  threw: 'ISOMESH_ERR_PLUGIN_THREW',
-  timeout: 'ISOMESH_ERR_PLUGIN_TIMEOUT',
-  memory: 'ISOMESH_ERR_PLUGIN_MEMORY',
-  crashed: 'ISOMESH_ERR_PLUGIN_CRASHED',
-  bad_result: 'ISOMESH_ERR_PLUGIN_BAD_RESULT',
-  unavailable: 'ISOMESH_ERR_PLUGIN_UNAVAILABLE',
-};
 
 /** Plugin log lines forwarded per tenant per second (burst = 2 s worth). */
 const LOG_LINES_PER_SEC = 100;
 /** Plugin calls a tenant may have waiting or running in its cordon; more are shed with 429. */
 export const DEFAULT_QUEUE_LIMIT = 256;
-/** The wall-clock timeout is only a backstop for the CPU budget: budget × factor + slack. */
-const WALL_BACKSTOP_FACTOR = 1.5;
-const WALL_BACKSTOP_SLACK_MS = 2;
 
 export type HostMode = 'cordon' | 'inline';
 
@@ -115,7 +102,11 @@ interface Run extends ChainRun {
   routed: boolean;
 }
 
-type StepResult = { ok: true; verdict: Exclude<Verdict, { action: 'error' }> } | { ok: false; code: ErrorCode; message: string };
+/** A pass as sent, with the version each of its entries stands for (metrics and health are per version). */
+interface Plan {
+  pass: ChainPass;
+  versions: Array<StepVersion | undefined>;
+}
 
 export class PluginHost implements PluginHostApi, PluginHostAdmin {
   readonly #logger: Logger;
@@ -164,7 +155,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     return this.#pool?.homeOf(tenant).id;
   }
 
-  /** The cordon processes (cordon mode): id, pid, state, tenants, restarts. */
+  /** The cordon processes (cordon mode): id, pid, state, tenants, restarts, chain passes sent. */
   cordons(): ReturnType<CordonPool['cordons']> {
     return this.#pool?.cordons() ?? [];
   }
@@ -240,47 +231,21 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     const r = run as Run;
     r.route = req.route;
     r.routed = true;
-    let headers = req.headers;
-    let service: string | undefined;
-    for (const step of r.gen.chain.steps) {
-      if (!Chain.applies(step, req.route)) continue;
-      const input = { hook: 'onRequest', requestId: r.requestId, now: Date.now(), configId: step.configId, req: { ...req, headers } };
-      const res = await this.#runStep(r, step, 'onRequest', input);
-      if (res === undefined) continue;
-      if (!res.ok) {
-        // A shed call is load shedding, not a plugin failure: 429 whatever the failure policy.
-        if (res.code === 'ISOMESH_ERR_QUOTA_QUEUE') return { action: 'fail', status: 429, code: res.code, message: res.message };
-        if (step.failurePolicy === 'closed') return { action: 'fail', status: 503, code: res.code, message: res.message };
-        continue;
-      }
-      const v = res.verdict;
-      if (v.action === 'respond') return { action: 'respond', status: v.status, headers: v.headers, body: v.body };
-      if (v.headers !== undefined) headers = v.headers;
-      if (v.service !== undefined) service = v.service;
-    }
-    return service === undefined ? { action: 'continue', headers } : { action: 'continue', headers, service };
+    const plan = this.#plan(r, 'onRequest');
+    if (plan === undefined) return { action: 'continue', headers: req.headers };
+    plan.pass.req = req;
+    plan.pass.services = r.gen.chain.serviceList;
+    const done = this.#runPass(r, plan);
+    return (done instanceof Promise ? await done : done) as RequestOutcome;
   }
 
   async onResponse(run: ChainRun, res: HookResponse): Promise<ResponseOutcome> {
     const r = run as Run;
-    let { status, headers } = res;
-    for (const step of r.gen.chain.steps) {
-      if (!Chain.applies(step, r.route)) continue;
-      const input = { hook: 'onResponse', requestId: r.requestId, now: Date.now(), configId: step.configId, res: { status, headers } };
-      const out = await this.#runStep(r, step, 'onResponse', input);
-      if (out === undefined) continue;
-      if (!out.ok) {
-        if (out.code === 'ISOMESH_ERR_QUOTA_QUEUE') return { action: 'fail', status: 429, code: out.code, message: out.message };
-        if (step.failurePolicy === 'closed') return { action: 'fail', status: 503, code: out.code, message: out.message };
-        continue;
-      }
-      const v = out.verdict;
-      // ctx.respond in onResponse replaces status and headers and ends the response chain.
-      if (v.action === 'respond') return { action: 'continue', status: v.status, headers: v.headers };
-      if (v.headers !== undefined) headers = v.headers;
-      if (v.status !== undefined) status = v.status;
-    }
-    return { action: 'continue', status, headers };
+    const plan = this.#plan(r, 'onResponse');
+    if (plan === undefined) return { action: 'continue', status: res.status, headers: res.headers };
+    plan.pass.res = res;
+    const done = this.#runPass(r, plan);
+    return (done instanceof Promise ? await done : done) as ResponseOutcome;
   }
 
   status(tenant: string): TenantHostStatus {
@@ -406,76 +371,105 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     rec.lastError = { code, message, at: new Date().toISOString() };
   }
 
-  /** Runs one chain entry; undefined when the entry has nothing to run for this phase. */
-  async #runStep(r: Run, step: ChainStep, phase: 'onRequest' | 'onResponse', input: Record<string, unknown>): Promise<StepResult | undefined> {
+  /**
+   * The entries of this phase for this request: route filter, version pinned by the run (canary),
+   * entries known not to have the phase's hook left out. Undefined when nothing is left to run.
+   */
+  #plan(r: Run, phase: Phase): Plan | undefined {
+    let entries: PassEntry[] | undefined;
+    let versions: Array<StepVersion | undefined> | undefined;
+    for (const step of r.gen.chain.steps) {
+      if (!Chain.applies(step, r.route)) continue;
+      const v = Chain.versionFor(step, r.requestId);
+      if (v !== undefined) {
+        const hooks = r.state.sandbox.hooks(v.key);
+        if (hooks !== undefined && !hooks.includes(phase)) continue;
+        // Before the call: events about it (isolate lost, restarts) may arrive before its result.
+        this.#record(r.state, v);
+      }
+      const entry: PassEntry = { plugin: step.plugin, configId: step.configId, config: step.config, failurePolicy: step.failurePolicy };
+      if (v !== undefined) entry.key = v.key;
+      (entries ??= []).push(entry);
+      (versions ??= []).push(v);
+    }
+    if (entries === undefined || versions === undefined) return undefined;
+    const cpuBudgetMs = r.state.quota.quota.cpuMsPerRequest - r.budgetUsedMs;
+    return { pass: { phase, requestId: r.requestId, entries, cpuBudgetMs }, versions };
+  }
+
+  /** Runs a pass (in this process or one round trip to the cordon) and accounts for every entry. */
+  #runPass(r: Run, plan: Plan): RequestOutcome | ResponseOutcome | Promise<RequestOutcome | ResponseOutcome> {
+    const reply = r.state.sandbox.runPass(plan.pass);
+    if (reply instanceof Promise) return reply.then((rep) => this.#settle(r, plan, rep));
+    return this.#settle(r, plan, reply);
+  }
+
+  #settle(r: Run, plan: Plan, reply: PassReply): RequestOutcome | ResponseOutcome | Promise<RequestOutcome | ResponseOutcome> {
+    if ('reports' in reply) {
+      this.#account(r, plan, reply);
+      return reply.outcome;
+    }
+    return this.#passFailed(r, plan, reply.transport, reply.message, reply.entry ?? 0);
+  }
+
+  /**
+   * The pass did not run (queue full, cordon restarting) or its cordon died under it: no entry
+   * results came back. The failure belongs to the entry that was running (blackbox) or else the
+   * first, under that entry's policy; when it is 'open', the pass is sent again without it — entries
+   * before it ran in a process that is gone, so they run again (their results never arrived).
+   */
+  #passFailed(r: Run, plan: Plan, kind: 'overloaded' | 'crashed' | 'unavailable', message: string, at: number): RequestOutcome | ResponseOutcome | Promise<RequestOutcome | ResponseOutcome> {
+    const entry = plan.pass.entries[at] ?? (plan.pass.entries[0] as PassEntry);
+    const index = plan.pass.entries[at] === undefined ? 0 : at;
+    const v = plan.versions[index];
     const state = r.state;
-    const v = Chain.versionFor(step, r.requestId);
-    if (v === undefined) return { ok: false, code: 'ISOMESH_ERR_PLUGIN_UNAVAILABLE', message: `plugin ${step.plugin} has no active version` };
-    const hooks = state.sandbox.hooks(v.key);
-    if (hooks !== undefined && !hooks.includes(phase)) return undefined;
-    const rec = this.#record(state, v);
-    // cpuMsPerRequest is the chain's budget for one request, measured in isolate CPU. Entries that
-    // failed are not charged to the ones after them (a failed 'open' entry must not starve the next).
-    const budgetMs = state.quota.quota.cpuMsPerRequest - r.budgetUsedMs;
-    const t0 = performance.now();
-    let out: CallOutcome;
-    if (budgetMs <= 0) {
-      out = { ok: false, kind: 'timeout', message: 'the request used up its CPU time per request in earlier plugins', cpuNs: 0 };
-    } else {
-      // The isolate's timeout is wall time: a backstop. The verdict is the measured CPU below.
-      const called = state.sandbox.invoke(v.key, input, step.config, budgetMs * WALL_BACKSTOP_FACTOR + WALL_BACKSTOP_SLACK_MS);
-      out = called instanceof Promise ? await called : called;
-    }
-    rec.duration.observe((performance.now() - t0) / 1000);
-    const usedMs = out.cpuNs / 1e6;
-    if (out.cpuNs > 0) {
-      r.cpuMs += usedMs;
-      state.quota.addCpu(out.cpuNs);
-      rec.cpu.inc(out.cpuNs / 1e9);
-    }
-    if (out.ok && usedMs > budgetMs) {
-      out = { ok: false, kind: 'timeout', message: `plugin used ${usedMs.toFixed(1)} ms CPU, over the ${budgetMs.toFixed(1)} ms left of its CPU time per request`, cpuNs: out.cpuNs };
-    }
-    if (!out.ok && out.kind === 'overloaded') {
+    if (kind === 'overloaded') {
       state.quota.countRejection('queue');
       this.#metrics.rejections.inc({ tenant: state.name, reason: 'queue' });
-      this.#count(state, v, rec, 'shed');
-      return { ok: false, code: FAILURE_CODES.overloaded, message: out.message };
+      if (v !== undefined) this.#count(state, v, this.#record(state, v), 'shed');
+      return policyOutcome(entry, FAILURE_CODES.overloaded, message) as RequestOutcome;
     }
+    const code = FAILURE_CODES[kind];
+    if (v !== undefined) this.#apply(r, v, { entry: index, outcome: kind, cpuNs: 0, wallMs: 0, code, message });
+    const stop = policyOutcome(entry, code, message);
+    if (stop !== undefined) return stop;
+    const rest: Plan = {
+      pass: { ...plan.pass, entries: plan.pass.entries.filter((_, i) => i !== index) },
+      versions: plan.versions.filter((_, i) => i !== index),
+    };
+    if (rest.pass.entries.length === 0) return unchanged(plan.pass);
+    return this.#runPass(r, rest);
+  }
+
+  #account(r: Run, plan: Plan, result: PassResult): void {
+    r.budgetUsedMs += result.budgetUsedMs;
+    for (const report of result.reports) {
+      const v = plan.versions[report.entry];
+      if (v !== undefined) this.#apply(r, v, report);
+    }
+  }
+
+  /** Metrics, CPU accounting and health of one entry's call. */
+  #apply(r: Run, v: StepVersion, report: EntryReport): void {
+    const state = r.state;
+    const rec = this.#record(state, v);
+    rec.duration.observe(report.wallMs / 1000);
+    if (report.cpuNs > 0) {
+      r.cpuMs += report.cpuNs / 1e6;
+      state.quota.addCpu(report.cpuNs);
+      rec.cpu.inc(report.cpuNs / 1e9);
+    }
+    if (report.logs !== undefined) this.#forwardLogs(state, v, report.logs);
     rec.invocations++;
-    let result: StepResult;
-    let outcome: string;
-    if (out.ok) {
-      try {
-        const verdict = parseVerdict(out.result, phase, r.gen.chain.services);
-        if (verdict.logs !== undefined) this.#forwardLogs(state, v, verdict.logs);
-        if (verdict.action === 'error') {
-          result = { ok: false, code: 'ISOMESH_ERR_PLUGIN_THREW', message: verdict.message };
-          outcome = 'threw';
-        } else {
-          result = { ok: true, verdict };
-          outcome = verdict.action === 'respond' ? 'respond' : 'ok';
-        }
-      } catch (e) {
-        if (!(e instanceof BadResult)) throw e;
-        result = { ok: false, code: 'ISOMESH_ERR_PLUGIN_BAD_RESULT', message: e.message };
-        outcome = 'bad_result';
-      }
-    } else {
-      result = { ok: false, code: FAILURE_CODES[out.kind], message: out.message };
-      outcome = out.kind;
-    }
-    this.#count(state, v, rec, outcome);
-    if (result.ok) {
-      r.budgetUsedMs += usedMs;
+    this.#count(state, v, rec, report.outcome);
+    if (report.code === undefined) {
       rec.consecutiveFailures = 0;
       rec.health = 'ok';
     } else {
       rec.failures++;
       rec.consecutiveFailures++;
-      this.#markFailure(state, v.healthKey, result.code, result.message);
+      this.#markFailure(state, v.healthKey, report.code, report.message ?? '');
     }
-    return result;
   }
 
   /** Plugin logs go to pino with tenant/plugin labels, bounded per tenant so a plugin cannot flood. */

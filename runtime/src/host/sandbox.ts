@@ -12,6 +12,7 @@
 
 import ivm from 'isolated-vm';
 import { HostCapabilities } from './capabilities.ts';
+import { runChainPass, type ChainPass, type PassResult } from './chain-pass.ts';
 import { guestRuntimeCode } from './guest-code.ts';
 
 export interface VersionSpec {
@@ -49,6 +50,13 @@ export interface InvokeLimits {
    * the sandbox charges each call only for its own turns of the isolate.
    */
   onIdle?: () => void;
+  /**
+   * With onIdle: resolves when the scheduler gives the call its tenant's turn back. The sandbox
+   * awaits it before it uses the isolate again after a wait (and before it returns), and calls onIdle
+   * again at the next wait — so the work a call does after a capability is scheduled like a new call.
+   * Time spent waiting for it is not counted against the call's idle budget.
+   */
+  resume?: () => Promise<void>;
 }
 
 interface GuestApi {
@@ -83,6 +91,11 @@ interface Budget {
   rounds: number;
   maxRounds: number;
   onIdle?: () => void;
+  resume?: () => Promise<void>;
+  /** Whether the call holds its tenant's turn (true until its first wait). */
+  holding: boolean;
+  /** Wall time spent waiting for resume() (the scheduler), excluded from the idle budget. */
+  queuedMs: number;
 }
 
 export const LOAD_TIMEOUT_MS = 200;
@@ -268,8 +281,13 @@ export class TenantSandbox {
       capabilityWallMs: Math.max(0, limits.capabilityWallMs ?? CAPABILITY_WALL_MS),
       rounds: 0,
       maxRounds: Math.max(0, limits.capabilityRounds ?? CAPABILITY_ROUNDS),
+      holding: true,
+      queuedMs: 0,
     };
-    if (limits.onIdle !== undefined) b.onIdle = limits.onIdle;
+    if (limits.onIdle !== undefined) {
+      b.onIdle = limits.onIdle;
+      if (limits.resume !== undefined) b.resume = limits.resume;
+    }
     let out: unknown;
     let id: number | undefined;
     try {
@@ -290,6 +308,11 @@ export class TenantSandbox {
     }
     if (typeof out !== 'string') return { ok: false, kind: 'bad_result', message: 'hook call returned a non-string', cpuNs: b.cpuNs };
     return { ok: true, result: out, cpuNs: b.cpuNs };
+  }
+
+  /** Runs one phase of a request's chain in this isolate (inline mode; a cordon adds its own hooks). */
+  runPass(pass: ChainPass): PassResult | Promise<PassResult> {
+    return runChainPass(this, pass);
   }
 
   dispose(): void {
@@ -316,12 +339,33 @@ export class TenantSandbox {
    * again for another call (its promise may depend on that call) within the idle wall budget.
    */
   async #drive(v: LoadedVersion, api: GuestApi, isolate: ivm.Isolate, id: number, first: string, b: Budget): Promise<InvokeOutcome> {
+    const out = await this.#driveTurns(v, api, isolate, id, first, b);
+    // The caller goes on using the isolate (the rest of its chain): only within its tenant's turn.
+    await this.#regain(b);
+    return out;
+  }
+
+  #idle(b: Budget): void {
+    if (!b.holding || b.onIdle === undefined) return;
+    b.holding = false;
+    try {
+      b.onIdle();
+    } catch {}
+  }
+
+  async #regain(b: Budget): Promise<void> {
+    if (b.holding || b.resume === undefined) return;
+    const t0 = performance.now();
+    try {
+      await b.resume();
+    } catch {}
+    b.queuedMs += performance.now() - t0;
+    b.holding = true;
+  }
+
+  async #driveTurns(v: LoadedVersion, api: GuestApi, isolate: ivm.Isolate, id: number, first: string, b: Budget): Promise<InvokeOutcome> {
     let out: unknown = first;
-    if (b.onIdle !== undefined) {
-      try {
-        b.onIdle();
-      } catch {}
-    }
+    this.#idle(b);
     try {
       for (let turn = 0; turn < MAX_TURNS; turn++) {
         if (typeof out !== 'string') return this.#abandon(api, id, b, 'bad_result', 'hook call returned a non-string');
@@ -330,6 +374,7 @@ export class TenantSandbox {
           if (++b.rounds > b.maxRounds) {
             return this.#abandon(api, id, b, 'timeout', `plugin needed more than ${b.maxRounds} rounds of capability calls in one hook call`);
           }
+          this.#idle(b);
           const t0 = performance.now();
           const results = await this.#capabilities.perform(JSON.parse(out), {
             secrets: this.#secrets,
@@ -337,6 +382,7 @@ export class TenantSandbox {
             wallLeftMs: b.capabilityWallMs - b.capabilityMs,
           });
           b.capabilityMs += performance.now() - t0;
+          await this.#regain(b);
           if (!this.#current(v, api, isolate)) return this.#gone(b);
           if (b.capabilityMs > b.capabilityWallMs) {
             return this.#abandon(api, id, b, 'timeout', `capability calls took longer than ${b.capabilityWallMs} ms in one hook call`);
@@ -344,9 +390,11 @@ export class TenantSandbox {
           this.#enter(isolate, b, (timeout) => api.deliver.applySync(undefined, [JSON.stringify(results)], { timeout }));
           this.#wake(v);
         } else {
-          const idleLeft = b.timeoutMs - (performance.now() - b.startedAt - b.capabilityMs);
+          const idleLeft = b.timeoutMs - (performance.now() - b.startedAt - b.capabilityMs - b.queuedMs);
           if (idleLeft <= 0) return this.#abandon(api, id, b, 'timeout', 'async hook did not settle within the CPU time per request');
+          this.#idle(b);
           await this.#nextTurn(v, idleLeft);
+          await this.#regain(b);
           if (!this.#current(v, api, isolate)) return this.#gone(b);
         }
         out = this.#enter(isolate, b, (timeout) => api.poll.applySync(undefined, [id], { timeout }));

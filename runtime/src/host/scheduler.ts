@@ -3,7 +3,8 @@
 // by cpuMs / weight, and the next call always comes from the backlogged, idle tenant with the
 // smallest virtual time. A tenant that floods its queue only lengthens its own queue (bounded): the
 // others keep getting their weighted share. At most one call per tenant runs at a time (an isolate is
-// single-threaded), so a tenant with an unsettled async call is skipped until it completes.
+// single-threaded), so a busy tenant is skipped until its call completes — or until the call is
+// released to wait for a host capability (complete() then, charge() when it settles).
 // Pure bookkeeping (no isolates, no clock), so it is unit-testable with made-up costs.
 
 interface TenantQueue<T> {
@@ -49,6 +50,20 @@ export class FairScheduler<T> {
     return true;
   }
 
+  /**
+   * Work of a call already admitted (it resumes after waiting for a capability): ahead of the
+   * tenant's queue and never shed. False when the tenant is unknown (dropped).
+   */
+  enqueueFront(tenant: string, task: T): boolean {
+    const q = this.#tenants.get(tenant);
+    if (q === undefined) return false;
+    if (q.tasks.length === q.head && !q.busy) q.vt = Math.max(q.vt, this.#systemVt);
+    if (q.head > 0) q.tasks[--q.head] = task;
+    else q.tasks.unshift(task);
+    this.#backlogged.add(tenant);
+    return true;
+  }
+
   /** The next call to run, or undefined when every backlogged tenant is busy (or none is). */
   next(): { tenant: string; task: T } | undefined {
     let best: string | undefined;
@@ -84,6 +99,12 @@ export class FairScheduler<T> {
     if (q === undefined) return;
     q.busy = false;
     q.vt += Math.max(MIN_CHARGE_MS, cpuMs) / q.weight;
+  }
+
+  /** CPU of a call that finished after its tenant was released (complete() was called already). */
+  charge(tenant: string, cpuMs: number): void {
+    const q = this.#tenants.get(tenant);
+    if (q !== undefined && cpuMs > 0) q.vt += cpuMs / q.weight;
   }
 
   queued(tenant: string): number {

@@ -66,7 +66,7 @@ function checkLogs(v: unknown): GuestLog[] | undefined {
 }
 
 /** Parses one hook result. Throws BadResult with a reason the status API can show. */
-export function parseVerdict(json: string, phase: 'onRequest' | 'onResponse', services: ReadonlySet<string>): Verdict {
+export function parseVerdict(json: string, phase: 'onRequest' | 'onResponse', services: { has(name: string): boolean }): Verdict {
   if (json.length > RESULT_LIMITS.resultChars) throw new BadResult('result is too large');
   let raw: unknown;
   try {

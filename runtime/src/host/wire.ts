@@ -4,7 +4,8 @@
 // FrameChannel is the default: it measured faster (docs/host.md, bench/cordon-ipc.ts).
 
 import type { Socket } from 'node:net';
-import type { FailureKind, InvokeOutcome, VersionSpec } from './sandbox.ts';
+import type { ChainPass, PassReply } from './chain-pass.ts';
+import type { FailureKind, VersionSpec } from './sandbox.ts';
 
 /** daemon → cordon */
 export type ToCordon =
@@ -17,12 +18,14 @@ export type ToCordon =
   | { t: 'weight'; tenant: string; weight: number }
   | { t: 'reset'; tenant: string }
   | { t: 'drop'; tenant: string }
-  | { t: 'call'; id: number; tenant: string; key: string; input: Record<string, unknown>; config: unknown; timeoutMs: number };
+  /** One phase of one request's chain: the cordon runs every entry and answers once. */
+  | { t: 'pass'; id: number; tenant: string; pass: ChainPass };
 
 /** cordon → daemon */
 export type FromCordon =
   | { t: 'ready'; pid: number }
-  | { t: 'done'; id: number; out: InvokeOutcome; waitNs: number }
+  /** sameHeaders: the outcome continues with the pass's input headers (sent as [], restored by the daemon). */
+  | { t: 'passed'; id: number; reply: PassReply; waitNs: number; sameHeaders?: true }
   | { t: 'shed'; id: number; queued: number }
   | { t: 'hooks'; tenant: string; key: string; hooks: Array<'onRequest' | 'onResponse'> | null }
   | { t: 'loadError'; tenant: string; key: string; kind: FailureKind; message: string }

@@ -1,0 +1,131 @@
+// runChainPass against a real TenantSandbox: the chain semantics every mode shares (the host's own
+// tests run them through PluginHost inline and in cordons), the per-entry reports the daemon turns
+// into metrics, and the switch from synchronous to asynchronous in the middle of a chain.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { runChainPass, type ChainPass, type PassEntry, type PassResult } from './chain-pass.ts';
+import { compilePlugin } from './compiler.ts';
+import { request } from './fixtures.ts';
+import { TenantSandbox } from './sandbox.ts';
+
+const events = { onLoadError() {}, onIsolateLost() {}, onIsolateRebuilt() {} };
+
+async function sandboxWith(plugins: Record<string, string>): Promise<TenantSandbox> {
+  const sandbox = new TenantSandbox({ tenant: 'pass', memoryMb: 32, events });
+  for (const [name, source] of Object.entries(plugins)) {
+    const c = await compilePlugin({ source, language: 'typescript', maxBundleBytes: 1 << 20 });
+    sandbox.retain({ key: `${name}@1#d`, plugin: name, version: 1, digest: 'd', code: c.code });
+  }
+  return sandbox;
+}
+
+let configIds = 0;
+function entry(name: string, over: Partial<PassEntry> = {}): PassEntry {
+  return { key: `${name}@1#d`, plugin: name, configId: ++configIds, config: {}, failurePolicy: 'closed', ...over };
+}
+
+function onRequest(entries: PassEntry[], over: Partial<ChainPass> = {}): ChainPass {
+  return { phase: 'onRequest', requestId: 'r1', req: request({ headers: [['accept', '*/*']] }), entries, cpuBudgetMs: 50, services: ['reviews'], ...over };
+}
+
+const TAG = (name: string) => `export default { onRequest(req) { req.headers.set('x-${name}', req.headers.get('x-seen') ?? 'first'); req.headers.set('x-seen', '${name}'); } };`;
+const THROW = `export default { onRequest() { throw new Error('boom'); } };`;
+const SLEEP = `export default { async onRequest(req, ctx) { await ctx.sleep(20); req.headers.set('x-slept', req.headers.get('x-seen') ?? 'none'); req.headers.set('x-seen', 'sleeper'); } };`;
+const RESPOND = `export default { onRequest(req, ctx) { ctx.respond(401, { body: 'no' }); }, onResponse(res, ctx) { ctx.respond(502, { headers: { 'x-replaced': '1' } }); } };`;
+const RESPONSE_ONLY = `export default { onResponse(res) { res.status = 201; res.headers.set('x-b', '1'); } };`;
+
+test('entries run in order with header edits carried; every entry that ran is reported', async () => {
+  const sandbox = await sandboxWith({ a: TAG('a'), b: TAG('b'), c: TAG('c') });
+  try {
+    const out = runChainPass(sandbox, onRequest([entry('a'), entry('b'), entry('c')])) as PassResult;
+    assert.ok(!(out instanceof Promise), 'synchronous hooks make a synchronous pass');
+    assert.deepEqual(out.outcome, {
+      action: 'continue',
+      headers: [['accept', '*/*'], ['x-a', 'first'], ['x-seen', 'c'], ['x-b', 'a'], ['x-c', 'b']],
+    });
+    assert.deepEqual(out.reports.map((r) => [r.entry, r.outcome]), [[0, 'ok'], [1, 'ok'], [2, 'ok']]);
+    assert.ok(out.reports.every((r) => r.cpuNs > 0 && r.wallMs > 0));
+    assert.ok(out.budgetUsedMs > 0 && out.budgetUsedMs * 1e6 <= out.reports.reduce((s, r) => s + r.cpuNs, 0) + 1);
+  } finally {
+    sandbox.dispose();
+  }
+});
+
+test('failure policy: open skips the entry, closed stops the chain with 503; a missing version too', async () => {
+  const sandbox = await sandboxWith({ a: TAG('a'), bad: THROW });
+  try {
+    const open = runChainPass(sandbox, onRequest([entry('bad', { failurePolicy: 'open' }), entry('a')])) as PassResult;
+    assert.equal(open.outcome.action, 'continue');
+    assert.deepEqual(open.reports.map((r) => [r.outcome, r.code]), [['threw', 'ISOMESH_ERR_PLUGIN_THREW'], ['ok', undefined]]);
+    // The failed entry's CPU is not charged against the next ones.
+    assert.ok(Math.abs(open.budgetUsedMs - (open.reports[1]?.cpuNs ?? 0) / 1e6) < 1e-9);
+
+    const closed = runChainPass(sandbox, onRequest([entry('a'), entry('bad'), entry('a')])) as PassResult;
+    assert.deepEqual(closed.outcome, { action: 'fail', status: 503, code: 'ISOMESH_ERR_PLUGIN_THREW', message: 'Error: boom' });
+    assert.equal(closed.reports.length, 2, 'the entry after a closed failure never ran');
+
+    const { key: _, ...noVersion } = entry('gone');
+    const missing = runChainPass(sandbox, onRequest([entry('a'), noVersion])) as PassResult;
+    assert.equal(missing.outcome.action === 'fail' && missing.outcome.code, 'ISOMESH_ERR_PLUGIN_UNAVAILABLE');
+    const skipped = runChainPass(sandbox, onRequest([{ ...noVersion, failurePolicy: 'open' }, entry('a')])) as PassResult;
+    assert.equal(skipped.outcome.action, 'continue');
+  } finally {
+    sandbox.dispose();
+  }
+});
+
+test('ctx.respond stops the chain (onRequest) or replaces the response (onResponse); entries without the hook are skipped', async () => {
+  const sandbox = await sandboxWith({ r: RESPOND, a: TAG('a'), b: RESPONSE_ONLY });
+  try {
+    const req = runChainPass(sandbox, onRequest([entry('b'), entry('r'), entry('a')])) as PassResult;
+    assert.deepEqual(req.outcome, { action: 'respond', status: 401, headers: [], body: 'no' });
+    assert.deepEqual(req.reports.map((r) => [r.entry, r.outcome]), [[1, 'respond']], 'b has no onRequest: not run, not reported');
+
+    const resPass: ChainPass = { phase: 'onResponse', requestId: 'r1', res: { status: 200, headers: [] }, entries: [entry('b'), entry('a'), entry('r'), entry('b')], cpuBudgetMs: 50 };
+    const res = runChainPass(sandbox, resPass) as PassResult;
+    assert.deepEqual(res.outcome, { action: 'continue', status: 502, headers: [['x-replaced', '1']] });
+    assert.deepEqual(res.reports.map((r) => r.entry), [0, 2]);
+  } finally {
+    sandbox.dispose();
+  }
+});
+
+test('the CPU budget is per pass: an entry over what is left times out, a spent budget skips calls', async () => {
+  const burn = `export default { onRequest(req) { const end = Date.now() + 15; while (Date.now() < end) {} req.headers.set('x-burnt', '1'); } };`;
+  const sandbox = await sandboxWith({ burn });
+  try {
+    const out = runChainPass(sandbox, onRequest([entry('burn', { failurePolicy: 'open' }), entry('burn', { failurePolicy: 'open' })], { cpuBudgetMs: 25 })) as PassResult;
+    assert.deepEqual(out.reports.map((r) => r.outcome), ['ok', 'timeout']);
+    const spent = runChainPass(sandbox, onRequest([entry('burn')], { cpuBudgetMs: 0 })) as PassResult;
+    assert.equal(spent.outcome.action === 'fail' && spent.outcome.code, 'ISOMESH_ERR_PLUGIN_TIMEOUT');
+    assert.equal(spent.reports[0]?.cpuNs, 0);
+  } finally {
+    sandbox.dispose();
+  }
+});
+
+test('an entry that awaits a capability turns the pass asynchronous; the entries after it still see its edits', async () => {
+  const sandbox = await sandboxWith({ a: TAG('a'), s: SLEEP, c: TAG('c') });
+  try {
+    const trail: string[] = [];
+    let idle = 0;
+    const pending = runChainPass(sandbox, onRequest([entry('a'), entry('s'), entry('c')]), {
+      enter: (i) => trail.push(`enter ${i}`),
+      exit: () => trail.push('exit'),
+      limits: { onIdle: () => idle++ },
+    });
+    assert.ok(pending instanceof Promise);
+    assert.deepEqual(trail, ['enter 0', 'enter 1', 'exit'], 'the pass left the isolate while waiting');
+    assert.equal(idle, 1);
+    const out = await pending;
+    assert.deepEqual(trail, ['enter 0', 'enter 1', 'exit', 'enter 2', 'exit']);
+    assert.deepEqual(out.outcome, {
+      action: 'continue',
+      headers: [['accept', '*/*'], ['x-a', 'first'], ['x-seen', 'c'], ['x-slept', 'a'], ['x-c', 'sleeper']],
+    });
+    assert.deepEqual(out.reports.map((r) => r.outcome), ['ok', 'ok', 'ok']);
+    assert.ok((out.reports[1]?.wallMs ?? 0) >= 15, 'the sleeping entry\'s wall time includes its wait');
+  } finally {
+    sandbox.dispose();
+  }
+});
