@@ -267,6 +267,10 @@ test('the daemon redirects workload VIP traffic through its tenant listener', { 
     assert.equal((await dm.api('GET', '/v1/tenants/shop/workloads/web')).status, 404);
     const r = await curl('http://10.96.0.10/', { cgroup: podA, host: 'unrelated.example' });
     assert.ok(r.curlExit === 28 || r.curlExit === 7, `not redirected any more (curl exit ${r.curlExit})`);
+    // blog's workload still reaches the node's pod-network address, so that listener stays for blog;
+    // shop had the only workload on it, so shop's listener there is closed
+    const closed = await curl(`http://${NODE_IP}:${shop.listenerPort}/explicit`, { host: '10.96.0.10' });
+    assert.equal(closed.curlExit, 7, `shop no longer listens on ${NODE_IP} (curl exit ${closed.curlExit})`);
     assert.equal((await dm.api('DELETE', '/v1/tenants/blog')).status, 204);
     const s = await ok('GET', '/v1/datapath');
     assert.deepEqual(bpftoolCgroup(podB), []);

@@ -15,7 +15,7 @@ export interface DatapathAdmin {
   /** Throws 503 ISOMESH_ERR_DATAPATH_UNAVAILABLE with the reason when the datapath is off. */
   require(): unknown;
   attach(w: { tenant: string; name: string; cgroupPath: string; proxyAddress: string }): Promise<void>;
-  detach(tenant: string, name: string): boolean;
+  detach(tenant: string, name: string): Promise<boolean>;
   attachment(tenant: string, name: string): { cgroupId: string; proxy4?: string; proxy6?: string; programs: string[] } | undefined;
   status(): object;
   setAcceleration(on: boolean): void;
@@ -94,7 +94,7 @@ export function registerWorkloadRoutes(app: FastifyInstance, deps: AdminDeps, da
           // put the datapath back the way the store still has it
           try {
             if (previous) await datapath.attach(previous);
-            else datapath.detach(tenant, name);
+            else await datapath.detach(tenant, name);
           } catch (undoErr) {
             deps.logger.error({ err: undoErr, tenant, workload: name }, 'failed to undo a workload attach after a failed commit');
           }
@@ -114,7 +114,7 @@ export function registerWorkloadRoutes(app: FastifyInstance, deps: AdminDeps, da
         requireTenant(deps, tenant);
         if (!store.getWorkload(tenant, name)) throw new IsomeshError('ISOMESH_ERR_WORKLOAD_NOT_FOUND', `workload "${name}" does not exist`);
         datapath.require();
-        datapath.detach(tenant, name);
+        await datapath.detach(tenant, name);
         store.deleteWorkload(tenant, name);
       });
       return reply.code(204).send();

@@ -19,6 +19,7 @@ export type DatapathMode = 'auto' | 'on' | 'off';
 /** What the datapath needs from the proxy. */
 export interface ListenerControl {
   addListenAddress(tenant: string, address: string): Promise<void>;
+  removeListenAddress(tenant: string, address: string): Promise<void>;
   setOriginalDestinationResolver(fn: (socket: Socket) => string | undefined): void;
 }
 
@@ -122,8 +123,24 @@ export class NodeDatapath {
       ...(proxy.proxy4 ? { proxyAddress: proxy.proxy4 } : {}), ...(proxy.proxy6 ? { proxyAddress6: proxy.proxy6 } : {}) });
   }
 
-  detach(tenant: string, name: string): boolean {
-    return this.require().detachWorkload(tenant, name);
+  /**
+   * Detaches the workload, then closes the extra listen addresses (e.g. the node's pod-network
+   * address) that no other workload of the tenant still uses.
+   */
+  async detach(tenant: string, name: string): Promise<boolean> {
+    const dp = this.require();
+    const workloads = dp.status().workloads.filter((w) => w.tenant === tenant);
+    const gone = workloads.find((w) => w.name === name);
+    const detached = dp.detachWorkload(tenant, name);
+    if (gone) {
+      const stillUsed = new Set(workloads.filter((w) => w.name !== name).flatMap((w) => [w.proxy4, w.proxy6]));
+      for (const address of [gone.proxy4, gone.proxy6]) {
+        if (address && !stillUsed.has(address) && this.#needsListener(address)) {
+          await this.#opts.proxy.removeListenAddress(tenant, address);
+        }
+      }
+    }
+    return detached;
   }
 
   attachment(tenant: string, name: string): WorkloadAttachment | undefined {

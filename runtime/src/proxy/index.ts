@@ -94,6 +94,24 @@ export class ProxyServer {
     });
   }
 
+  /**
+   * Stop accepting the tenant's traffic on an extra `address` (its in-flight requests finish). The
+   * proxy's default listen address is never removed this way — removeTenant closes it.
+   */
+  removeListenAddress(tenant: string, address: string): Promise<void> {
+    const t = this.#tenants.get(tenant);
+    if (t === undefined) return Promise.resolve();
+    return t.serial(async () => {
+      const i = t.addresses.indexOf(address);
+      if (i <= 0) return; // unknown, or the default address (index 0)
+      t.addresses.splice(i, 1);
+      const server = t.servers.get(address);
+      if (server === undefined) return;
+      t.servers.delete(address);
+      await this.#track(drain(server, this.#drainTimeoutMs));
+    });
+  }
+
   /** Install a tenant's config (new requests use it at once) and bind its listener if needed. */
   async configure(config: TenantConfig): Promise<void> {
     const snapshot = compileSnapshot(config); // throws before anything changes

@@ -103,6 +103,17 @@ test('addListenAddress accepts the tenant’s traffic on another address, also a
   assert.equal(await refused(port, '127.0.0.2'), true);
   await assert.rejects(proxy.addListenAddress('acme', '192.0.2.123'), (err: unknown) => err instanceof IsomeshError && err.code === 'ISOMESH_ERR_PROXY_LISTEN_FAILED');
   assert.equal(proxy.listeners().length, 2);
+  // removing the extra address closes it and keeps the default listener; the default is never removed
+  await proxy.removeListenAddress('acme', '127.0.0.2');
+  assert.equal(await refused(next, '127.0.0.2'), true);
+  assert.equal((await send(next)).status, 200);
+  await proxy.removeListenAddress('acme', '127.0.0.1');
+  assert.equal((await send(next)).status, 200);
+  assert.deepEqual(proxy.listeners().map((l) => l.address), ['127.0.0.1']);
+  // a later rebind no longer follows the removed address
+  const third = await freePort();
+  await proxy.bind('acme', third);
+  assert.equal(await refused(third, '127.0.0.2'), true);
 });
 
 test('status counts requests; close() drains in-flight requests and stops listening', async (t) => {
