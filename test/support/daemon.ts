@@ -2,45 +2,14 @@
 // the way an operator would (`isomesh run`), and stops it by PID.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort, freePortRange } from './ports.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen(0, host, () => resolve());
-  });
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-async function portsFree(min: number, count: number): Promise<boolean> {
-  for (let p = min; p < min + count; p++) {
-    const srv = net.createServer();
-    const ok = await new Promise<boolean>((resolve) => {
-      srv.once('error', () => resolve(false));
-      srv.listen(p, '127.0.0.1', () => resolve(true));
-    });
-    if (ok) await new Promise((r) => srv.close(r));
-    else return false;
-  }
-  return true;
-}
-
-/** A block of `count` consecutive free ports for tenant listeners (bounded number of tries). */
-export async function freePortRange(count = 20): Promise<{ min: number; max: number }> {
-  for (let i = 0; i < 50; i++) {
-    const min = 20000 + Math.floor(Math.random() * 400) * 50;
-    if (await portsFree(min, count)) return { min, max: min + count - 1 };
-  }
-  throw new Error('no free port range found');
-}
+export { freePort, freePortRange } from './ports.ts';
 
 export interface TestDaemon {
   url: string;
