@@ -10,7 +10,7 @@ import ivm from 'isolated-vm';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import { PluginHost, type PluginHostOptions } from '../runtime/src/host/index.ts';
-import { DEFAULT_QUOTA, type TenantConfig } from '../runtime/src/store/model.ts';
+import { DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS, type TenantConfig } from '../runtime/src/store/model.ts';
 
 const SEQ = Number(process.env.BENCH_CALLS ?? 20_000);
 const CONC = 64;
@@ -24,7 +24,7 @@ function config(name: string, code: { digest: string; code: string }, cpuMsPerRe
     name, listenerPort: 17000, quota: { ...DEFAULT_QUOTA, cpuMsPerRequest, cpuMsPerSecond: 0 }, services: [], routes: [],
     chain: [{ plugin: 'p', config: {}, failurePolicy: 'closed' }],
     plugins: { p: { name: 'p', active: { version: 1, digest: code.digest, code: code.code } } },
-    secrets: {}, generation: 1,
+    secrets: {}, settings: { ...DEFAULT_TENANT_SETTINGS }, rateLimits: [], generation: 1,
   };
 }
 

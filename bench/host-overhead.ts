@@ -8,7 +8,7 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import { PluginHost } from '../runtime/src/host/index.ts';
 import { TenantSandbox } from '../runtime/src/host/sandbox.ts';
-import { DEFAULT_QUOTA, type TenantConfig } from '../runtime/src/store/model.ts';
+import { DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS, type TenantConfig } from '../runtime/src/store/model.ts';
 
 const N = 50_000;
 const host = new PluginHost({ logger: pino({ level: 'silent' }), registry: new Registry() });
@@ -30,6 +30,8 @@ function config(name: string, code: typeof noop): TenantConfig {
     chain: [{ plugin: 'p', config: {}, failurePolicy: 'closed' }],
     plugins: { p: { name: 'p', active: { version: 1, digest: code.digest, code: code.code } } },
     secrets: {},
+    settings: { ...DEFAULT_TENANT_SETTINGS },
+    rateLimits: [],
     generation: 1,
   };
 }

@@ -8,7 +8,7 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import { PluginHost } from '../runtime/src/host/index.ts';
 import type { HookRequest } from '../runtime/src/host/contract.ts';
-import { DEFAULT_QUOTA, type ChainEntry, type ResolvedPlugin, type TenantConfig } from '../runtime/src/store/model.ts';
+import { DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS, type ChainEntry, type ResolvedPlugin, type TenantConfig } from '../runtime/src/store/model.ts';
 import { removeStateDir, rssKiB, startDaemon, until, type BenchDaemon } from './lib/daemon.ts';
 import { get } from './lib/http.ts';
 import { CHAIN3, NOOP, versionTag } from './lib/plugins.ts';
@@ -36,7 +36,7 @@ async function tenantConfig(host: PluginHost, name: string, plugins: Array<[stri
   return {
     name, listenerPort: 17000, quota: { ...DEFAULT_QUOTA },
     services: [{ name: 'origin', endpoints: [], lb: 'round_robin', connectTimeoutMs: 1000, timeoutMs: 1000 }],
-    routes: [], chain, plugins: resolved, secrets: {}, generation: 1,
+    routes: [], chain, plugins: resolved, secrets: {}, settings: { ...DEFAULT_TENANT_SETTINGS }, rateLimits: [], generation: 1,
   };
 }
 

@@ -12,7 +12,7 @@ import { Registry } from 'prom-client';
 import { SignJWT } from 'jose';
 import { PluginHost } from '../runtime/src/host/index.ts';
 import type { HookRequest, RequestOutcome } from '../runtime/src/host/contract.ts';
-import { DEFAULT_QUOTA, type ChainEntry, type TenantConfig } from '../runtime/src/store/model.ts';
+import { DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS, type ChainEntry, type TenantConfig } from '../runtime/src/store/model.ts';
 
 const ROOT = import.meta.dirname;
 const FILES = ['src/index.ts', 'config.schema.json', 'README.md', 'plugin.test.ts', 'metadata.json'];
@@ -110,6 +110,8 @@ for (const name of plugins) {
       chain: [{ plugin: name, config: entry.config, failurePolicy: 'closed' }],
       plugins: { [name]: { name, active: { version: 1, digest: compiled.digest, code: compiled.code } } },
       secrets: { 'jwt-hmac': SECRET },
+      settings: { ...DEFAULT_TENANT_SETTINGS },
+      rateLimits: [],
       generation: 1,
     };
     host.configure(config);

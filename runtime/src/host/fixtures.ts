@@ -2,7 +2,7 @@
 
 import pino from 'pino';
 import { Registry } from 'prom-client';
-import { DEFAULT_QUOTA, type ChainEntry, type Quota, type ResolvedPlugin, type TenantConfig } from '../store/model.ts';
+import { DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS, type ChainEntry, type Quota, type ResolvedPlugin, type TenantConfig } from '../store/model.ts';
 import type { HookRequest } from './contract.ts';
 import { PluginHost, type PluginHostOptions } from './index.ts';
 
@@ -70,6 +70,8 @@ export async function tenantConfig(
     chain,
     plugins: resolved,
     secrets: extra.secrets ?? {},
+    settings: { ...DEFAULT_TENANT_SETTINGS },
+    rateLimits: [],
     generation: extra.generation ?? 1,
   };
 }

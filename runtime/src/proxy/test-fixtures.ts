@@ -15,7 +15,7 @@ import type {
   RequestOutcome,
   ResponseOutcome,
 } from '../host/contract.ts';
-import { DEFAULT_QUOTA, type Route, type Service, type TenantConfig } from '../store/model.ts';
+import { DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS, type Route, type Service, type TenantConfig } from '../store/model.ts';
 import { ProxyServer } from './index.ts';
 
 export class HostDouble implements PluginHostApi {
@@ -91,6 +91,8 @@ export function tenantConfig(name: string, services: Service[], routes: Route[],
     chain: [],
     plugins: {},
     secrets: {},
+    settings: { ...DEFAULT_TENANT_SETTINGS },
+    rateLimits: [],
     generation,
   };
 }

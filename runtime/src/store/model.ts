@@ -39,6 +39,10 @@ export interface Endpoint {
 
 export type LoadBalancer = 'round_robin' | 'least_request' | 'ring_hash';
 export type RetryOn = '5xx' | 'reset' | 'connect-failure';
+/** What isomesh speaks to a service's endpoints: HTTP/1.1, h2c (prior knowledge), or h2c with gRPC semantics. */
+export type ServiceProtocol = 'http1' | 'http2' | 'grpc';
+/** The key ring_hash hashes: a request header, a cookie, or the client's address (default). */
+export type HashOn = { header: string } | { cookie: string } | 'sourceIp';
 
 export interface Service {
   name: string;
@@ -46,6 +50,10 @@ export interface Service {
   vip?: string;
   endpoints: Endpoint[];
   lb: LoadBalancer;
+  /** Absent = 'http1' (the store always fills it in). */
+  protocol?: ServiceProtocol;
+  /** ring_hash only; absent = 'sourceIp'. */
+  hashOn?: HashOn;
   connectTimeoutMs: number;
   timeoutMs: number;
   retries?: { attempts: number; on: RetryOn[] };
@@ -74,6 +82,48 @@ export interface Route {
   match: RouteMatch;
   to: RouteTarget;
   timeoutMs?: number;
+  /** HTTP/1.1 Upgrade protocols (lower case) let through; absent = ["websocket"]; [] refuses upgrades with 403. */
+  upgrades?: string[];
+}
+
+/** How a request path is normalised before routing, plugins and the upstream see it (API.md). */
+export type PathNormalization = 'base' | 'merge_slashes' | 'none';
+
+export interface AccessLogSettings {
+  enabled: boolean;
+  /** Fraction of requests logged, 0..1. */
+  sample: number;
+}
+
+/** Per-tenant data-plane settings (PUT /v1/tenants/{t} fields besides listenerPort). */
+export interface TenantSettings {
+  pathNormalization: PathNormalization;
+  accessLog: AccessLogSettings;
+}
+
+export const DEFAULT_TENANT_SETTINGS: Readonly<TenantSettings> = Object.freeze({
+  pathNormalization: 'base',
+  accessLog: Object.freeze({ enabled: false, sample: 1 }),
+});
+
+/** A descriptor entry's key: what part of the request a rate limit counts by. */
+export type RateLimitKey = 'remote_address' | 'path' | 'method' | 'route' | `header:${string}`;
+
+export interface RateLimitDescriptor {
+  key: RateLimitKey;
+  /** Only requests with this exact value count; absent = one counter per distinct value. */
+  value?: string;
+}
+
+export type RateLimitUnit = 'second' | 'minute' | 'hour' | 'day';
+
+/** A self-service rate limit (PUT /v1/tenants/{t}/ratelimits/{name}); applied before the chain. */
+export interface RateLimit {
+  name: string;
+  descriptors: RateLimitDescriptor[];
+  limit: { requestsPerUnit: number; unit: RateLimitUnit };
+  /** Count only: over-limit requests pass and are counted as shadow_over. */
+  shadow: boolean;
 }
 
 export type FailurePolicy = 'closed' | 'open';
@@ -105,6 +155,17 @@ export interface ResolvedVersion {
   version: number;
   digest: string;
   code: string;
+  /** What the version declared at publish (absent for versions published before it was recorded). */
+  meta?: PluginVersionDeclarations;
+}
+
+/** What a plugin version declares in definePlugin, recorded at publish. */
+export interface PluginVersionDeclarations {
+  hooks: Array<'onRequest' | 'onResponse'>;
+  /** Buffered body access: the largest body (bytes) the plugin reads, per direction. */
+  body?: { request?: number; response?: number };
+  /** JSON Schema of the chain entry's config. */
+  configSchema?: Record<string, unknown>;
 }
 
 export interface ResolvedPlugin {
@@ -128,6 +189,8 @@ export interface TenantConfig {
   plugins: Record<string, ResolvedPlugin>;
   /** Secret values: handed only to this tenant's isolate. */
   secrets: Record<string, string>;
+  settings: TenantSettings;
+  rateLimits: RateLimit[];
   generation: number;
 }
 

@@ -100,6 +100,23 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (tenant, name)
   );
   `,
+  // 2: v1 additions — tenant data-plane settings, self-service rate limits, what plugin versions
+  // declare (hooks, body limits, config schema); defaults filled into stored services and routes.
+  `
+  ALTER TABLE tenants ADD COLUMN settings TEXT NOT NULL
+    DEFAULT '{"pathNormalization":"base","accessLog":{"enabled":false,"sample":1}}';
+  CREATE TABLE ratelimits (
+    tenant     TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+    name       TEXT NOT NULL,
+    body       TEXT NOT NULL,                 -- JSON RateLimit
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (tenant, name)
+  );
+  ALTER TABLE plugin_versions ADD COLUMN meta TEXT;   -- JSON PluginVersionDeclarations; NULL before v2
+  UPDATE services SET body = json_set(body, '$.protocol', 'http1') WHERE json_extract(body, '$.protocol') IS NULL;
+  UPDATE routes SET body = json_set(body, '$.upgrades', json('["websocket"]')) WHERE json_extract(body, '$.upgrades') IS NULL;
+  `,
 ];
 
 /** Applies pending migrations; throws if the file is newer than this binary. */

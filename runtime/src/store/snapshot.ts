@@ -2,12 +2,14 @@
 // Read-only: callers run these outside write transactions (WAL readers never block writers).
 
 import type { DatabaseSync } from 'node:sqlite';
-import type { ChainEntry, Quota, ResolvedPlugin, Route, Service, TenantConfig } from './model.ts';
+import { DEFAULT_TENANT_SETTINGS } from './model.ts';
+import type { ChainEntry, PluginVersionDeclarations, Quota, RateLimit, ResolvedPlugin, Route, Service, TenantConfig, TenantSettings } from './model.ts';
 
 interface TenantRow {
   name: string;
   listener_port: number;
   quota: string;
+  settings: string;
   generation: number;
 }
 
@@ -18,12 +20,18 @@ interface ResolvedRow {
   canary_percent: number | null;
   digest: string;
   code: string;
+  meta: string | null;
   canary_digest: string | null;
   canary_code: string | null;
+  canary_meta: string | null;
+}
+
+function declarations(json: string | null): PluginVersionDeclarations | undefined {
+  return json === null ? undefined : (JSON.parse(json) as PluginVersionDeclarations);
 }
 
 export function buildTenantConfig(db: DatabaseSync, name: string): TenantConfig | undefined {
-  const t = db.prepare('SELECT name, listener_port, quota, generation FROM tenants WHERE name = ?').get(name) as
+  const t = db.prepare('SELECT name, listener_port, quota, settings, generation FROM tenants WHERE name = ?').get(name) as
     | TenantRow
     | undefined;
   if (!t) return undefined;
@@ -43,7 +51,8 @@ export function buildTenantConfig(db: DatabaseSync, name: string): TenantConfig 
   const plugins: Record<string, ResolvedPlugin> = {};
   const resolve = db.prepare(`
     SELECT a.plugin AS name, a.version, a.canary_version, a.canary_percent,
-           v.digest AS digest, b.code AS code, cv.digest AS canary_digest, cb.code AS canary_code
+           v.digest AS digest, b.code AS code, v.meta AS meta,
+           cv.digest AS canary_digest, cb.code AS canary_code, cv.meta AS canary_meta
     FROM activations a
     JOIN plugin_versions v ON v.tenant = a.tenant AND v.plugin = a.plugin AND v.version = a.version
     JOIN blobs b ON b.digest = v.digest
@@ -56,12 +65,18 @@ export function buildTenantConfig(db: DatabaseSync, name: string): TenantConfig 
     const p: ResolvedPlugin = { name: entry.plugin };
     if (r) {
       p.active = { version: r.version, digest: r.digest, code: r.code };
+      const meta = declarations(r.meta);
+      if (meta !== undefined) p.active.meta = meta;
       if (r.canary_version !== null && r.canary_digest !== null && r.canary_code !== null) {
         p.canary = { version: r.canary_version, digest: r.canary_digest, code: r.canary_code, percent: r.canary_percent ?? 0 };
+        const cmeta = declarations(r.canary_meta);
+        if (cmeta !== undefined) p.canary.meta = cmeta;
       }
     }
     plugins[entry.plugin] = p;
   }
+  const rateLimits = (db.prepare('SELECT body FROM ratelimits WHERE tenant = ? ORDER BY name').all(name) as Array<{ body: string }>)
+    .map((r) => JSON.parse(r.body) as RateLimit);
   return {
     name: t.name,
     listenerPort: t.listener_port,
@@ -71,6 +86,8 @@ export function buildTenantConfig(db: DatabaseSync, name: string): TenantConfig 
     chain,
     plugins,
     secrets,
+    settings: { ...DEFAULT_TENANT_SETTINGS, ...(JSON.parse(t.settings) as Partial<TenantSettings>) },
+    rateLimits,
     generation: t.generation,
   };
 }

@@ -162,6 +162,7 @@ export function validateService(name: string, body: unknown): Service {
     name,
     endpoints: [],
     lb: SERVICE_DEFAULTS.lb,
+    protocol: 'http1',
     connectTimeoutMs: SERVICE_DEFAULTS.connectTimeoutMs,
     timeoutMs: SERVICE_DEFAULTS.timeoutMs,
   };
@@ -304,7 +305,7 @@ export function validateRoute(name: string, body: unknown): Route {
   checkName('route', name);
   if (!isObject(body)) fail(code, 'route body must be an object');
   rejectUnknown(code, '', body, ['match', 'to', 'timeoutMs']);
-  const route: Route = { name, match: validateMatch(body.match ?? {}), to: validateTarget(body.to) };
+  const route: Route = { name, match: validateMatch(body.match ?? {}), to: validateTarget(body.to), upgrades: ['websocket'] };
   if (body.timeoutMs !== undefined) route.timeoutMs = intField(code, 'timeoutMs', body.timeoutMs, 1, LIMITS.timeoutMs);
   return route;
 }
