@@ -24,11 +24,27 @@ export interface HookRequest {
   route?: string;
   /** Name of the service the route selected. */
   service?: string;
+  /**
+   * The buffered request body: present only when an applicable chain entry declared
+   * `body.request` (see PluginHostApi.bodyLimit) and the body fit that limit.
+   */
+  body?: Uint8Array;
 }
 
 export interface HookResponse {
   status: number;
   headers: HeaderList;
+  /** The buffered response body, when an applicable entry declared `body.response`. */
+  body?: Uint8Array;
+}
+
+/** ext_proc's shape of a header change: what Envoy's HeaderMutation carries. */
+export interface HeaderMutation {
+  /** Replace every value of the name with this one (OVERWRITE_IF_EXISTS_OR_ADD). */
+  set: HeaderList;
+  /** Add a value after the existing ones (APPEND_IF_EXISTS_OR_ADD). */
+  append: HeaderList;
+  remove: string[];
 }
 
 /** Opaque per-request handle: pins the plugin versions a request started with, holds its admission. */
@@ -42,15 +58,19 @@ export type Admission =
   | { ok: false; status: 429 | 503; code: ErrorCode; message: string; retryAfterSec?: number };
 
 export type RequestOutcome =
-  /** Go upstream with these (possibly modified) headers; `service` set when a plugin called ctx.route(). */
-  | { action: 'continue'; headers: HeaderList; service?: string }
+  /**
+   * Go upstream with these (possibly modified) headers; `service` set when a plugin called ctx.route();
+   * `body` set when a plugin replaced the request body (the data plane fixes content-length up).
+   */
+  | { action: 'continue'; headers: HeaderList; service?: string; body?: Uint8Array }
   /** A plugin answered early (ctx.respond). */
   | { action: 'respond'; status: number; headers: HeaderList; body: string }
   /** A chain entry with failurePolicy 'closed' failed: answer `status` with header x-isomesh-error: code. */
   | { action: 'fail'; status: number; code: ErrorCode; message: string };
 
 export type ResponseOutcome =
-  | { action: 'continue'; status: number; headers: HeaderList }
+  /** `body` set when a plugin replaced the response body. */
+  | { action: 'continue'; status: number; headers: HeaderList; body?: Uint8Array }
   | { action: 'fail'; status: number; code: ErrorCode; message: string };
 
 export interface PluginHostApi {
@@ -64,6 +84,12 @@ export interface PluginHostApi {
   end(run: ChainRun): void;
   /** True when the tenant's chain has at least one onResponse hook applicable (lets the proxy skip work). */
   hasResponseHooks(run: ChainRun): boolean;
+  /**
+   * The body the chain needs buffered for this run and phase: 0 = none (stream it); else the largest
+   * body (bytes) every applicable entry that declared one accepts (the smallest declared limit). Call
+   * after onRequest's route is known (onRequest phase: with the route the request matched).
+   */
+  bodyLimit(run: ChainRun, phase: 'request' | 'response', route?: string): number;
   close(): Promise<void>;
 }
 

@@ -217,6 +217,10 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     this.#unref(r.state, r.gen);
   }
 
+  bodyLimit(_run: ChainRun, _phase: 'request' | 'response', _route?: string): number {
+    return 0; // no plugin can declare body access yet (definePlugin's `body` comes with the plugin capabilities work)
+  }
+
   hasResponseHooks(run: ChainRun): boolean {
     const r = run as Run;
     return r.gen.chain.steps.some((step) => {

@@ -5,6 +5,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { HeaderMatch, Route, Service } from '../store/model.ts';
 import { IsomeshError } from '../errors.ts';
+import { routesInPrecedence } from '../store/index.ts';
 
 export interface RouteRequest {
   /** Lower-cased host without port ("" when absent). */
@@ -160,29 +161,6 @@ export function vipKey(authority: string): string {
   return a.indexOf(':', colon + 1) === -1 ? a : `[${a}]:80`;
 }
 
-/**
- * Routes are a set keyed by name, so their order is defined by specificity (as Gateway API does):
- * exact path, then longer path prefix, then path regex, then no path condition; then exact host over
- * wildcard host over any host; then a method condition; then more header conditions; then the given order.
- */
-export function byPrecedence(a: Route, b: Route): number {
-  return compareRank(rank(a), rank(b)); // ties keep the given order (the store lists routes by name)
-}
-
-function rank(r: Route): number[] {
-  const m = r.match;
-  const pathKind = m.path !== undefined ? 0 : m.pathPrefix !== undefined ? 1 : m.pathRegex !== undefined ? 2 : 3;
-  const prefixLen = m.pathPrefix !== undefined ? -m.pathPrefix.length : 0;
-  const hostKind = m.host === undefined || m.host === '*' ? 2 : m.host.startsWith('*.') ? 1 : 0;
-  const hostLen = m.host !== undefined ? -m.host.length : 0;
-  return [pathKind, prefixLen, hostKind, hostLen, m.method !== undefined ? 0 : 1, -(m.headers?.length ?? 0)];
-}
-
-function compareRank(a: number[], b: number[]): number {
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
-  return 0;
-}
-
 export class RouteTable {
   readonly #routes: CompiledRoute[];
   readonly #vips: Map<string, string>;
@@ -190,7 +168,7 @@ export class RouteTable {
 
   /** Throws ISOMESH_ERR_ROUTE_INVALID for a route that cannot be compiled (bad regex, no targets). */
   constructor(routes: Route[], services: Service[], random: () => number = Math.random) {
-    this.#routes = [...routes].sort(byPrecedence).map(compileRoute);
+    this.#routes = routesInPrecedence(routes).map(compileRoute);
     this.#vips = new Map();
     for (const s of services) if (s.vip) this.#vips.set(vipKey(s.vip), s.name);
     this.#random = random;

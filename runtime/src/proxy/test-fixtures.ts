@@ -53,6 +53,13 @@ export class HostDouble implements PluginHostApi {
     return this.responseHook !== undefined;
   }
 
+  /** Body buffering a test asks for, per phase (0 = stream). */
+  bodyLimits = { request: 0, response: 0 };
+
+  bodyLimit(_run: ChainRun, phase: 'request' | 'response'): number {
+    return this.bodyLimits[phase];
+  }
+
   end(run: ChainRun): void {
     this.endCount.set(run, (this.endCount.get(run) ?? 0) + 1);
   }

@@ -30,6 +30,7 @@ import {
 
 export type { StoreDump } from './snapshot.ts';
 export * from './validate.ts';
+export { byPrecedence, routesInPrecedence } from './precedence.ts';
 
 export interface StoreOptions {
   /** The state directory; the database is <dir>/isomesh.db. */
