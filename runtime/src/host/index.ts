@@ -503,3 +503,4 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     }
   }
 }
+export { applyRateLimits, descriptorValues, limitKey, RateLimitCounters, UNIT_SECONDS, type RateLimitDecision, type RateLimitVerdict, type RequestFacts } from './ratelimit.ts';
