@@ -115,3 +115,36 @@ test('routes are tried by specificity, not by name: exact > longest prefix > reg
   assert.equal(pick('/api/42'), 'api', 'a prefix beats a regex');
   assert.equal(pick('/api/users', 'shop.local'), 'shop', 'same prefix, host condition wins');
 });
+
+test('regression (issue 7 also-worth-mending host-before-path): a host-only route beats another host catch-all prefix', () => {
+  const routes: Route[] = [
+    { name: 'catch-all', match: { pathPrefix: '/' }, to: { service: 'public' } },
+    { name: 'admin', match: { host: 'admin.internal' }, to: { service: 'admin' } },
+    { name: 'wild', match: { host: '*.internal', pathPrefix: '/' }, to: { service: 'wild' } },
+  ];
+  const table = new RouteTable(routes, ['public', 'admin', 'wild'].map((n) => service(n, [1])));
+  const pick = (host: string, path = '/') => table.match({ host, path, method: 'GET', headers: {} })?.route;
+  assert.equal(pick('admin.internal'), 'admin', 'exact host wins over any prefix on any host');
+  assert.equal(pick('db.internal', '/x'), 'wild', 'a wildcard host wins over any host');
+  assert.equal(pick('public.example'), 'catch-all');
+});
+
+test('regression (issue 7 #1 route-regex-redos): route regexes are RE2: linear time, RE2 syntax, bounded program', () => {
+  const routes: Route[] = [
+    { name: 'rx', match: { pathPrefix: '/rx', headers: [{ name: 'x-a', regex: '(a+)+$' }] }, to: { service: 'rx' } },
+    { name: 'prx', match: { pathRegex: '/p/(a+)+$' }, to: { service: 'rx' } },
+  ];
+  const table = new RouteTable(routes, [service('rx', [1])]);
+  // Under a backtracking engine each of these takes ~2^64 steps (the defect: a stalled event loop).
+  const evil = 'a'.repeat(64) + '!';
+  assert.equal(table.match({ host: '', path: '/rx', method: 'GET', headers: { 'x-a': evil } }), undefined);
+  assert.equal(table.match({ host: '', path: `/p/${evil}`, method: 'GET', headers: {} }), undefined);
+  assert.equal(table.match({ host: '', path: '/rx', method: 'GET', headers: { 'x-a': 'aaa' } })?.route, 'rx');
+  for (const [pattern, why] of [['(a)\\1', /RE2 syntax/], ['(?=a)b', /RE2 syntax/], ['[a-z]{500}', /too complex/]] as const) {
+    assert.throws(
+      () => new RouteTable([{ name: 'bad', match: { pathRegex: pattern }, to: { service: 'rx' } }], [service('rx', [1])]),
+      (err: unknown) => err instanceof IsomeshError && err.code === 'ISOMESH_ERR_ROUTE_INVALID' && why.test(err.message),
+      pattern,
+    );
+  }
+});

@@ -5,7 +5,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { HeaderMatch, Route, Service } from '../store/model.ts';
 import { IsomeshError } from '../errors.ts';
-import { routesInPrecedence } from '../store/index.ts';
+import { compileRouteRegex, routesInPrecedence, type RouteRegex } from '../store/index.ts';
 
 export interface RouteRequest {
   /** Lower-cased host without port ("" when absent). */
@@ -25,7 +25,7 @@ export interface RouteChoice {
 type HeaderTest =
   | { name: string; kind: 'exact'; value: string }
   | { name: string; kind: 'prefix'; value: string }
-  | { name: string; kind: 'regex'; re: RegExp }
+  | { name: string; kind: 'regex'; re: RouteRegex }
   | { name: string; kind: 'present'; present: boolean };
 
 interface CompiledRoute {
@@ -35,7 +35,7 @@ interface CompiledRoute {
   hostSuffix: string | undefined;
   path: string | undefined;
   prefix: string | undefined;
-  regex: RegExp | undefined;
+  regex: RouteRegex | undefined;
   method: string | undefined;
   headers: HeaderTest[] | undefined;
   services: string[];
@@ -44,11 +44,11 @@ interface CompiledRoute {
   timeoutMs: number | undefined;
 }
 
-function anchored(source: string, route: string): RegExp {
+function anchored(source: string, route: string): RouteRegex {
   try {
-    return new RegExp(`^(?:${source})$`);
+    return compileRouteRegex(source);
   } catch (err) {
-    throw new IsomeshError('ISOMESH_ERR_ROUTE_INVALID', `route ${route}: invalid regex ${JSON.stringify(source)}: ${(err as Error).message}`);
+    throw new IsomeshError('ISOMESH_ERR_ROUTE_INVALID', `route ${route}: regex ${JSON.stringify(source)}: ${(err as Error).message}`);
   }
 }
 

@@ -31,6 +31,7 @@ import {
 export type { StoreDump } from './snapshot.ts';
 export * from './validate.ts';
 export { byPrecedence, routesInPrecedence } from './precedence.ts';
+export { compileRouteRegex, MAX_REGEX_PROGRAM_SIZE, type RouteRegex } from './regex.ts';
 
 export interface StoreOptions {
   /** The state directory; the database is <dir>/isomesh.db. */

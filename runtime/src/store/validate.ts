@@ -6,6 +6,7 @@
 import { isIP } from 'node:net';
 import { IsomeshError } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
+import { compileRouteRegex } from './regex.ts';
 import {
   DEFAULT_QUOTA,
   OBJECT_NAME_RE,
@@ -211,9 +212,9 @@ export function validateService(name: string, body: unknown): Service {
 function checkRegex(code: ErrorCode, field: string, v: unknown): string {
   const s = stringField(code, field, v, LIMITS.regexChars);
   try {
-    new RegExp(s);
+    compileRouteRegex(s);
   } catch (err) {
-    fail(code, `${field} is not a valid regular expression: ${(err as Error).message}`);
+    fail(code, `${field} ${(err as Error).message}`);
   }
   return s;
 }
