@@ -90,13 +90,25 @@ export class TestNet {
   /** Runs a command in a namespace (optionally inside a cgroup) to completion, bounded in time. */
   exec(ns: string, argv: string[], opts: { cgroup?: string; input?: string; timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
     const join = opts.cgroup ? `echo $$ > '${opts.cgroup}/cgroup.procs' && ` : '';
-    const child = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', 'sh', '-c', `${join}exec "$0" "$@"`, ...argv], { stdio: ['pipe', 'pipe', 'pipe'] });
+    // stdin is a pipe only when there is input to give. A command that exits before reading it (curl
+    // failing fast while the daemon starts) closes the pipe: the write then fails with EPIPE, which is
+    // the command's business (its exit code tells), not an uncaught error of the test process
+    // (regression: issue 7 #10, "write EPIPE" from TestNet.exec under NodeDaemon.start).
+    const withInput = opts.input !== undefined;
+    const child = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', 'sh', '-c', `${join}exec "$0" "$@"`, ...argv], {
+      stdio: [withInput ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    });
     this.#children.add(child);
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (d) => (stdout += d));
     child.stderr!.on('data', (d) => (stderr += d));
-    child.stdin!.end(opts.input ?? '');
+    if (withInput) {
+      child.stdin!.on('error', (err: NodeJS.ErrnoException) => {
+        stderr += `[stdin: ${err.code ?? err.message}]`;
+      });
+      child.stdin!.end(opts.input);
+    }
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
     return new Promise((resolve) => child.once('exit', (code) => {
       clearTimeout(timer);
@@ -125,6 +137,9 @@ export class TestNet {
     const join = cgroup ? `echo $$ > '${cgroup}/cgroup.procs' && ` : '';
     const child = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', 'sh', '-c', `${join}exec "$0" "$@"`,
       process.execPath, path.join(FIXTURES, script), ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+    // Its stdin is how the test releases it; a fixture that already exited makes that write EPIPE,
+    // which must not become an uncaught error of the test process (issue 7 #10).
+    child.stdin!.on('error', () => {});
     this.#children.add(child);
     child.on('exit', () => this.#children.delete(child));
     const rl = readline.createInterface({ input: child.stdout! });
