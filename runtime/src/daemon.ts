@@ -104,6 +104,8 @@ export class Daemon {
       listenerPorts: this.config.listenerPorts,
       ready: () => this.#ready,
       datapath: this.#datapath,
+      // The truth today: one data-plane process (this one) running the built-in proxy.
+      node: () => ({ workers: 1, dataplane: { mode: 'builtin' } }),
     });
     await this.#admin.listen({ host: this.config.admin.host, port: this.config.admin.port });
     this.#ready = true;

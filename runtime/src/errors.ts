@@ -38,7 +38,7 @@ export const ERROR_CODES = {
   ISOMESH_ERR_ROUTE_INVALID: { status: 400, message: 'invalid route' },
   ISOMESH_ERR_ROUTE_NOT_FOUND: { status: 404, message: 'no such route' },
   ISOMESH_ERR_ROUTE_UNKNOWN_SERVICE: { status: 400, message: 'route refers to a service that does not exist' },
-  ISOMESH_ERR_ROUTE_IN_USE: { status: 409, message: 'route is referenced by the chain' },
+  ISOMESH_ERR_ROUTE_IN_USE: { status: 409, message: 'route is referenced by the chain or a rate limit' },
   // plugins and chain
   ISOMESH_ERR_PLUGIN_BAD_NAME: { status: 400, message: 'invalid plugin name' },
   ISOMESH_ERR_PLUGIN_NOT_FOUND: { status: 404, message: 'no such plugin' },

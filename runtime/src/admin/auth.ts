@@ -5,6 +5,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { IsomeshError } from '../errors.ts';
+import type { ErrorCode } from '../errors.ts';
 import type { Store } from '../store/index.ts';
 
 /** Who may call a route: anyone, the admin only, or the admin and the path's own tenant. */
@@ -17,7 +18,12 @@ declare module 'fastify' {
     /** Defaults to 'admin': a route registered without a level is admin-only. */
     auth?: AuthLevel;
     /** The kind of object the route's :name parameter names (for the bad-name error code). */
-    kind?: 'service' | 'route' | 'plugin' | 'secret' | 'workload';
+    kind?: 'service' | 'route' | 'plugin' | 'secret' | 'workload' | 'ratelimit';
+    /**
+     * Error code for a body that fails the route's JSON schema (instead of ISOMESH_ERR_API_VALIDATION),
+     * optionally only for errors under the listed top-level fields.
+     */
+    invalidBody?: { code: ErrorCode; fields?: readonly string[] };
     /** Route also accepts application/javascript bodies. */
     javascript?: boolean;
     /** Error code for a body over this route's limit (instead of ISOMESH_ERR_API_BODY_TOO_LARGE). */

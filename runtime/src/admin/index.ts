@@ -13,18 +13,36 @@ import type { PluginHostAdmin } from '../host/contract.ts';
 import type { Store } from '../store/index.ts';
 import { TokenAuth } from './auth.ts';
 import { toIsomeshError } from './error-reply.ts';
+import { registerNodeRoute, type NodeInfo } from './node.ts';
 import { registerPluginRoutes } from './plugins.ts';
+import { registerRateLimitRoutes } from './ratelimits.ts';
 import { registerServiceRoutes } from './services.ts';
 import { SerialQueue, registerTenantRoutes } from './tenants.ts';
 import { registerWorkloadRoutes, type DatapathAdmin } from './workloads.ts';
 
 export type { AuthLevel, Principal } from './auth.ts';
+export type { EnvoyProcessStatus, NodeInfo } from './node.ts';
+
+/** One endpoint's live state in the data plane (GET …/services/{name} "endpointStatus"). */
+export interface EndpointStatus {
+  address: string;
+  port: number;
+  ejected: boolean;
+  /** ISO 8601; present while ejected. */
+  ejectedUntil?: string;
+  /** Requests in flight to the endpoint. */
+  active: number;
+  /** Consecutive failures (5xx, reset, connect failure) since the last success. */
+  consecutive5xx: number;
+}
 
 export interface ProxyAdmin {
   /** Binds (or moves) the tenant's listener; resolves to the port actually bound. */
   bind(tenant: string, port: number): Promise<number>;
   removeTenant(tenant: string): Promise<void>;
   status(tenant: string): { listener?: { address: string; port: number }; requests: number; inFlight: number } | undefined;
+  /** Live state of a service's endpoints; undefined when the data plane holds none for it. */
+  endpointStatus?(tenant: string, service: string): EndpointStatus[] | undefined;
 }
 
 export interface AdminDeps {
@@ -42,6 +60,8 @@ export interface AdminDeps {
   ready: () => boolean;
   /** Backs the workload routes and /v1/datapath (registered only when given). */
   datapath?: DatapathAdmin;
+  /** Backs GET /v1/node (registered only when given). */
+  node?: () => NodeInfo;
   /** Default request body limit (bytes); plugin uploads have their own, quota-bound limit. */
   bodyLimit?: number;
   /** Serve /metrics without a token (default false: the admin token is required). */
@@ -60,7 +80,8 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
     bodyLimit: deps.bodyLimit ?? DEFAULT_BODY_LIMIT,
     return503OnClosing: true,
     routerOptions: { maxParamLength: 256 },
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
+    // verbose: errors carry their schema, so a failed oneOf can say which forms it accepts.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false, verbose: true } },
     frameworkErrors: (err, req, reply) => {
       const { error } = toIsomeshError(err, req);
       void (reply as FastifyReply).code(error.status).send(error.toJSON());
@@ -128,6 +149,8 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
   registerTenantRoutes(app, deps, new SerialQueue());
   registerServiceRoutes(app, deps);
   registerPluginRoutes(app, deps);
+  registerRateLimitRoutes(app, deps);
+  if (deps.node) registerNodeRoute(app, deps.node);
   if (deps.datapath) registerWorkloadRoutes(app, deps, deps.datapath);
   return app;
 }

@@ -2,12 +2,23 @@
 // rejected) and document the API in /openapi.json. Semantic checks (VIP syntax, regexes, references
 // between objects) happen in store/validate.ts and the Store.
 
-import { LIMITS, QUOTA_BOUNDS } from '../store/index.ts';
+import {
+  HTTP_TOKEN_RE,
+  LIMITS,
+  PATH_NORMALIZATIONS,
+  QUOTA_BOUNDS,
+  RATELIMIT_KEY_PATTERN,
+  RATELIMIT_LIMITS,
+  RATELIMIT_UNITS,
+  SERVICE_PROTOCOLS,
+} from '../store/index.ts';
 
 const NAME_PATTERN = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
 const name = { type: 'string', pattern: NAME_PATTERN, description: 'lower-case DNS label (1-63 chars)' } as const;
 const int = (minimum: number, maximum: number) => ({ type: 'integer', minimum, maximum }) as const;
 const str = (maxLength: number = LIMITS.stringChars) => ({ type: 'string', minLength: 1, maxLength }) as const;
+const token = (what: string, maxLength: number = LIMITS.tokenChars) =>
+  ({ type: 'string', minLength: 1, maxLength, pattern: HTTP_TOKEN_RE.source, description: `${what} (an HTTP token)` }) as const;
 
 export const tenantParams = { type: 'object', properties: { tenant: name }, required: ['tenant'] } as const;
 export const namedParams = {
@@ -21,10 +32,48 @@ export const versionParams = {
   required: ['tenant', 'name', 'version'],
 } as const;
 
+const accessLog = {
+  type: 'object',
+  additionalProperties: false,
+  description: 'JSON access log lines on stdout; a partial object keeps the fields it leaves out',
+  properties: {
+    enabled: { type: 'boolean', description: 'default false' },
+    sample: { type: 'number', minimum: 0, maximum: 1, description: 'fraction of requests logged (default 1)' },
+  },
+} as const;
+const pathNormalization = {
+  type: 'string',
+  enum: PATH_NORMALIZATIONS,
+  description: 'base = RFC 3986 §6.2.2 (default); merge_slashes = base plus "//" → "/"; none',
+} as const;
+
+/** The tenant settings fields: their schema errors answer ISOMESH_ERR_TENANT_INVALID. */
+export const TENANT_SETTINGS_FIELDS = ['pathNormalization', 'accessLog'] as const;
+
 export const tenantBody = {
   type: ['object', 'null'],
   additionalProperties: false,
-  properties: { listenerPort: int(1, 65535) },
+  description: 'fields left out keep their current value (a new tenant starts from the defaults)',
+  properties: { listenerPort: int(1, 65535), pathNormalization, accessLog },
+} as const;
+
+const tenantView = {
+  type: 'object',
+  additionalProperties: true,
+  properties: {
+    name,
+    listenerPort: { type: 'integer', description: 'the port actually bound' },
+    pathNormalization,
+    accessLog: { ...accessLog, required: ['enabled', 'sample'] },
+    quota: { type: 'object', additionalProperties: true },
+    generation: { type: 'integer', description: 'grows with every committed change of the tenant' },
+    createdAt: { type: 'string', format: 'date-time' },
+    updatedAt: { type: 'string', format: 'date-time' },
+  },
+} as const;
+export const tenantResponse = { '2xx': tenantView } as const;
+export const tenantListResponse = {
+  200: { type: 'object', additionalProperties: true, properties: { tenants: { type: 'array', items: tenantView } } },
 } as const;
 
 export const quotaBody = {
@@ -51,6 +100,19 @@ export const serviceBody = {
       },
     },
     lb: { type: 'string', enum: ['round_robin', 'least_request', 'ring_hash'] },
+    protocol: {
+      type: 'string',
+      enum: SERVICE_PROTOCOLS,
+      description: 'what isomesh speaks to the endpoints: http1 (default), http2 (h2c prior knowledge), grpc (http2 plus gRPC semantics)',
+    },
+    hashOn: {
+      description: '"sourceIp" (the default), {"header": name} or {"cookie": name}; only with lb "ring_hash"',
+      oneOf: [
+        { type: 'string', enum: ['sourceIp'] },
+        { type: 'object', additionalProperties: false, required: ['header'], properties: { header: token('a header name') } },
+        { type: 'object', additionalProperties: false, required: ['cookie'], properties: { cookie: token('a cookie name') } },
+      ],
+    },
     connectTimeoutMs: int(1, LIMITS.timeoutMs),
     timeoutMs: int(1, LIMITS.timeoutMs),
     retries: {
@@ -128,7 +190,94 @@ export const routeBody = {
       },
     },
     timeoutMs: int(1, LIMITS.timeoutMs),
+    upgrades: {
+      type: 'array',
+      maxItems: LIMITS.upgrades,
+      uniqueItems: true,
+      items: token('an Upgrade protocol name', 64),
+      description: 'HTTP/1.1 Upgrade protocols let through, stored lower case (default ["websocket"]; [] refuses upgrades with 403)',
+    },
   },
+} as const;
+
+const endpointStatus = {
+  type: 'array',
+  description: "live state of each endpoint, from the data plane (absent when it holds none for the service)",
+  items: {
+    type: 'object',
+    additionalProperties: true,
+    properties: {
+      address: { type: 'string' },
+      port: { type: 'integer' },
+      ejected: { type: 'boolean', description: 'taken out of load balancing by outlier detection' },
+      ejectedUntil: { type: 'string', format: 'date-time', description: 'present while ejected' },
+      active: { type: 'integer', description: 'requests in flight to the endpoint' },
+      consecutive5xx: { type: 'integer', description: 'failures since the last success (5xx, reset, connect failure)' },
+    },
+  },
+} as const;
+
+/** GET one service: the stored service plus its endpoints' live state. */
+export const serviceResponse = {
+  200: {
+    type: 'object',
+    additionalProperties: true,
+    properties: { name, ...serviceBody.properties, endpointStatus },
+  },
+} as const;
+
+const descriptor = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['key'],
+  properties: {
+    key: {
+      type: 'string',
+      minLength: 1,
+      maxLength: RATELIMIT_LIMITS.headerNameChars + 7,
+      pattern: RATELIMIT_KEY_PATTERN,
+      description: 'remote_address, path, method, route or header:<name>',
+    },
+    value: {
+      ...str(RATELIMIT_LIMITS.valueChars),
+      description: 'count only requests with exactly this value; absent = one counter per distinct value',
+    },
+  },
+} as const;
+
+export const rateLimitBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['descriptors', 'limit'],
+  properties: {
+    descriptors: {
+      type: 'array',
+      minItems: 1,
+      maxItems: RATELIMIT_LIMITS.descriptors,
+      items: descriptor,
+      description: 'a request counts when it matches every descriptor; keys must not repeat',
+    },
+    limit: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['requestsPerUnit', 'unit'],
+      properties: {
+        requestsPerUnit: int(RATELIMIT_LIMITS.requestsPerUnit.min, RATELIMIT_LIMITS.requestsPerUnit.max),
+        unit: { type: 'string', enum: RATELIMIT_UNITS },
+      },
+    },
+    shadow: { type: 'boolean', description: 'count only: over-limit requests pass (default false)' },
+  },
+} as const;
+
+const rateLimitView = {
+  type: 'object',
+  additionalProperties: true,
+  properties: { name, ...rateLimitBody.properties },
+} as const;
+export const rateLimitResponse = { '2xx': rateLimitView } as const;
+export const rateLimitListResponse = {
+  200: { type: 'object', additionalProperties: true, properties: { rateLimits: { type: 'array', items: rateLimitView } } },
 } as const;
 
 export const pluginSourceBody = {

@@ -4,7 +4,7 @@
 import type { FastifyInstance } from 'fastify';
 import { IsomeshError } from '../errors.ts';
 import type { AdminDeps } from './index.ts';
-import { namedParams, routeBody, secretBody, serviceBody, tenantParams } from './schemas.ts';
+import { namedParams, routeBody, secretBody, serviceBody, serviceResponse, tenantParams } from './schemas.ts';
 import { requireTenant } from './tenants.ts';
 
 type Params = { tenant: string };
@@ -35,12 +35,16 @@ export function registerServiceRoutes(app: FastifyInstance, deps: AdminDeps): vo
   );
   app.get<{ Params: NamedParams }>(
     '/v1/tenants/:tenant/services/:name',
-    { config: svcConfig, schema: { tags: ['services'], summary: 'Read a service', params: namedParams } },
+    {
+      config: svcConfig,
+      schema: { tags: ['services'], summary: "Read a service, with its endpoints' live state", params: namedParams, response: serviceResponse },
+    },
     async (req) => {
       requireTenant(deps, req.params.tenant);
       const s = store.getService(req.params.tenant, req.params.name);
       if (!s) throw new IsomeshError('ISOMESH_ERR_SERVICE_NOT_FOUND', `service "${req.params.name}" does not exist`);
-      return s;
+      const endpointStatus = deps.proxy.endpointStatus?.(req.params.tenant, req.params.name);
+      return endpointStatus === undefined ? s : { ...s, endpointStatus };
     },
   );
   app.delete<{ Params: NamedParams }>(

@@ -4,10 +4,10 @@
 
 import type { FastifyInstance } from 'fastify';
 import { IsomeshError } from '../errors.ts';
-import { checkName } from '../store/index.ts';
-import type { TenantRecord } from '../store/index.ts';
+import { checkName, validateTenantSettingsPatch } from '../store/index.ts';
+import type { TenantRecord, TenantSettingsPatch } from '../store/index.ts';
 import type { AdminDeps } from './index.ts';
-import { quotaBody, tenantBody, tenantParams } from './schemas.ts';
+import { TENANT_SETTINGS_FIELDS, quotaBody, tenantBody, tenantListResponse, tenantParams, tenantResponse } from './schemas.ts';
 
 /** Runs async operations one after another (tenant lifecycle: port allocation + bind + commit). */
 export class SerialQueue {
@@ -24,8 +24,18 @@ const MAX_BIND_ATTEMPTS = 32;
 
 type Params = { tenant: string };
 
+/** A tenant as the API shows it: the settings as top-level fields, as PUT takes them. */
 function tenantView(t: TenantRecord): Record<string, unknown> {
-  return { name: t.name, listenerPort: t.listenerPort, quota: t.quota, generation: t.generation, createdAt: t.createdAt, updatedAt: t.updatedAt };
+  return {
+    name: t.name,
+    listenerPort: t.listenerPort,
+    pathNormalization: t.settings.pathNormalization,
+    accessLog: t.settings.accessLog,
+    quota: t.quota,
+    generation: t.generation,
+    createdAt: t.createdAt,
+    updatedAt: t.updatedAt,
+  };
 }
 
 function isPortInUse(err: unknown): boolean {
@@ -42,7 +52,11 @@ export function requireTenant(deps: AdminDeps, name: string): TenantRecord {
 export function registerTenantRoutes(app: FastifyInstance, deps: AdminDeps, lifecycle: SerialQueue): void {
   const { store, proxy, listenerPorts } = deps;
 
-  async function bindAndCommit(name: string, requested: number | undefined): Promise<{ created: boolean; tenant: TenantRecord }> {
+  async function bindAndCommit(
+    name: string,
+    requested: number | undefined,
+    settings: TenantSettingsPatch,
+  ): Promise<{ created: boolean; tenant: TenantRecord }> {
     checkName('tenant', name);
     const existing = store.getTenant(name);
     if (requested !== undefined) {
@@ -57,7 +71,8 @@ export function registerTenantRoutes(app: FastifyInstance, deps: AdminDeps, life
         throw new IsomeshError('ISOMESH_ERR_TENANT_PORT_IN_USE', `listenerPort ${requested} is already in use`);
       }
     }
-    if (existing && (requested === undefined || requested === existing.listenerPort)) return { created: false, tenant: existing };
+    // Same port: only the settings can change, and no listener is touched.
+    if (existing && (requested === undefined || requested === existing.listenerPort)) return store.putTenant(name, existing.listenerPort, settings);
 
     const skip = new Set<number>();
     for (let attempt = 0; attempt < MAX_BIND_ATTEMPTS; attempt++) {
@@ -75,7 +90,7 @@ export function registerTenantRoutes(app: FastifyInstance, deps: AdminDeps, life
         continue;
       }
       try {
-        return store.putTenant(name, bound);
+        return store.putTenant(name, bound, settings);
       } catch (err) {
         // Undo the proxy side so nothing is half-done: back to the old port, or no listener at all.
         try {
@@ -93,25 +108,33 @@ export function registerTenantRoutes(app: FastifyInstance, deps: AdminDeps, life
     );
   }
 
-  app.get('/v1/tenants', { config: { auth: 'admin' }, schema: { tags: ['tenants'], summary: 'List tenants' } }, async () => ({
+  app.get('/v1/tenants', { config: { auth: 'admin' }, schema: { tags: ['tenants'], summary: 'List tenants', response: tenantListResponse } }, async () => ({
     tenants: store.listTenants().map(tenantView),
   }));
 
   app.put<{ Params: Params; Body: { listenerPort?: number } | null }>(
     '/v1/tenants/:tenant',
     {
-      config: { auth: 'admin' },
-      schema: { tags: ['tenants'], summary: 'Create a tenant or move its listener', params: tenantParams, body: tenantBody },
+      config: { auth: 'admin', invalidBody: { code: 'ISOMESH_ERR_TENANT_INVALID', fields: TENANT_SETTINGS_FIELDS } },
+      schema: {
+        tags: ['tenants'],
+        summary: 'Create a tenant, move its listener, change its settings',
+        params: tenantParams,
+        body: tenantBody,
+        response: tenantResponse,
+      },
     },
     async (req, reply) => {
-      const { created, tenant } = await lifecycle.run(() => bindAndCommit(req.params.tenant, req.body?.listenerPort));
+      checkName('tenant', req.params.tenant);
+      const settings = validateTenantSettingsPatch(req.body); // before any listener is bound
+      const { created, tenant } = await lifecycle.run(() => bindAndCommit(req.params.tenant, req.body?.listenerPort, settings));
       return reply.code(created ? 201 : 200).send(tenantView(tenant));
     },
   );
 
   app.get<{ Params: Params }>(
     '/v1/tenants/:tenant',
-    { config: { auth: 'tenant' }, schema: { tags: ['tenants'], summary: 'Read a tenant', params: tenantParams } },
+    { config: { auth: 'tenant' }, schema: { tags: ['tenants'], summary: 'Read a tenant', params: tenantParams, response: tenantResponse } },
     async (req) => tenantView(requireTenant(deps, req.params.tenant)),
   );
 

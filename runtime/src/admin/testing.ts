@@ -13,7 +13,7 @@ import { IsomeshError } from '../errors.ts';
 import type { CompileInput, CompiledPlugin, PluginHostAdmin, TenantHostStatus } from '../host/contract.ts';
 import { Store } from '../store/index.ts';
 import { buildAdminServer } from './index.ts';
-import type { ProxyAdmin } from './index.ts';
+import type { EndpointStatus, NodeInfo, ProxyAdmin } from './index.ts';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
 
@@ -45,6 +45,12 @@ export class ProxyDouble implements ProxyAdmin {
   readonly bound = new Map<string, number>();
   /** Ports "taken by another process": bind() fails with EADDRINUSE. */
   readonly busy = new Set<number>();
+  /** Live endpoint state by "tenant/service"; services not in it have none. */
+  readonly endpoints = new Map<string, EndpointStatus[]>();
+
+  endpointStatus(tenant: string, service: string): EndpointStatus[] | undefined {
+    return this.endpoints.get(`${tenant}/${service}`);
+  }
 
   async bind(tenant: string, port: number): Promise<number> {
     if (this.busy.has(port)) throw Object.assign(new Error(`listen EADDRINUSE: 127.0.0.1:${port}`), { code: 'EADDRINUSE' });
@@ -75,7 +81,7 @@ export interface AdminFixture<H extends PluginHostAdmin = HostDouble> {
 }
 
 export async function startAdmin<H extends PluginHostAdmin = HostDouble>(
-  opts: { dir?: string; listenerPorts?: { min: number; max: number }; host?: H; logger?: pino.Logger } = {},
+  opts: { dir?: string; listenerPorts?: { min: number; max: number }; host?: H; logger?: pino.Logger; node?: () => NodeInfo } = {},
 ): Promise<AdminFixture<H>> {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'isomesh-admin-'));
   const listenerPorts = opts.listenerPorts ?? { min: 17000, max: 17999 };
@@ -92,6 +98,7 @@ export async function startAdmin<H extends PluginHostAdmin = HostDouble>(
     adminToken: ADMIN_TOKEN,
     listenerPorts,
     ready: () => true,
+    node: opts.node ?? (() => ({ workers: 1, dataplane: { mode: 'builtin' } })),
   });
   await app.ready();
   const call: AdminFixture<H>['call'] = async (method, url, body, token = ADMIN_TOKEN) => {

@@ -39,6 +39,16 @@ export interface ProxyTenantStatus {
   inFlight: number;
 }
 
+/** One endpoint's live balancer state (the admin API's endpointStatus). */
+export interface ProxyEndpointStatus {
+  address: string;
+  port: number;
+  ejected: boolean;
+  ejectedUntil?: string;
+  active: number;
+  consecutive5xx: number;
+}
+
 export class ProxyServer {
   readonly #host: PluginHostApi;
   readonly #logger: pino.Logger;
@@ -155,6 +165,21 @@ export class ProxyServer {
       requests: t.requests,
       inFlight: t.inFlight,
     };
+  }
+
+  /** Read-only view of the current snapshot's balancer state for one service; undefined when unknown. */
+  endpointStatus(tenant: string, service: string): ProxyEndpointStatus[] | undefined {
+    const svc = this.#tenants.get(tenant)?.snapshot.services.get(service);
+    if (svc === undefined) return undefined;
+    // Ejection deadlines are on the monotonic clock; shown as wall-clock time.
+    const mono = performance.now();
+    const wall = Date.now();
+    return svc.picker.endpoints.map((e) => {
+      const ejected = e.ejectedUntil > mono;
+      const out: ProxyEndpointStatus = { address: e.address, port: e.port, ejected, active: e.inFlight, consecutive5xx: e.consecutiveFailures };
+      if (ejected) out.ejectedUntil = new Date(wall + (e.ejectedUntil - mono)).toISOString();
+      return out;
+    });
   }
 
   /** Stop accepting everywhere, drain in-flight requests (bounded), close upstream pools. */

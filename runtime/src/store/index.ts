@@ -10,14 +10,16 @@ import { DatabaseSync } from 'node:sqlite';
 import type { StatementSync } from 'node:sqlite';
 import type pino from 'pino';
 import { IsomeshError } from '../errors.ts';
-import { DEFAULT_QUOTA } from './model.ts';
-import type { Activation, ChainEntry, PluginVersionMeta, Quota, Route, Service, TenantConfig } from './model.ts';
+import { DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS } from './model.ts';
+import type { Activation, ChainEntry, PluginVersionMeta, Quota, RateLimit, Route, Service, TenantConfig, TenantSettings } from './model.ts';
+import { rateLimitRoutes, validateRateLimit } from './ratelimit.ts';
 import { migrate } from './schema.ts';
 import { buildTenantConfig, dumpDatabase } from './snapshot.ts';
 import type { StoreDump } from './snapshot.ts';
 import {
   checkName,
   mergeQuota,
+  mergeTenantSettings,
   routeServices,
   validateActivation,
   validateChain,
@@ -25,11 +27,14 @@ import {
   validateRoute,
   validateSecretValue,
   validateService,
+  validateTenantSettingsPatch,
   validateWorkload,
 } from './validate.ts';
 
 export type { StoreDump } from './snapshot.ts';
 export * from './validate.ts';
+export * from './ratelimit.ts';
+export { HTTP_TOKEN_RE } from './fields.ts';
 export { byPrecedence, routesInPrecedence } from './precedence.ts';
 export { compileRouteRegex, MAX_REGEX_PROGRAM_SIZE, type RouteRegex } from './regex.ts';
 
@@ -47,6 +52,7 @@ export interface TenantRecord {
   name: string;
   listenerPort: number;
   quota: Quota;
+  settings: TenantSettings;
   generation: number;
   createdAt: string;
   updatedAt: string;
@@ -89,6 +95,7 @@ interface TenantRow {
   name: string;
   listener_port: number;
   quota: string;
+  settings: string;
   generation: number;
   created_at: string;
   updated_at: string;
@@ -113,8 +120,14 @@ export function hashToken(token: string): string {
 
 const now = (): string => new Date().toISOString();
 
-function notFound(kind: 'TENANT' | 'SERVICE' | 'ROUTE' | 'PLUGIN' | 'SECRET' | 'WORKLOAD', name: string): IsomeshError {
-  return new IsomeshError(`ISOMESH_ERR_${kind}_NOT_FOUND`, `${kind.toLowerCase()} "${name}" does not exist`);
+function notFound(kind: 'TENANT' | 'SERVICE' | 'ROUTE' | 'PLUGIN' | 'SECRET' | 'WORKLOAD' | 'RATELIMIT', name: string): IsomeshError {
+  const what = kind === 'RATELIMIT' ? 'rate limit' : kind.toLowerCase();
+  return new IsomeshError(`ISOMESH_ERR_${kind}_NOT_FOUND`, `${what} "${name}" does not exist`);
+}
+
+function parseSettings(json: string): TenantSettings {
+  // Stored settings are always complete; the merge only guards against a hand-edited row.
+  return mergeTenantSettings(DEFAULT_TENANT_SETTINGS, JSON.parse(json) as Partial<TenantSettings>);
 }
 
 export class Store {
@@ -257,6 +270,7 @@ export class Store {
       name: r.name,
       listenerPort: r.listener_port,
       quota: JSON.parse(r.quota) as Quota,
+      settings: parseSettings(r.settings),
       generation: r.generation,
       createdAt: r.created_at,
       updatedAt: r.updated_at,
@@ -290,9 +304,14 @@ export class Store {
     return undefined;
   }
 
-  /** Creates the tenant (default quota) or moves its listener port. */
-  putTenant(name: string, listenerPort: number): { created: boolean; tenant: TenantRecord } {
+  /**
+   * Creates the tenant (default quota, default settings overlaid with `settings`) or moves its
+   * listener port and updates the settings given; settings left out keep their value. One
+   * transaction; the generation moves only when something changed.
+   */
+  putTenant(name: string, listenerPort: number, settings?: unknown): { created: boolean; tenant: TenantRecord } {
     checkName('tenant', name);
+    const patch = validateTenantSettingsPatch(settings);
     return this.write(() => {
       const owner = this.portOwner(listenerPort);
       if (owner !== undefined && owner !== name) {
@@ -300,16 +319,25 @@ export class Store {
       }
       const existing = this.q('SELECT * FROM tenants WHERE name = ?').get(name) as TenantRow | undefined;
       if (existing) {
+        let changed = false;
         if (existing.listener_port !== listenerPort) {
           this.q('UPDATE tenants SET listener_port = ? WHERE name = ?').run(listenerPort, name);
-          this.touch(name);
+          changed = true;
         }
+        const current = parseSettings(existing.settings);
+        const next = mergeTenantSettings(current, patch);
+        if (JSON.stringify(next) !== JSON.stringify(current)) {
+          this.q('UPDATE tenants SET settings = ? WHERE name = ?').run(JSON.stringify(next), name);
+          changed = true;
+        }
+        if (changed) this.touch(name);
       } else {
         const t = now();
-        this.q('INSERT INTO tenants(name, listener_port, quota, generation, created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?)').run(
+        this.q('INSERT INTO tenants(name, listener_port, quota, settings, generation, created_at, updated_at) VALUES (?, ?, ?, ?, 0, ?, ?)').run(
           name,
           listenerPort,
           JSON.stringify(DEFAULT_QUOTA),
+          JSON.stringify(mergeTenantSettings(DEFAULT_TENANT_SETTINGS, patch)),
           t,
           t,
         );
@@ -325,6 +353,7 @@ export class Store {
       // Deleted piecewise (rather than by cascade alone) so the fault points can prove atomicity.
       if (!this.q('SELECT 1 FROM tenants WHERE name = ?').get(name)) return false;
       this.q('DELETE FROM chain WHERE tenant = ?').run(name);
+      this.q('DELETE FROM ratelimits WHERE tenant = ?').run(name);
       this.q('DELETE FROM routes WHERE tenant = ?').run(name);
       this.fault('deleteTenant:after-routes');
       this.q('DELETE FROM plugins WHERE tenant = ?').run(name);
@@ -460,7 +489,55 @@ export class Store {
       if (users.length > 0) {
         throw new IsomeshError('ISOMESH_ERR_ROUTE_IN_USE', `route "${name}" is referenced by chain entries for plugin(s) ${users.join(', ')}`);
       }
+      const limits = this.listRateLimits(tenant).filter((rl) => rateLimitRoutes(rl).includes(name)).map((rl) => rl.name);
+      if (limits.length > 0) {
+        throw new IsomeshError('ISOMESH_ERR_ROUTE_IN_USE', `route "${name}" is referenced by rate limit(s) ${limits.join(', ')}`);
+      }
       this.q('DELETE FROM routes WHERE tenant = ? AND name = ?').run(tenant, name);
+      this.touch(tenant);
+    });
+  }
+
+  // ---- rate limits ---------------------------------------------------------------------------
+
+  listRateLimits(tenant: string): RateLimit[] {
+    return (this.q('SELECT body FROM ratelimits WHERE tenant = ? ORDER BY name').all(tenant) as Array<{ body: string }>).map(
+      (r) => JSON.parse(r.body) as RateLimit,
+    );
+  }
+
+  getRateLimit(tenant: string, name: string): RateLimit | undefined {
+    const r = this.q('SELECT body FROM ratelimits WHERE tenant = ? AND name = ?').get(tenant, name) as { body: string } | undefined;
+    return r ? (JSON.parse(r.body) as RateLimit) : undefined;
+  }
+
+  /** Creates or replaces a rate limit; a "route" descriptor with a value must name an existing route. */
+  putRateLimit(tenant: string, name: string, body: unknown): { created: boolean; rateLimit: RateLimit } {
+    const rl = validateRateLimit(name, body);
+    return this.write(() => {
+      this.requireTenant(tenant);
+      for (const route of rateLimitRoutes(rl)) {
+        if (!this.getRoute(tenant, route)) {
+          const i = rl.descriptors.findIndex((d) => d.key === 'route');
+          throw new IsomeshError('ISOMESH_ERR_RATELIMIT_INVALID', `descriptors[${i}].value refers to route "${route}", which does not exist`);
+        }
+      }
+      const existed = this.getRateLimit(tenant, name) !== undefined;
+      const t = now();
+      this.q(`INSERT INTO ratelimits(tenant, name, body, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+              ON CONFLICT(tenant, name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at`).run(
+        tenant, name, JSON.stringify(rl), t, t,
+      );
+      this.touch(tenant);
+      return { created: !existed, rateLimit: rl };
+    });
+  }
+
+  deleteRateLimit(tenant: string, name: string): void {
+    this.write(() => {
+      this.requireTenant(tenant);
+      const r = this.q('DELETE FROM ratelimits WHERE tenant = ? AND name = ?').run(tenant, name);
+      if (r.changes === 0) throw notFound('RATELIMIT', name);
       this.touch(tenant);
     });
   }

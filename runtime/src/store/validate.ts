@@ -4,11 +4,12 @@
 // Every failure names the offending field.
 
 import { isIP } from 'node:net';
-import { IsomeshError } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
+import { STRING_CHARS, fail, intField, isObject, rejectUnknown, stringField, tokenField } from './fields.ts';
 import { compileRouteRegex } from './regex.ts';
 import {
   DEFAULT_QUOTA,
+  DEFAULT_TENANT_SETTINGS,
   OBJECT_NAME_RE,
   TENANT_NAME_RE,
 } from './model.ts';
@@ -16,12 +17,16 @@ import type {
   Activation,
   ChainEntry,
   Endpoint,
+  HashOn,
   HeaderMatch,
+  PathNormalization,
   Quota,
   Route,
   RouteMatch,
   RouteTarget,
   Service,
+  ServiceProtocol,
+  TenantSettings,
 } from './model.ts';
 
 /** Inclusive bounds of every quota field; also used by the admin API's schema. */
@@ -47,12 +52,10 @@ export const LIMITS = Object.freeze({
   chainEntries: 64,
   secretBytes: 64 * 1024,
   regexChars: 1024,
-  stringChars: 1024,
+  stringChars: STRING_CHARS,
+  upgrades: 8,
+  tokenChars: 256,
 });
-
-function fail(code: ErrorCode, message: string): never {
-  throw new IsomeshError(code, message);
-}
 
 const NAME_CODES = {
   tenant: 'ISOMESH_ERR_TENANT_BAD_NAME',
@@ -61,6 +64,7 @@ const NAME_CODES = {
   plugin: 'ISOMESH_ERR_PLUGIN_BAD_NAME',
   secret: 'ISOMESH_ERR_SECRET_BAD_NAME',
   workload: 'ISOMESH_ERR_WORKLOAD_BAD_NAME',
+  ratelimit: 'ISOMESH_ERR_RATELIMIT_BAD_NAME',
 } as const satisfies Record<string, ErrorCode>;
 
 export type ObjectKind = keyof typeof NAME_CODES;
@@ -70,35 +74,10 @@ export function checkName(kind: ObjectKind, name: unknown): string {
   if (typeof name !== 'string' || !re.test(name)) {
     fail(
       NAME_CODES[kind],
-      `${kind} name ${JSON.stringify(name)} is invalid: use 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit`,
+      `${kind === 'ratelimit' ? 'rate limit' : kind} name ${JSON.stringify(name)} is invalid: use 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit`,
     );
   }
   return name;
-}
-
-function isInt(v: unknown, min: number, max: number): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
-}
-
-function intField(code: ErrorCode, field: string, v: unknown, min: number, max: number): number {
-  if (!isInt(v, min, max)) fail(code, `${field} must be an integer between ${min} and ${max}, got ${JSON.stringify(v)}`);
-  return v;
-}
-
-function stringField(code: ErrorCode, field: string, v: unknown, maxChars: number = LIMITS.stringChars): string {
-  if (typeof v !== 'string' || v.length === 0) fail(code, `${field} must be a non-empty string`);
-  if (v.length > maxChars) fail(code, `${field} must be at most ${maxChars} characters`);
-  return v;
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function rejectUnknown(code: ErrorCode, field: string, v: Record<string, unknown>, allowed: readonly string[]): void {
-  for (const k of Object.keys(v)) {
-    if (!allowed.includes(k)) fail(code, `${field}${field ? '.' : ''}${k} is not a known field`);
-  }
 }
 
 // ---- quota ----------------------------------------------------------------------------------
@@ -117,6 +96,58 @@ export function validateQuotaPatch(patch: unknown): Partial<Quota> {
 
 export function mergeQuota(base: Quota | undefined, patch: Partial<Quota>): Quota {
   return { ...(base ?? DEFAULT_QUOTA), ...patch };
+}
+
+// ---- tenant settings -------------------------------------------------------------------------
+
+export const PATH_NORMALIZATIONS: readonly PathNormalization[] = ['base', 'merge_slashes', 'none'];
+
+/** A partial update of TenantSettings; accessLog may itself be partial. */
+export interface TenantSettingsPatch {
+  pathNormalization?: PathNormalization;
+  accessLog?: Partial<TenantSettings['accessLog']>;
+}
+
+/** The settings fields of a PUT /v1/tenants/{t} body (listenerPort, if present, is the caller's). */
+export function validateTenantSettingsPatch(body: unknown): TenantSettingsPatch {
+  const code = 'ISOMESH_ERR_TENANT_INVALID';
+  if (body === null || body === undefined) return {};
+  if (!isObject(body)) fail(code, 'tenant body must be an object');
+  rejectUnknown(code, '', body, ['listenerPort', 'pathNormalization', 'accessLog']);
+  const out: TenantSettingsPatch = {};
+  if (body.pathNormalization !== undefined) {
+    if (!PATH_NORMALIZATIONS.includes(body.pathNormalization as never)) {
+      fail(code, `pathNormalization must be one of ${PATH_NORMALIZATIONS.join(', ')}, got ${JSON.stringify(body.pathNormalization)}`);
+    }
+    out.pathNormalization = body.pathNormalization as PathNormalization;
+  }
+  if (body.accessLog !== undefined) {
+    const a = body.accessLog;
+    if (!isObject(a)) fail(code, 'accessLog must be an object');
+    rejectUnknown(code, 'accessLog', a, ['enabled', 'sample']);
+    const log: Partial<TenantSettings['accessLog']> = {};
+    if (a.enabled !== undefined) {
+      if (typeof a.enabled !== 'boolean') fail(code, `accessLog.enabled must be a boolean, got ${JSON.stringify(a.enabled)}`);
+      log.enabled = a.enabled;
+    }
+    if (a.sample !== undefined) {
+      if (typeof a.sample !== 'number' || !Number.isFinite(a.sample) || a.sample < 0 || a.sample > 1) {
+        fail(code, `accessLog.sample must be a number between 0 and 1, got ${JSON.stringify(a.sample)}`);
+      }
+      log.sample = a.sample;
+    }
+    out.accessLog = log;
+  }
+  return out;
+}
+
+/** Fields left out keep their value in base (the defaults for a new tenant). */
+export function mergeTenantSettings(base: TenantSettings | undefined, patch: TenantSettingsPatch): TenantSettings {
+  const b = base ?? DEFAULT_TENANT_SETTINGS;
+  return {
+    pathNormalization: patch.pathNormalization ?? b.pathNormalization,
+    accessLog: { ...b.accessLog, ...patch.accessLog },
+  };
 }
 
 // ---- services --------------------------------------------------------------------------------
@@ -153,12 +184,24 @@ function validateEndpoint(v: unknown, i: number): Endpoint {
 
 const LBS = ['round_robin', 'least_request', 'ring_hash'] as const;
 const RETRY_ON = ['5xx', 'reset', 'connect-failure'] as const;
+export const SERVICE_PROTOCOLS: readonly ServiceProtocol[] = ['http1', 'http2', 'grpc'];
+
+function validateHashOn(code: ErrorCode, v: unknown): HashOn {
+  if (v === 'sourceIp') return v;
+  const forms = '"sourceIp", {"header": name} or {"cookie": name}';
+  if (!isObject(v)) fail(code, `hashOn must be ${forms}, got ${JSON.stringify(v)}`);
+  const keys = Object.keys(v);
+  if (keys.length !== 1 || (keys[0] !== 'header' && keys[0] !== 'cookie')) fail(code, `hashOn must be ${forms}`);
+  // Header names are case-insensitive (stored lower case); cookie names are case-sensitive.
+  if (keys[0] === 'header') return { header: tokenField(code, 'hashOn.header', v.header, 'a header name', LIMITS.tokenChars).toLowerCase() };
+  return { cookie: tokenField(code, 'hashOn.cookie', v.cookie, 'a cookie name', LIMITS.tokenChars) };
+}
 
 export function validateService(name: string, body: unknown): Service {
   const code = 'ISOMESH_ERR_SERVICE_INVALID';
   checkName('service', name);
   if (!isObject(body)) fail(code, 'service body must be an object');
-  rejectUnknown(code, '', body, ['vip', 'endpoints', 'lb', 'connectTimeoutMs', 'timeoutMs', 'retries', 'circuitBreaker']);
+  rejectUnknown(code, '', body, ['vip', 'endpoints', 'lb', 'protocol', 'hashOn', 'connectTimeoutMs', 'timeoutMs', 'retries', 'circuitBreaker']);
   const svc: Service = {
     name,
     endpoints: [],
@@ -178,6 +221,16 @@ export function validateService(name: string, body: unknown): Service {
   if (body.lb !== undefined) {
     if (!LBS.includes(body.lb as never)) fail(code, `lb must be one of ${LBS.join(', ')}`);
     svc.lb = body.lb as Service['lb'];
+  }
+  if (body.protocol !== undefined) {
+    if (!SERVICE_PROTOCOLS.includes(body.protocol as never)) fail(code, `protocol must be one of ${SERVICE_PROTOCOLS.join(', ')}`);
+    svc.protocol = body.protocol as ServiceProtocol;
+  }
+  if (body.hashOn !== undefined) {
+    if (svc.lb !== 'ring_hash') fail(code, `hashOn applies only to lb "ring_hash" (lb is "${svc.lb}")`);
+    svc.hashOn = validateHashOn(code, body.hashOn);
+  } else if (svc.lb === 'ring_hash') {
+    svc.hashOn = 'sourceIp';
   }
   if (body.connectTimeoutMs !== undefined) svc.connectTimeoutMs = intField(code, 'connectTimeoutMs', body.connectTimeoutMs, 1, LIMITS.timeoutMs);
   if (body.timeoutMs !== undefined) svc.timeoutMs = intField(code, 'timeoutMs', body.timeoutMs, 1, LIMITS.timeoutMs);
@@ -305,10 +358,24 @@ export function validateRoute(name: string, body: unknown): Route {
   const code = 'ISOMESH_ERR_ROUTE_INVALID';
   checkName('route', name);
   if (!isObject(body)) fail(code, 'route body must be an object');
-  rejectUnknown(code, '', body, ['match', 'to', 'timeoutMs']);
+  rejectUnknown(code, '', body, ['match', 'to', 'timeoutMs', 'upgrades']);
   const route: Route = { name, match: validateMatch(body.match ?? {}), to: validateTarget(body.to), upgrades: ['websocket'] };
   if (body.timeoutMs !== undefined) route.timeoutMs = intField(code, 'timeoutMs', body.timeoutMs, 1, LIMITS.timeoutMs);
+  if (body.upgrades !== undefined) route.upgrades = validateUpgrades(code, body.upgrades);
   return route;
+}
+
+/** Upgrade protocol tokens, lower case (compared case-insensitively, RFC 9110 §7.8); [] refuses upgrades. */
+function validateUpgrades(code: ErrorCode, v: unknown): string[] {
+  if (!Array.isArray(v)) fail(code, 'upgrades must be an array of protocol names, e.g. ["websocket"]');
+  if (v.length > LIMITS.upgrades) fail(code, `upgrades must have at most ${LIMITS.upgrades} entries`);
+  const out: string[] = [];
+  for (const [i, u] of v.entries()) {
+    const p = tokenField(code, `upgrades[${i}]`, u, 'a protocol name', 64).toLowerCase();
+    if (out.includes(p)) fail(code, `upgrades[${i}] repeats "${p}"`);
+    out.push(p);
+  }
+  return out;
 }
 
 export function routeServices(route: Route): string[] {
