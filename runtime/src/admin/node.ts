@@ -26,6 +26,7 @@ export interface NodeInfo {
 const nodeResponse = {
   200: {
     type: 'object',
+    description: "this node's data plane",
     additionalProperties: true,
     properties: {
       workers: { type: 'integer', minimum: 1, description: 'data-plane workers sharing the tenant listeners' },

@@ -59,6 +59,7 @@ export const tenantBody = {
 
 const tenantView = {
   type: 'object',
+  description: 'the tenant',
   additionalProperties: true,
   properties: {
     name,
@@ -73,7 +74,7 @@ const tenantView = {
 } as const;
 export const tenantResponse = { '2xx': tenantView } as const;
 export const tenantListResponse = {
-  200: { type: 'object', additionalProperties: true, properties: { tenants: { type: 'array', items: tenantView } } },
+  200: { type: 'object', description: 'every tenant, by name', additionalProperties: true, properties: { tenants: { type: 'array', items: tenantView } } },
 } as const;
 
 export const quotaBody = {
@@ -221,6 +222,7 @@ const endpointStatus = {
 export const serviceResponse = {
   200: {
     type: 'object',
+    description: "the service, with its endpoints' live state",
     additionalProperties: true,
     properties: { name, ...serviceBody.properties, endpointStatus },
   },
@@ -272,12 +274,13 @@ export const rateLimitBody = {
 
 const rateLimitView = {
   type: 'object',
+  description: 'the rate limit as stored (header names lower case, shadow filled in)',
   additionalProperties: true,
   properties: { name, ...rateLimitBody.properties },
 } as const;
 export const rateLimitResponse = { '2xx': rateLimitView } as const;
 export const rateLimitListResponse = {
-  200: { type: 'object', additionalProperties: true, properties: { rateLimits: { type: 'array', items: rateLimitView } } },
+  200: { type: 'object', description: "the tenant's rate limits, by name", additionalProperties: true, properties: { rateLimits: { type: 'array', items: rateLimitView } } },
 } as const;
 
 export const pluginSourceBody = {
