@@ -1,5 +1,6 @@
-// All state survives a restart of the daemon: tenants, tokens, services, routes, plugin versions,
-// activations, the chain and secrets — and traffic flows again on the same listener port.
+// All state survives a restart of the daemon: tenants (and their settings), tokens, services, routes,
+// rate limits, plugin versions, activations, the chain and secrets — and traffic flows again on the
+// same listener port.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { startDaemon } from '../support/daemon.ts';
@@ -19,6 +20,9 @@ test('restart keeps all state and serves the same behaviour', async (t) => {
   await first.api('PUT', '/v1/tenants/keep/services/echo', { endpoints: [{ address: '127.0.0.1', port: echo.port }] });
   await first.api('PUT', '/v1/tenants/keep/routes/all', { match: { pathPrefix: '/' }, to: { service: 'echo' } });
   await first.api('PUT', '/v1/tenants/keep/secrets/apikey', { value: 's3cr3t' });
+  assert.equal((await first.api('PUT', '/v1/tenants/keep', { accessLog: { enabled: true, sample: 0.5 } })).status, 200);
+  const limit = { descriptors: [{ key: 'route', value: 'all' }], limit: { requestsPerUnit: 1000, unit: 'second' } };
+  assert.equal((await first.api('PUT', '/v1/tenants/keep/ratelimits/all', limit)).status, 201);
   const pub = await first.api('POST', '/v1/tenants/keep/plugins/sec/versions', {
     language: 'typescript',
     source: `import { definePlugin } from '@isomesh/sdk';
@@ -37,6 +41,9 @@ export default definePlugin({ onRequest(req, ctx) { req.headers.set('x-secret-le
   const tenant = await second.api('GET', '/v1/tenants/keep');
   assert.equal(tenant.status, 200);
   assert.equal(tenant.body.listenerPort, port);
+  assert.deepEqual([tenant.body.pathNormalization, tenant.body.accessLog], ['base', { enabled: true, sample: 0.5 }]);
+  assert.deepEqual((await second.api('GET', '/v1/tenants/keep/ratelimits/all')).body, { name: 'all', ...limit, shadow: false });
+  assert.deepEqual((await second.api('GET', '/v1/node')).body, { workers: 1, dataplane: { mode: 'builtin' } }, 'the daemon reports one built-in data plane');
   const quota = await second.api('GET', '/v1/tenants/keep/quota');
   assert.equal(quota.body.requestsPerSecond, 500);
   const own = await second.api('GET', '/v1/tenants/keep', undefined, tok.body.token);
