@@ -30,6 +30,7 @@ export class FakeManagementServer {
   readonly requests: RecordedRequest[] = [];
   readonly tenants = new Map<string, { listenerPort: number; quota: Record<string, number> }>();
   readonly plugins = new Map<string, FakePlugin>(); // key "tenant/name"
+  readonly rateLimits = new Map<string, Record<string, unknown>>(); // key "tenant/name"
   /** Consulted first; return a reply to answer a request differently (e.g. an error). */
   override: Override | undefined;
   #server = http.createServer((req, res) => this.#handle(req, res));
@@ -125,6 +126,30 @@ export class FakeManagementServer {
       };
     }
     if (rest[0] === 'plugins' && rest[1]) return this.#plugin(r, `${tenantName}/${rest[1]}`, rest.slice(2));
+    if (rest[0] === 'ratelimits') return this.#rateLimit(r, tenantName, rest[1]);
+    return err(404, 'ISOMESH_ERR_API_NOT_FOUND', 'no such endpoint');
+  }
+
+  #rateLimit(r: RecordedRequest, tenant: string, name: string | undefined): Reply {
+    if (name === undefined) {
+      if (r.method !== 'GET') return err(404, 'ISOMESH_ERR_API_NOT_FOUND', 'no such endpoint');
+      const rateLimits = [...this.rateLimits].filter(([k]) => k.startsWith(`${tenant}/`)).map(([, v]) => v);
+      return { status: 200, body: { rateLimits } };
+    }
+    const key = `${tenant}/${name}`;
+    if (r.method === 'PUT') {
+      const existed = this.rateLimits.has(key);
+      const stored = { name, shadow: false, ...(json(r) as Record<string, unknown>) };
+      this.rateLimits.set(key, stored);
+      return { status: existed ? 200 : 201, body: stored };
+    }
+    const rl = this.rateLimits.get(key);
+    if (!rl) return err(404, 'ISOMESH_ERR_RATELIMIT_NOT_FOUND', `rate limit "${name}" does not exist`);
+    if (r.method === 'GET') return { status: 200, body: rl };
+    if (r.method === 'DELETE') {
+      this.rateLimits.delete(key);
+      return { status: 204 };
+    }
     return err(404, 'ISOMESH_ERR_API_NOT_FOUND', 'no such endpoint');
   }
 

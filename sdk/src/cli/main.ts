@@ -11,6 +11,7 @@ import { pluginPublishCommand } from './commands/plugin-publish.ts';
 import { pluginTestCommand } from './commands/plugin-test.ts';
 import { pluginActivateCommand, pluginRollbackCommand, pluginVersionsCommand } from './commands/plugin-versions.ts';
 import { quotaGetCommand, quotaSetCommand } from './commands/quota.ts';
+import { rateLimitDeleteCommand, rateLimitGetCommand, rateLimitListCommand, rateLimitSetCommand } from './commands/ratelimit.ts';
 import { statusCommand } from './commands/status.ts';
 import { tenantCreateCommand, tenantDeleteCommand, tenantListCommand, tenantTokenCommand } from './commands/tenant.ts';
 
@@ -27,6 +28,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   pluginVersionsCommand, pluginActivateCommand, pluginRollbackCommand,
   tenantCreateCommand, tenantDeleteCommand, tenantListCommand, tenantTokenCommand,
   quotaGetCommand, quotaSetCommand, statusCommand,
+  rateLimitSetCommand, rateLimitGetCommand, rateLimitDeleteCommand, rateLimitListCommand,
 ];
 
 // Global flags that take a value: when looking for the command words, their value is not a word.
