@@ -37,6 +37,8 @@ function validateValue(field: string, key: RateLimitKey, v: unknown): string {
   switch (key) {
     case 'remote_address':
       if (isIP(value) === 0) fail(CODE, `${field} must be an IP address for key remote_address, got ${JSON.stringify(value)}`);
+      // Compared as a string with the peer's address: IPv6 in canonical form ("0:0::1" is "::1").
+      if (isIP(value) === 6) return canonicalIpv6(value);
       break;
     case 'path':
       if (!value.startsWith('/')) fail(CODE, `${field} must start with "/" for key path`);
@@ -52,6 +54,16 @@ function validateValue(field: string, key: RateLimitKey, v: unknown): string {
       if (/[\x00-\x08\x0a-\x1f\x7f]/.test(value)) fail(CODE, `${field} must not contain control characters (no header value can)`);
   }
   return value;
+}
+
+function canonicalIpv6(ip: string): string {
+  // Node shows IPv4-mapped peers as "::ffff:127.0.0.1"; URL would rewrite that to "::ffff:7f00:1".
+  if (ip.includes('.')) return ip.toLowerCase();
+  try {
+    return new URL(`http://[${ip}]/`).hostname.slice(1, -1);
+  } catch {
+    return ip.toLowerCase(); // e.g. a zone id ("fe80::1%eth0"), which URL does not take
+  }
 }
 
 function validateDescriptor(v: unknown, i: number): RateLimitDescriptor {

@@ -347,6 +347,10 @@ test('rate limits: stored normalised, replace in place, protect their routes, di
   const r = store.putRateLimit('acme', 'by-ip', { descriptors: [{ key: 'remote_address', value: '::1' }, { key: 'method', value: 'POST' }], limit: { requestsPerUnit: 3, unit: 'hour' }, shadow: true });
   assert.deepEqual(r, { created: true, rateLimit: { name: 'by-ip', descriptors: [{ key: 'remote_address', value: '::1' }, { key: 'method', value: 'POST' }], limit: { requestsPerUnit: 3, unit: 'hour' }, shadow: true } });
   assert.ok(store.tenantConfig('acme')!.generation > g, 'a new snapshot for the data plane');
+  const v6 = store.putRateLimit('acme', 'by-ip', { descriptors: [{ key: 'remote_address', value: 'FD00:0:0::0:1' }], limit: { requestsPerUnit: 3, unit: 'hour' } });
+  assert.deepEqual(v6.rateLimit.descriptors, [{ key: 'remote_address', value: 'fd00::1' }], 'IPv6 values in the form the peer address has');
+  const mapped = store.putRateLimit('acme', 'by-ip', { descriptors: [{ key: 'remote_address', value: '::FFFF:127.0.0.1' }], limit: { requestsPerUnit: 3, unit: 'hour' } });
+  assert.deepEqual(mapped.rateLimit.descriptors, [{ key: 'remote_address', value: '::ffff:127.0.0.1' }], 'an IPv4-mapped address keeps its dotted form, as Node reports it');
   const again = store.putRateLimit('acme', 'by-ip', { descriptors: [{ key: 'path', value: '/login' }], limit: { requestsPerUnit: 3, unit: 'day' } });
   assert.equal(again.created, false);
   assert.deepEqual(store.getRateLimit('acme', 'by-ip')!.descriptors, [{ key: 'path', value: '/login' }]);
