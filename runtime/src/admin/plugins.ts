@@ -67,6 +67,13 @@ export function registerPluginRoutes(app: FastifyInstance, deps: AdminDeps): voi
       const { tenant, name } = req.params;
       const quota = requireTenant(deps, tenant).quota;
       checkName('plugin', name);
+      // No body at all (no content-type, nothing parsed): a 400 that says what to send, not a TypeError.
+      if (typeof req.body !== 'string' && (typeof req.body !== 'object' || req.body === null)) {
+        throw new IsomeshError(
+          'ISOMESH_ERR_API_BAD_REQUEST',
+          'publishing needs a body: application/json {"source": "...", "language": "typescript"|"javascript"} or an application/javascript bundle',
+        );
+      }
       const bundle = typeof req.body === 'string';
       const source = typeof req.body === 'string' ? req.body : req.body.source;
       const language = typeof req.body === 'string' ? 'bundle' : (req.body.language ?? 'typescript');
