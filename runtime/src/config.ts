@@ -22,6 +22,19 @@ export interface DaemonConfig {
   /** cgroup v2 directory the daemon joins for sk_msg acceleration (empty: automatic). */
   proxyCgroup: string;
   logLevel: string;
+  /** Client-side timeouts of tenant listeners (ms; 0 = none). */
+  timeouts: { headersMs: number; idleMs: number; bodyMs: number };
+  /** Node-wide cap on client connections (undefined: half the descriptor limit). */
+  maxConnections?: number;
+}
+
+function msSetting(env: (name: string, fallback: string) => string, name: string, fallback: number): number {
+  const raw = env(name, String(fallback));
+  const v = Number(raw);
+  if (!/^\d{1,9}$/.test(raw.trim()) || !Number.isSafeInteger(v)) {
+    throw isomeshError('ISOMESH_ERR_API_VALIDATION', `${name} must be a whole number of milliseconds (got "${raw}")`);
+  }
+  return v;
 }
 
 export function parseHostPort(value: string, what: string): HostPort {
@@ -50,6 +63,10 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, overrides: P
     throw isomeshError('ISOMESH_ERR_API_VALIDATION', `ISOMESH_DATAPATH must be auto, on or off (got "${datapath}")`);
   }
   const token = overrides.ISOMESH_ADMIN_TOKEN ?? env.ISOMESH_ADMIN_TOKEN;
+  const maxConnections = get('ISOMESH_MAX_CONNECTIONS', '');
+  if (maxConnections !== '' && (!/^\d{1,9}$/.test(maxConnections) || Number(maxConnections) < 1)) {
+    throw isomeshError('ISOMESH_ERR_API_VALIDATION', `ISOMESH_MAX_CONNECTIONS must be a positive whole number (got "${maxConnections}")`);
+  }
   return {
     admin: parseHostPort(get('ISOMESH_ADMIN_ADDR', '127.0.0.1:7700'), 'ISOMESH_ADMIN_ADDR'),
     grpc: parseHostPort(get('ISOMESH_GRPC_ADDR', '127.0.0.1:7701'), 'ISOMESH_GRPC_ADDR'),
@@ -61,5 +78,11 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, overrides: P
     datapath,
     proxyCgroup: get('ISOMESH_PROXY_CGROUP', ''),
     logLevel: get('ISOMESH_LOG_LEVEL', 'info'),
+    timeouts: {
+      headersMs: msSetting(get, 'ISOMESH_HEADERS_TIMEOUT_MS', 10_000),
+      idleMs: msSetting(get, 'ISOMESH_IDLE_TIMEOUT_MS', 60_000),
+      bodyMs: msSetting(get, 'ISOMESH_BODY_TIMEOUT_MS', 30_000),
+    },
+    ...(maxConnections !== '' ? { maxConnections: Number(maxConnections) } : {}),
   };
 }

@@ -40,6 +40,8 @@ export class Daemon {
       logger: logger.child({ component: 'proxy' }),
       registry: this.registry,
       listenAddress: config.listenAddress,
+      timeouts: config.timeouts,
+      ...(config.maxConnections !== undefined ? { maxConnections: config.maxConnections } : {}),
     });
   }
 

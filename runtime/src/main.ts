@@ -13,7 +13,11 @@ Starts the isomesh daemon in the foreground. Each flag mirrors an environment va
 ISOMESH_LOG_LEVEL); ISOMESH_ADMIN_TOKEN sets the admin token. Also read from the environment:
 ISOMESH_LISTEN_ADDRESS (tenant listeners, default 127.0.0.1), ISOMESH_BPF_PIN_DIR (default /sys/fs/bpf/isomesh),
 ISOMESH_PROXY_CGROUP (cgroup v2 dir the daemon moves into when the datapath is on), ISOMESH_HOST_MODE
-(cordon|inline) and ISOMESH_CORDONS (plugin worker processes). SIGTERM drains and exits 0.`;
+(cordon|inline) and ISOMESH_CORDONS (plugin worker processes); tenant listener limits:
+ISOMESH_HEADERS_TIMEOUT_MS (whole request head, default 10000), ISOMESH_IDLE_TIMEOUT_MS (keep-alive
+idle, default 60000), ISOMESH_BODY_TIMEOUT_MS (gap in a request body, default 30000), ISOMESH_MAX_CONNECTIONS
+(client connections on the node, default half the descriptor limit; per tenant: quota maxConnections).
+SIGTERM drains and exits 0.`;
 
 export async function run(argv: string[]): Promise<number> {
   let values: Record<string, string | boolean | undefined>;

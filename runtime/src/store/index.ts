@@ -10,7 +10,7 @@ import { DatabaseSync } from 'node:sqlite';
 import type { StatementSync } from 'node:sqlite';
 import type pino from 'pino';
 import { IsomeshError } from '../errors.ts';
-import { DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS } from './model.ts';
+import { completeQuota, DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS } from './model.ts';
 import type { Activation, ChainEntry, PluginVersionMeta, Quota, RateLimit, Route, Service, TenantConfig, TenantSettings } from './model.ts';
 import { rateLimitRoutes, validateRateLimit } from './ratelimit.ts';
 import { migrate } from './schema.ts';
@@ -269,7 +269,7 @@ export class Store {
     return {
       name: r.name,
       listenerPort: r.listener_port,
-      quota: JSON.parse(r.quota) as Quota,
+      quota: completeQuota(JSON.parse(r.quota) as Partial<Quota>),
       settings: parseSettings(r.settings),
       generation: r.generation,
       createdAt: r.created_at,
@@ -373,7 +373,7 @@ export class Store {
     const valid = validateQuotaPatch(patch);
     return this.write(() => {
       const row = this.requireTenant(tenant);
-      const quota = mergeQuota(JSON.parse(row.quota) as Quota, valid);
+      const quota = mergeQuota(completeQuota(JSON.parse(row.quota) as Partial<Quota>), valid);
       this.q('UPDATE tenants SET quota = ? WHERE name = ?').run(JSON.stringify(quota), tenant);
       this.touch(tenant);
       return quota;
@@ -561,7 +561,7 @@ export class Store {
         ) as { version: number } | undefined;
         if (same) return { version: same.version, digest, size, created: false };
       } else {
-        const quota = JSON.parse(t.quota) as Quota;
+        const quota = completeQuota(JSON.parse(t.quota) as Partial<Quota>);
         const count = (this.q('SELECT COUNT(*) AS n FROM plugins WHERE tenant = ?').get(tenant) as { n: number }).n;
         if (count >= quota.maxPlugins) {
           throw new IsomeshError('ISOMESH_ERR_QUOTA_MAX_PLUGINS', `tenant "${tenant}" already has ${count} plugin(s); maxPlugins is ${quota.maxPlugins}`);

@@ -10,6 +10,8 @@ export interface Quota {
   cpuMsPerSecond: number;
   /** In-flight requests on the tenant listener. */
   maxConcurrentRequests: number;
+  /** Open client connections to the tenant listener (node-wide); more are refused with 503. */
+  maxConnections: number;
   /** Admission token bucket; 0 = unlimited. */
   requestsPerSecond: number;
   /** Publish-time: plugins a tenant may own. */
@@ -20,11 +22,17 @@ export interface Quota {
   weight: number;
 }
 
+/** A stored quota with the fields added since it was written filled in from the defaults. */
+export function completeQuota(stored: Partial<Quota>): Quota {
+  return { ...DEFAULT_QUOTA, ...stored };
+}
+
 export const DEFAULT_QUOTA: Readonly<Quota> = Object.freeze({
   memoryMb: 64,
   cpuMsPerRequest: 50,
   cpuMsPerSecond: 500,
   maxConcurrentRequests: 1024,
+  maxConnections: 4096,
   requestsPerSecond: 0,
   maxPlugins: 16,
   maxBundleBytes: 1024 * 1024,

@@ -116,6 +116,7 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE plugin_versions ADD COLUMN meta TEXT;   -- JSON PluginVersionDeclarations; NULL before v2
   UPDATE services SET body = json_set(body, '$.protocol', 'http1') WHERE json_extract(body, '$.protocol') IS NULL;
   UPDATE routes SET body = json_set(body, '$.upgrades', json('["websocket"]')) WHERE json_extract(body, '$.upgrades') IS NULL;
+  UPDATE services SET body = json_set(body, '$.hashOn', 'sourceIp') WHERE json_extract(body, '$.lb') = 'ring_hash' AND json_extract(body, '$.hashOn') IS NULL;
   `,
 ];
 

@@ -2,7 +2,7 @@
 // Read-only: callers run these outside write transactions (WAL readers never block writers).
 
 import type { DatabaseSync } from 'node:sqlite';
-import { DEFAULT_TENANT_SETTINGS } from './model.ts';
+import { completeQuota, DEFAULT_TENANT_SETTINGS } from './model.ts';
 import type { ChainEntry, PluginVersionDeclarations, Quota, RateLimit, ResolvedPlugin, Route, Service, TenantConfig, TenantSettings } from './model.ts';
 
 interface TenantRow {
@@ -80,7 +80,7 @@ export function buildTenantConfig(db: DatabaseSync, name: string): TenantConfig 
   return {
     name: t.name,
     listenerPort: t.listener_port,
-    quota: JSON.parse(t.quota) as Quota,
+    quota: completeQuota(JSON.parse(t.quota) as Partial<Quota>),
     services,
     routes,
     chain,

@@ -265,7 +265,7 @@ test('migration from a v1 database: services get protocol http1, routes upgrades
   const db = new DatabaseSync(store.path, { readOnly: true });
   t.after(() => db.close());
   assert.equal((db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version, MIGRATIONS.length);
-  assert.deepEqual(store.getService('old', 'web'), { ...svc, protocol: 'http1' }, 'nothing else of the service changed');
+  assert.deepEqual(store.getService('old', 'web'), { ...svc, protocol: 'http1', hashOn: 'sourceIp' }, 'nothing else of the service changed (a ring_hash service gets the default hashOn stored, as new ones do)');
   assert.deepEqual(store.getRoute('old', 'api'), { ...route, upgrades: ['websocket'] });
   assert.deepEqual(store.getTenant('old')!.settings, DEFAULT_TENANT_SETTINGS);
   const cfg = store.tenantConfig('old')!;

@@ -35,6 +35,7 @@ export const QUOTA_BOUNDS: Readonly<Record<keyof Quota, { min: number; max: numb
   cpuMsPerRequest: { min: 1, max: 60_000 },
   cpuMsPerSecond: { min: 1, max: 1_000_000 },
   maxConcurrentRequests: { min: 1, max: 1_000_000 },
+  maxConnections: { min: 1, max: 1_000_000 },
   requestsPerSecond: { min: 0, max: 10_000_000 },
   maxPlugins: { min: 0, max: 1024 },
   maxBundleBytes: { min: 1024, max: 32 * 1024 * 1024 },
