@@ -27,6 +27,8 @@ export interface StartOptions {
   env?: Record<string, string>;
   listenerPorts?: { min: number; max: number };
   token?: string;
+  /** A command the daemon runs under, e.g. ['prlimit', '--nofile=600:600', '--']. */
+  wrap?: string[];
 }
 
 export async function startDaemon(opts: StartOptions = {}): Promise<TestDaemon> {
@@ -36,7 +38,8 @@ export async function startDaemon(opts: StartOptions = {}): Promise<TestDaemon> 
   const ports = opts.listenerPorts ?? (await freePortRange());
   const token = opts.token ?? `test-admin-${Math.random().toString(36).slice(2)}`;
   let out = '';
-  const proc = spawn(process.execPath, [path.join(ROOT, 'runtime/src/main.ts'), 'run'], {
+  const argv = [...(opts.wrap ?? []), process.execPath, path.join(ROOT, 'runtime/src/main.ts'), 'run'];
+  const proc = spawn(argv[0]!, argv.slice(1), {
     cwd: ROOT,
     env: {
       ...process.env,

@@ -1,33 +1,35 @@
-// One request through the built-in proxy:
-//   begin (admission) → route match (or VIP default) → onRequest chain → upstream attempt(s)
-//   → onResponse chain (only when the tenant has response hooks) → stream the body → end.
-// host.end(run) is called exactly once per admitted request, when the downstream response closes
-// (finished or aborted) and no hook call is still pending — so a plugin's admission slot is held
-// for as long as its code may still be running.
+// One request through the built-in proxy, over a DownstreamStream (HTTP/1.1 or HTTP/2), in stages:
+//   path normalization → admission (tenant quota) → route → upgrade check → rate limits
+//   → [request body buffered, when a plugin declared it] → request chain (onRequest)
+//   → 100 Continue → router (endpoint, attempts, retries, timeouts, circuit breaker)
+//   → [response chain (onResponse), response body buffered when declared] → deliver.
+// `state` says which stage the exchange is in; host.end(run) is called exactly once per admitted
+// request, when the downstream stream closes and no hook call is pending.
 //
-// Retry rule: a request is retried only if it has no body (no Content-Length > 0, no
-// Transfer-Encoding), since a streamed body cannot be replayed. A connect failure is retried for
-// any such request (the upstream never saw it); a 5xx or a reset is retried only for idempotent
-// methods (GET HEAD OPTIONS TRACE PUT DELETE), because a POST that reached the upstream may have
-// taken effect. `retries.attempts` is the number of retries after the first attempt. Independently
-// of the policy, an idempotent bodyless request whose *reused* keep-alive socket turns out to be
-// dead is retried once on a fresh connection (the upstream closed it while idle).
+// Retries: a request is retried only when its body can be replayed — no body, or a body the proxy
+// buffered for a plugin. A connect failure is retried for any such request (the upstream never saw it);
+// a 5xx or a reset only for idempotent methods (GET HEAD OPTIONS TRACE PUT DELETE). `retries.attempts`
+// is the number of retries after the first attempt. Independently of the policy, an idempotent
+// replayable request whose *reused* keep-alive socket turns out to be dead is retried once.
 //
 // Timeouts: connectTimeoutMs bounds the TCP connect; timeoutMs (route.timeoutMs ?? service.timeoutMs,
-// 0 = none) bounds the wait for the upstream response head, counted from when the request (and
-// its body) has been sent — a slow upload is not the upstream's fault. A streamed response body is
-// not bounded (long polls, downloads).
+// 0 = none) bounds the wait for the response head, counted from when the request body has been sent
+// (the downstream codec bounds a slow client's body with its own idle timeout). Streamed response
+// bodies are not bounded (long polls, downloads).
 
-import type http from 'node:http';
 import type { Socket } from 'node:net';
 import type pino from 'pino';
 import type { ChainRun, HeaderList, PluginHostApi, RequestOutcome, ResponseOutcome } from '../host/contract.ts';
+import { applyRateLimits, type RateLimitCounters } from '../host/index.ts';
 import type { ErrorCode } from '../errors.ts';
 import type { UpstreamErrorKind } from './metrics.ts';
 import { isIdempotent, type UpstreamService } from './upstream.ts';
 import type { TenantRuntime, TenantSnapshot } from './tenant.ts';
-import { stripPort } from './route-table.ts';
-import { CONNECT_TIMEOUT, requestHead, UpstreamCall, type CallSink } from './origin.ts';
+import { stripPort, type RouteChoice } from './route-table.ts';
+import { CONNECT_TIMEOUT, RequestBody, requestHead, UpstreamCall, type CallSink, type RequestBodyMode } from './origin.ts';
+import { normalizePath } from './path.ts';
+import type { ParseError } from './http1/parser.ts';
+import type { BodySink, DownstreamStream } from './stream.ts';
 import {
   flattenResponseHeaders,
   requestHeaderList,
@@ -35,12 +37,14 @@ import {
   responseHeadersFlat,
   saneRequestId,
   upstreamRequestHeaders,
-  writeProxyError,
+  errorBody,
+  headerOf,
 } from './headers.ts';
 
 export interface ProxyContext {
   readonly host: PluginHostApi;
   readonly logger: pino.Logger;
+  readonly rateLimits: RateLimitCounters;
   originalDestination(socket: Socket): string | undefined;
 }
 
@@ -48,10 +52,10 @@ export interface ProxyContext {
 const HEAD_TIMEOUT = new Error('upstream response timeout');
 const RETRY_BASE_MS = 25;
 const RETRY_MAX_MS = 250;
-/** Methods node's client sends without a Content-Length when there is no body; others get "0". */
+/** Methods sent without a Content-Length when there is no body; others get "0". */
 const NO_LENGTH_METHODS = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE', 'CONNECT']);
 
-function classify(err: Error): UpstreamErrorKind {
+function classify(err: Error): UpstreamErrorKind | 'protocol' {
   if (err === CONNECT_TIMEOUT) return 'connect_timeout';
   if (err === HEAD_TIMEOUT) return 'timeout';
   switch ((err as NodeJS.ErrnoException).code) {
@@ -64,73 +68,113 @@ function classify(err: Error): UpstreamErrorKind {
     case 'EAI_AGAIN':
     case 'ETIMEDOUT':
       return 'connect_failure';
+    case 'HPE_INVALID':
+      return 'protocol';
     default:
       return 'reset';
   }
 }
 
-const FAILURE: Record<'refused' | 'connect_failure' | 'connect_timeout' | 'reset' | 'timeout', [number, ErrorCode]> = {
+const FAILURE: Record<'refused' | 'connect_failure' | 'connect_timeout' | 'reset' | 'timeout' | 'protocol', [number, ErrorCode]> = {
   refused: [502, 'ISOMESH_ERR_PROXY_UPSTREAM_REFUSED'],
   connect_failure: [502, 'ISOMESH_ERR_PROXY_UPSTREAM_REFUSED'],
   connect_timeout: [504, 'ISOMESH_ERR_PROXY_UPSTREAM_TIMEOUT'],
   reset: [502, 'ISOMESH_ERR_PROXY_UPSTREAM_RESET'],
   timeout: [504, 'ISOMESH_ERR_PROXY_UPSTREAM_TIMEOUT'],
+  protocol: [502, 'ISOMESH_ERR_UPSTREAM_BAD_RESPONSE'],
 };
 
-export function handleExchange(ctx: ProxyContext, tenant: TenantRuntime, req: http.IncomingMessage, res: http.ServerResponse): void {
-  new Exchange(ctx, tenant, req, res).start();
+const St = {
+  Start: 0,
+  RequestBody: 1,
+  RequestChain: 2,
+  Upstream: 3,
+  ResponseChain: 4,
+  ResponseBody: 5,
+  Delivering: 6,
+  Tunnel: 7,
+  Done: 8,
+} as const;
+type State = (typeof St)[keyof typeof St];
+
+export function startExchange(ctx: ProxyContext, tenant: TenantRuntime, stream: DownstreamStream): void {
+  new Exchange(ctx, tenant, stream).start();
 }
 
-class Exchange implements CallSink {
+class Exchange implements CallSink, BodySink {
   readonly ctx: ProxyContext;
   readonly tenant: TenantRuntime;
   readonly snapshot: TenantSnapshot;
-  readonly req: http.IncomingMessage;
-  readonly res: http.ServerResponse;
+  readonly stream: DownstreamStream;
   readonly requestId: string;
   readonly startedAt = performance.now();
-  readonly hasBody: boolean;
+  state: State = St.Start;
   run: ChainRun | undefined;
   ended = false;
   hookPending = false;
   clientGone = false;
+  choice: RouteChoice | undefined;
   service: UpstreamService | undefined;
   timeoutMs = 0;
-  upstreamPath = '/';
-  authority = '';
+  path = '/';
+  /** Normalized path + query, as sent upstream. */
+  upstreamTarget = '/';
   /** The request head sent upstream, built once (retries reuse it). */
   upstreamHead: string | undefined;
-  /** The HeaderList given to onRequest, then the one the chain returned. */
   requestHeaders: HeaderList | undefined;
-  /** The chain returned the proxy's own list (no plugin changed it): its values need no re-validation. */
+  /** No plugin changed the headers: their values need no re-validation. */
   headersUntouched = false;
+  /** Request body buffered for a plugin (or replaced by one): sent from memory, replayable. */
+  body: Buffer | undefined;
+  bodyChunks: Buffer[] | undefined;
+  bodyBytes = 0;
+  bodyLimit = 0;
+  /** The request body streams from the client into the current call. */
+  streaming = false;
   attempts = 0;
   staleRetried = false;
-  /** The current upstream attempt; undefined between a failed attempt and its retry. */
   call: UpstreamCall | undefined;
-  /** The current call's response head was accepted (body streaming, or waiting for onResponse). */
+  /** The current call's response head was accepted (body streaming, or a response hook running). */
   responding = false;
+  /** Response body buffered for a plugin. */
+  resStatus = 0;
+  resHeaders: HeaderList | undefined;
+  resCodings = '';
+  /** The upstream's Content-Length (-1 none): the response body's framing, whatever plugins say. */
+  resLength = -1;
+  resChunks: Buffer[] | undefined;
+  resBytes = 0;
+  resLimit = 0;
+  resTrailers: string[] | undefined;
   headTimer: NodeJS.Timeout | undefined;
   retryTimer: NodeJS.Timeout | undefined;
 
-  constructor(ctx: ProxyContext, tenant: TenantRuntime, req: http.IncomingMessage, res: http.ServerResponse) {
+  constructor(ctx: ProxyContext, tenant: TenantRuntime, stream: DownstreamStream) {
     this.ctx = ctx;
     this.tenant = tenant;
     this.snapshot = tenant.snapshot;
-    this.req = req;
-    this.res = res;
-    this.requestId = saneRequestId(req.headers['x-request-id']) ?? crypto.randomUUID();
-    const te = req.headers['transfer-encoding'];
-    const cl = req.headers['content-length'];
-    this.hasBody = te !== undefined || (cl !== undefined && cl !== '0');
+    this.stream = stream;
+    this.requestId = saneRequestId(headerOf(stream.req.raw, 'x-request-id')) ?? crypto.randomUUID();
   }
 
   start(): void {
-    const { ctx, tenant, req, res } = this;
+    const { ctx, tenant, stream } = this;
+    const req = stream.req;
     tenant.requests++;
     tenant.inFlight++;
     tenant.series.inFlight.inc();
-    res.once('close', this.onClose);
+    stream.onClose(this.onClose);
+
+    const target = req.target;
+    const q = target.indexOf('?');
+    const norm = normalizePath(q === -1 ? target : target.slice(0, q), this.snapshot.settings.pathNormalization);
+    if (!norm.ok) {
+      this.fail(400, 'ISOMESH_ERR_PROXY_BAD_PATH', norm.message);
+      return;
+    }
+    this.path = norm.path;
+    const query = q === -1 ? '' : target.slice(q + 1);
+    this.upstreamTarget = q === -1 ? norm.path : `${norm.path}?${query}`;
 
     try {
       const admission = ctx.host.begin(tenant.name, this.requestId);
@@ -144,26 +188,16 @@ class Exchange implements CallSink {
       return;
     }
 
-    // Origin-form ("/p?q") normally; absolute-form ("http://h/p?q") from explicit HTTP proxy clients.
-    let target = req.url ?? '/';
-    let authority = req.headers.host ?? '';
-    if (target.charCodeAt(0) !== 47 /* / */ && /^https?:\/\//i.test(target)) {
-      const slash = target.indexOf('/', target.indexOf('//') + 2);
-      authority = target.slice(target.indexOf('//') + 2, slash === -1 ? undefined : slash);
-      target = slash === -1 ? '/' : target.slice(slash);
-    }
-    this.upstreamPath = target;
-    this.authority = authority;
-    const q = target.indexOf('?');
-    const path = q === -1 ? target : target.slice(0, q);
-    const method = req.method ?? 'GET';
+    const authority = req.authority;
+    const method = req.method;
     const originalDestination = ctx.originalDestination(req.socket);
-
     const table = this.snapshot.table;
-    const choice = table.size > 0 ? table.match({ host: stripPort(authority.toLowerCase()), path, method, headers: req.headers }) : undefined;
+    const host = stripPort(authority.toLowerCase());
+    const choice = table.size > 0 ? table.match({ host, path: this.path, method, raw: req.raw }) : undefined;
+    this.choice = choice;
     const serviceName = choice?.service ?? table.serviceByVip(originalDestination) ?? table.serviceByVip(authority);
     if (serviceName === undefined) {
-      this.fail(404, 'ISOMESH_ERR_PROXY_NO_ROUTE', `no route matches ${method} ${authority}${path}`);
+      this.fail(404, 'ISOMESH_ERR_PROXY_NO_ROUTE', `no route matches ${method} ${authority}${this.path}`);
       return;
     }
     this.service = this.snapshot.services.get(serviceName);
@@ -173,22 +207,120 @@ class Exchange implements CallSink {
     }
     this.timeoutMs = choice?.timeoutMs ?? this.service.service.timeoutMs;
 
-    this.requestHeaders = requestHeaderList(req.rawHeaders, req.socket.remoteAddress ?? '', this.requestId);
-    this.hookPending = true;
-    ctx.host
-      .onRequest(this.run, {
+    if (req.upgrade !== undefined) {
+      const allowed = choice?.upgrades ?? ['websocket'];
+      const wanted = req.upgrade.split(',')[0]!.trim().toLowerCase();
+      if (!allowed.includes(wanted)) {
+        this.fail(403, 'ISOMESH_ERR_PROXY_UPGRADE_REFUSED', `route ${choice?.route ?? '(VIP default)'} does not allow upgrades to ${JSON.stringify(wanted)}`);
+        return;
+      }
+    }
+
+    const limits = this.snapshot.rateLimits;
+    if (limits.length > 0) {
+      const raw = req.raw;
+      const decision = applyRateLimits(tenant.name, limits, {
+        remoteAddress: req.remoteAddress,
+        path: this.path,
         method,
-        path,
-        query: q === -1 ? '' : target.slice(q + 1),
-        host: authority,
-        headers: this.requestHeaders,
-        remoteAddress: req.socket.remoteAddress ?? '',
-        originalDestination,
         route: choice?.route,
-        service: serviceName,
+        header: (name) => headerOf(raw, name),
+      }, ctx.rateLimits);
+      for (const r of decision.results) tenant.series.rateLimit(r.rateLimit.name, r.result);
+      if (decision.over !== undefined) {
+        const { rateLimit, verdict } = decision.over;
+        this.fail(429, 'ISOMESH_ERR_RATELIMIT_OVER', `rate limit ${rateLimit.name} (${verdict.limit} per ${rateLimit.limit.unit}) is exceeded`, verdict.resetSec);
+        return;
+      }
+    }
+
+    this.requestHeaders = requestHeaderList(req.raw, authority, req.remoteAddress, this.requestId, viaOf(req.protocol));
+    if (req.hasBody) {
+      this.bodyLimit = ctx.host.bodyLimit(this.run, 'request', choice?.route);
+      if (this.bodyLimit > 0) {
+        if (req.contentLength > this.bodyLimit) {
+          this.bodyTooLarge();
+          return;
+        }
+        // The plugin needs the body before onRequest: the client must be told to send it.
+        this.state = St.RequestBody;
+        this.bodyChunks = [];
+        stream.sendContinue();
+        stream.readBody(this);
+        return;
+      }
+    }
+    this.requestChain();
+  }
+
+  requestChain(): void {
+    this.state = St.RequestChain;
+    const req = this.stream.req;
+    const target = req.target;
+    const q = target.indexOf('?');
+    this.hookPending = true;
+    this.ctx.host
+      .onRequest(this.run!, {
+        method: req.method,
+        path: this.path,
+        query: q === -1 ? '' : target.slice(q + 1),
+        host: req.authority,
+        headers: this.requestHeaders!,
+        remoteAddress: req.remoteAddress,
+        originalDestination: this.ctx.originalDestination(req.socket),
+        route: this.choice?.route,
+        service: this.service!.name,
+        ...(this.body !== undefined ? { body: this.body } : {}),
       })
       .then(this.onRequestOutcome, this.onHookError);
   }
+
+  // ---- request body (BodySink) ---------------------------------------------------------------
+
+  data(chunk: Buffer): boolean {
+    if (this.state === St.RequestBody) {
+      this.bodyBytes += chunk.length;
+      if (this.bodyBytes > this.bodyLimit) {
+        this.stream.discardBody();
+        this.bodyTooLarge();
+        return false;
+      }
+      this.bodyChunks!.push(chunk);
+      return true;
+    }
+    const call = this.call;
+    if (call === undefined || !this.streaming) return true;
+    return call.sendBody(chunk);
+  }
+
+  end(trailers: string[] | undefined): void {
+    if (this.state === St.RequestBody) {
+      this.body = Buffer.concat(this.bodyChunks!);
+      this.bodyChunks = undefined;
+      this.requestChain();
+      return;
+    }
+    if (this.streaming && this.call !== undefined) {
+      this.streaming = false;
+      this.call.endBody(trailers);
+    }
+  }
+
+  error(err: ParseError): void {
+    // The client broke its body: malformed, too slow, or gone.
+    this.clearTimers();
+    this.streaming = false;
+    this.call?.abort();
+    this.call = undefined;
+    if (this.clientGone) return;
+    this.fail(err.status, err.code, err.message);
+  }
+
+  bodyTooLarge(): void {
+    this.fail(413, 'ISOMESH_ERR_PROXY_BODY_TOO_LARGE', `request body is larger than ${this.bodyLimit} bytes, the limit a plugin of the chain declared`);
+  }
+
+  // ---- request chain -------------------------------------------------------------------------
 
   readonly onRequestOutcome = (outcome: RequestOutcome): void => {
     this.hookPending = false;
@@ -198,9 +330,11 @@ class Exchange implements CallSink {
     }
     switch (outcome.action) {
       case 'respond':
+        this.stream.discardBody();
         this.respond(outcome.status, outcome.headers, outcome.body);
         return;
       case 'fail':
+        this.stream.discardBody();
         this.fail(outcome.status, outcome.code, outcome.message);
         return;
       case 'continue':
@@ -217,8 +351,12 @@ class Exchange implements CallSink {
       }
       this.service = chosen;
     }
+    if (outcome.body !== undefined) this.body = Buffer.from(outcome.body.buffer, outcome.body.byteOffset, outcome.body.byteLength);
     this.headersUntouched = outcome.headers === this.requestHeaders;
     this.requestHeaders = outcome.headers;
+    this.state = St.Upstream;
+    // The chain accepted the request: now the client may send its body.
+    if (this.body === undefined) this.stream.sendContinue();
     this.attempt();
   };
 
@@ -232,15 +370,31 @@ class Exchange implements CallSink {
     this.internalError('plugin host hook rejected', err);
   };
 
+  // ---- router --------------------------------------------------------------------------------
+
+  bodyMode(): RequestBodyMode {
+    const req = this.stream.req;
+    if (this.body !== undefined) return this.body.length > 0 || !NO_LENGTH_METHODS.has(req.method) ? RequestBody.Length : RequestBody.None;
+    if (!req.hasBody) return RequestBody.None;
+    return req.contentLength >= 0 ? RequestBody.Length : RequestBody.Chunked;
+  }
+
   /** The upstream request head; throws when a (plugin-set) header cannot be sent. */
   buildHead(authority: string): string {
-    const req = this.req;
-    const method = req.method ?? 'GET';
-    const chunked = req.headers['transfer-encoding'] !== undefined;
-    const length = req.headers['content-length'] ?? (chunked || NO_LENGTH_METHODS.has(method) ? undefined : '0');
-    const flat = upstreamRequestHeaders(this.requestHeaders!, authority, chunked, length);
+    const req = this.stream.req;
+    const mode = this.bodyMode();
+    let length: string | undefined;
+    if (this.body !== undefined) length = mode === RequestBody.Length ? String(this.body.length) : undefined;
+    else if (mode === RequestBody.Length) length = String(req.contentLength);
+    else if (mode === RequestBody.None && !NO_LENGTH_METHODS.has(req.method)) length = '0';
+    const chunked = mode === RequestBody.Chunked ? (req.codings !== '' ? `${req.codings}, chunked` : 'chunked') : undefined;
+    const flat = upstreamRequestHeaders(this.requestHeaders!, authority, chunked, length, req.upgrade);
     // Headers straight from the downstream parser are valid HTTP already; plugin output is checked.
-    return requestHead(method, this.upstreamPath, flat, !this.headersUntouched);
+    return requestHead(req.method, this.upstreamTarget, flat, !this.headersUntouched);
+  }
+
+  replayable(): boolean {
+    return !this.stream.req.hasBody || this.body !== undefined;
   }
 
   attempt(): void {
@@ -251,7 +405,8 @@ class Exchange implements CallSink {
       this.fail(503, 'ISOMESH_ERR_PROXY_CIRCUIT_OPEN', `service ${svc.name} has ${svc.active} requests pending (limit ${svc.maxActive})`);
       return;
     }
-    const ep = svc.picker.pick(this.req.socket.remoteAddress ?? this.requestId, performance.now());
+    const req = this.stream.req;
+    const ep = svc.picker.pick(req.remoteAddress || this.requestId, performance.now());
     if (ep === undefined) {
       this.tenant.series.upstreamError(svc.name, 'no_endpoint');
       this.fail(503, 'ISOMESH_ERR_PROXY_NO_ENDPOINT', `service ${svc.name} has no endpoint`);
@@ -267,8 +422,7 @@ class Exchange implements CallSink {
         return;
       }
     }
-    const req = this.req;
-    const call = new UpstreamCall(this, head, req.method === 'HEAD', this.hasBody ? req : undefined, req.headers['transfer-encoding'] !== undefined, svc.service.connectTimeoutMs);
+    const call = new UpstreamCall(this, head, req.method === 'HEAD', this.bodyMode(), svc.service.connectTimeoutMs, req.upgrade !== undefined);
     call.ep = ep;
     call.svc = svc;
     this.call = call;
@@ -276,7 +430,26 @@ class Exchange implements CallSink {
     svc.active++;
     ep.inFlight++;
     this.tenant.pool.endpoint(svc, ep).dispatch(call);
-    if (!this.hasBody) this.armHeadTimer(call);
+  }
+
+  onAssigned(call: UpstreamCall): void {
+    if (call !== this.call) return;
+    if (call.bodyMode === RequestBody.None) {
+      this.armHeadTimer(call);
+      return;
+    }
+    if (this.body !== undefined) {
+      call.sendBody(this.body);
+      call.endBody();
+      return;
+    }
+    // Stream the client's body into this call.
+    this.streaming = true;
+    this.stream.readBody(this);
+  }
+
+  onBodyDrain(call: UpstreamCall): void {
+    if (call === this.call && this.streaming) this.stream.resumeBody();
   }
 
   onSent(call: UpstreamCall): void {
@@ -291,7 +464,7 @@ class Exchange implements CallSink {
     }, this.timeoutMs);
   }
 
-  onHead(call: UpstreamCall, status: number, rawHeaders: string[]): void {
+  onHead(call: UpstreamCall, status: number, raw: string[], codings: string): void {
     if (call !== this.call || this.clientGone) {
       call.discard();
       return;
@@ -305,15 +478,72 @@ class Exchange implements CallSink {
       return;
     }
     this.responding = true;
+    this.resCodings = codings;
+    this.resLength = contentLengthOf(raw);
     const run = this.run!;
+    this.resLimit = this.ctx.host.bodyLimit(run, 'response', this.choice?.route);
+    if (this.resLimit > 0 && !this.bodylessResponse(status)) {
+      const length = contentLengthOf(raw);
+      if (length > this.resLimit) {
+        call.discard();
+        this.responseTooLarge();
+        return;
+      }
+      this.state = St.ResponseBody;
+      this.resStatus = status;
+      this.resHeaders = responseHeaderList(raw, this.requestId);
+      this.resChunks = [];
+      call.stream(this.bufferTarget);
+      return;
+    }
     if (this.ctx.host.hasResponseHooks(run)) {
+      this.state = St.ResponseChain;
       this.hookPending = true;
       this.ctx.host
-        .onResponse(run, { status, headers: responseHeaderList(rawHeaders, this.requestId) })
+        .onResponse(run, { status, headers: responseHeaderList(raw, this.requestId) })
         .then(this.onResponseOutcome, this.onHookError);
     } else {
-      this.deliver(status, responseHeadersFlat(rawHeaders, this.requestId));
+      this.deliver(status, responseHeadersFlat(raw, this.requestId, viaOf(this.stream.req.protocol)), contentLengthOf(raw));
     }
+  }
+
+  bodylessResponse(status: number): boolean {
+    return this.stream.req.method === 'HEAD' || status === 204 || status === 304;
+  }
+
+  /** Collects the response body for a plugin that declared it. */
+  readonly bufferTarget = {
+    write: (chunk: Buffer): boolean => {
+      if (this.state !== St.ResponseBody) return true;
+      this.resBytes += chunk.length;
+      if (this.resBytes > this.resLimit) {
+        this.state = St.Done;
+        this.call?.abort();
+        this.responseTooLarge();
+        return true;
+      }
+      this.resChunks!.push(chunk);
+      return true;
+    },
+    onDrain: (fn: () => void): void => queueMicrotask(fn),
+  };
+
+  responseTooLarge(): void {
+    this.fail(502, 'ISOMESH_ERR_UPSTREAM_BODY_TOO_LARGE', `response body is larger than ${this.resLimit} bytes, the limit a plugin of the chain declared`);
+  }
+
+  onUpgrade(call: UpstreamCall, raw: string[], socket: Socket, rest: Buffer | undefined): void {
+    if (call !== this.call || this.clientGone || this.stream.tunnel === undefined) {
+      socket.destroy();
+      return;
+    }
+    this.clearTimers();
+    this.state = St.Tunnel;
+    this.call = undefined;
+    const headers = responseHeadersFlat(raw, this.requestId, viaOf(this.stream.req.protocol), true);
+    this.stream.tunnel(101, headers, socket, rest);
+    // The plugin chain's work for this request is over; the tunnel holds no admission slot.
+    this.endRun();
   }
 
   readonly onResponseOutcome = (outcome: ResponseOutcome): void => {
@@ -322,32 +552,63 @@ class Exchange implements CallSink {
       this.endRun();
       return;
     }
-    if (outcome.action === 'continue') {
-      this.deliver(outcome.status, flattenResponseHeaders(outcome.headers, this.requestId, false));
-    } else {
+    if (outcome.action !== 'continue') {
       this.call?.discard(); // drain so the upstream socket returns to the pool
       this.fail(outcome.status, outcome.code, outcome.message);
+      return;
     }
+    const flat = flattenResponseHeaders(outcome.headers, this.requestId, viaOf(this.stream.req.protocol));
+    if (outcome.body !== undefined) {
+      const body = Buffer.from(outcome.body.buffer, outcome.body.byteOffset, outcome.body.byteLength);
+      this.call?.discard();
+      this.sendWhole(outcome.status, flat, body, this.resTrailers);
+      return;
+    }
+    if (this.state === St.ResponseBody || this.resChunks !== undefined) {
+      const body = Buffer.concat(this.resChunks ?? []);
+      this.resChunks = undefined;
+      this.sendWhole(outcome.status, flat, body, this.resTrailers);
+      return;
+    }
+    this.deliver(outcome.status, flat, this.resLength);
   };
 
-  deliver(status: number, headers: string[]): void {
+  deliver(status: number, headers: string[], length: number): void {
     const call = this.call!;
     if (call.broken) {
       this.fail(502, 'ISOMESH_ERR_PROXY_UPSTREAM_RESET', 'upstream closed the connection while sending the response');
       return;
     }
-    try {
-      this.res.writeHead(status, headers);
-    } catch (err) {
-      call.discard();
-      this.fail(502, 'ISOMESH_ERR_PLUGIN_BAD_RESULT', `response head rejected: ${(err as Error).message}`);
-      return;
-    }
-    call.stream(this.res);
+    this.state = St.Delivering;
+    this.stream.writeHead(status, headers, { length, codings: this.resCodings });
+    call.stream(this.stream);
   }
 
-  onEnd(call: UpstreamCall): void {
-    if (call === this.call && !this.clientGone) this.res.end();
+  /** A response whose body the proxy holds whole (buffered for, or replaced by, a plugin). */
+  sendWhole(status: number, headers: string[], body: Buffer, trailers: string[] | undefined): void {
+    this.state = St.Delivering;
+    const stream = this.stream;
+    stream.writeHead(status, headers, { length: this.bodylessResponse(status) ? -1 : body.length });
+    if (body.length > 0) stream.write(body);
+    stream.end(trailers);
+  }
+
+  onEnd(call: UpstreamCall, trailers: string[] | undefined): void {
+    if (call !== this.call || this.clientGone) return;
+    if (this.state === St.ResponseBody) {
+      // The whole body is here: the response chain sees it.
+      this.resTrailers = trailers;
+      this.state = St.ResponseChain;
+      const body = Buffer.concat(this.resChunks!);
+      this.resChunks = [body];
+      this.hookPending = true;
+      this.ctx.host
+        .onResponse(this.run!, { status: this.resStatus, headers: this.resHeaders!, body })
+        .then(this.onResponseOutcome, this.onHookError);
+      return;
+    }
+    this.state = St.Done;
+    this.stream.end(trailers);
   }
 
   onDone(call: UpstreamCall): void {
@@ -357,23 +618,27 @@ class Exchange implements CallSink {
 
   onError(call: UpstreamCall, err: Error): void {
     if (call !== this.call || this.clientGone) return;
+    const kind = classify(err);
     if (this.responding) {
-      // Cut short after the head: the client must see a truncated response, not a clean end.
-      this.res.destroy();
+      // Failed after the head: an error response if nothing went to the client yet, else a cut.
+      if (this.stream.retract()) {
+        const [status, code] = kind === 'protocol' ? FAILURE.protocol : FAILURE.reset;
+        this.tenant.series.upstreamError(this.service!.name, kind === 'protocol' ? 'reset' : kind);
+        this.fail(status, code, `service ${this.service!.name} endpoint ${call.ep!.authority}: ${err.message}`);
+      } else this.stream.abort();
       return;
     }
     this.clearTimers();
     const svc = this.service!;
     const ep = call.ep!;
-    const kind = classify(err);
-    this.tenant.series.upstreamError(svc.name, kind);
+    this.tenant.series.upstreamError(svc.name, kind === 'protocol' ? 'reset' : kind);
     svc.picker.report(ep, false, performance.now());
-    const on = kind === 'reset' ? 'reset' : kind === 'timeout' ? undefined : 'connect-failure';
+    const on = kind === 'reset' || kind === 'protocol' ? 'reset' : kind === 'timeout' ? undefined : 'connect-failure';
     if (on !== undefined && this.mayRetry(on)) {
       this.retryLater();
       return;
     }
-    if (kind === 'reset' && call.reusedSocket && !this.staleRetried && !this.hasBody && isIdempotent(this.req.method ?? 'GET')) {
+    if (kind === 'reset' && call.reusedSocket && !this.staleRetried && this.replayable() && isIdempotent(this.stream.req.method)) {
       this.staleRetried = true;
       this.attempts--;
       this.call = undefined;
@@ -387,8 +652,8 @@ class Exchange implements CallSink {
 
   mayRetry(on: '5xx' | 'reset' | 'connect-failure'): boolean {
     const policy = this.service!.service.retries;
-    if (policy === undefined || this.attempts > policy.attempts || !policy.on.includes(on) || this.hasBody) return false;
-    return on === 'connect-failure' || isIdempotent(this.req.method ?? 'GET');
+    if (policy === undefined || this.attempts > policy.attempts || !policy.on.includes(on) || !this.replayable()) return false;
+    return on === 'connect-failure' || isIdempotent(this.stream.req.method);
   }
 
   retryLater(): void {
@@ -400,20 +665,36 @@ class Exchange implements CallSink {
     }, delay);
   }
 
+  // ---- answers made here ---------------------------------------------------------------------
+
   respond(status: number, headers: HeaderList, body: string): void {
+    let flat: string[];
     try {
-      const flat = flattenResponseHeaders(headers, this.requestId, true);
-      flat.push('content-length', String(Buffer.byteLength(body)));
-      this.res.writeHead(status, flat);
+      flat = flattenResponseHeaders(headers, this.requestId, viaOf(this.stream.req.protocol));
     } catch (err) {
       this.fail(502, 'ISOMESH_ERR_PLUGIN_BAD_RESULT', `plugin response rejected: ${(err as Error).message}`);
       return;
     }
-    this.res.end(body);
+    this.sendWhole(status, flat, Buffer.from(body), undefined);
   }
 
   fail(status: number, code: ErrorCode, message: string, retryAfterSec?: number): void {
-    writeProxyError(this.res, status, code, message, this.requestId, retryAfterSec);
+    const stream = this.stream;
+    if (stream.closed) return;
+    if (stream.headSent && !stream.retract()) {
+      // Too late to change the status: cut the stream so the client sees a truncated response.
+      stream.abort();
+      return;
+    }
+    this.state = St.Done;
+    stream.discardBody();
+    const body = errorBody(code, message);
+    const headers = ['content-type', 'application/json', 'x-isomesh-error', code, 'x-request-id', this.requestId];
+    if (retryAfterSec !== undefined) headers.push('retry-after', String(Math.max(0, Math.ceil(retryAfterSec))));
+    headers.push('via', viaOf(stream.req.protocol));
+    stream.writeHead(status, headers, { length: body.length });
+    stream.write(body);
+    stream.end();
   }
 
   unknownService(name: string): void {
@@ -443,16 +724,27 @@ class Exchange implements CallSink {
   }
 
   readonly onClose = (): void => {
-    this.clientGone = true;
+    this.clientGone = this.state !== St.Done || this.stream.closed;
     this.clearTimers();
-    const res = this.res;
-    if (!res.writableFinished) this.call?.abort();
-    const status = res.headersSent ? res.statusCode : 0;
+    const call = this.call;
+    if (call !== undefined && !call.closed) call.abort();
+    const status = this.stream.headSent ? this.stream.status : 0;
     const series = this.tenant.series;
-    series.byClass[status >= 100 && status < 600 ? (status / 100) | 0 : 0].inc();
+    series.byClass[status >= 100 && status < 600 ? (status / 100) | 0 : 0]!.inc();
     series.duration.observe((performance.now() - this.startedAt) / 1000);
     series.inFlight.dec();
     this.tenant.inFlight--;
+    this.state = St.Done;
     if (!this.hookPending) this.endRun();
   };
 }
+
+function viaOf(protocol: string): string {
+  return protocol === 'h2' ? '2 isomesh' : protocol === 'http/1.0' ? '1.0 isomesh' : '1.1 isomesh';
+}
+
+function contentLengthOf(raw: readonly string[]): number {
+  const v = headerOf(raw, 'content-length');
+  return v === undefined ? -1 : Number(v);
+}
+

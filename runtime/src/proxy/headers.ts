@@ -1,9 +1,9 @@
 // Header plumbing for the proxy: hop-by-hop removal (RFC 9110 §7.6.1) in both directions, the
-// conversions between node's flat rawHeaders and the hosts' HeaderList, and the proxy's own error
-// responses. Everything works on node's flat [name, value, name, value, ...] arrays so a request
-// that no plugin touches costs one pass over its headers.
+// conversions between flat [name, value, ...] lists and the hosts' HeaderList, `via` (one entry per
+// hop, appended to what came in), and the proxy's own error bodies. Everything works on flat arrays so
+// a request no plugin touches costs one pass over its headers. Message framing (content-length,
+// transfer-encoding, connection) is never copied from a list: the codecs write their own.
 
-import type { ServerResponse } from 'node:http';
 import type { HeaderList } from '../host/contract.ts';
 import type { ErrorCode } from '../errors.ts';
 
@@ -15,24 +15,25 @@ const HOP_BY_HOP = new Set([
   'trailer',
   'transfer-encoding',
   'upgrade',
+  'http2-settings',
 ]);
 
 /** Request headers the proxy answers or replaces itself, never forwarded as received. */
-const REQUEST_OWNED = new Set(['expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-request-id']);
+const REQUEST_OWNED = new Set(['expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-request-id', 'host', 'via']);
 
 const REQUEST_ID_RE = /^[\x21-\x7e]{1,200}$/;
 
 /** The client's x-request-id when it is sane (≤200 visible ASCII characters), else undefined. */
-export function saneRequestId(value: string | string[] | undefined): string | undefined {
-  return typeof value === 'string' && REQUEST_ID_RE.test(value) ? value : undefined;
+export function saneRequestId(value: string | undefined): string | undefined {
+  return value !== undefined && REQUEST_ID_RE.test(value) ? value : undefined;
 }
 
 /** Extra hop-by-hop names listed in Connection headers (e.g. "Connection: close, x-foo"). */
-function connectionTokens(raw: string[]): Set<string> | undefined {
+function connectionTokens(raw: readonly string[]): Set<string> | undefined {
   let tokens: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i].length !== 10 || raw[i].toLowerCase() !== 'connection') continue;
-    for (const token of raw[i + 1].split(',')) {
+    if (raw[i]!.length !== 10 || raw[i]!.toLowerCase() !== 'connection') continue;
+    for (const token of raw[i + 1]!.split(',')) {
       const name = token.trim().toLowerCase();
       if (name !== '' && !HOP_BY_HOP.has(name)) (tokens ??= new Set()).add(name);
     }
@@ -46,115 +47,136 @@ function isHopByHop(name: string, extra: Set<string> | undefined): boolean {
 
 /**
  * The end-to-end request headers as plugins see them and the upstream receives them: hop-by-hop
- * headers removed, x-forwarded-for appended with the client address, x-forwarded-proto set, and
- * x-request-id set to the request's id.
+ * headers removed; host set to the request's authority (an absolute-form target's authority replaces
+ * Host, RFC 9112 §3.2.2; h2's :authority becomes host); x-forwarded-for appended with the client
+ * address; x-forwarded-proto, x-request-id set; our `via` appended to the client's.
  */
-export function requestHeaderList(raw: string[], clientAddress: string, requestId: string): HeaderList {
+export function requestHeaderList(raw: readonly string[], authority: string, clientAddress: string, requestId: string, via: string): HeaderList {
   const extra = connectionTokens(raw);
   const out: HeaderList = [];
+  if (authority !== '') out.push(['host', authority]);
   let forwardedFor = '';
+  let viaIn = '';
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i].toLowerCase();
+    const name = raw[i]!.toLowerCase();
     if (isHopByHop(name, extra)) continue;
     if (REQUEST_OWNED.has(name)) {
-      if (name === 'x-forwarded-for') forwardedFor = forwardedFor === '' ? raw[i + 1] : `${forwardedFor}, ${raw[i + 1]}`;
+      if (name === 'x-forwarded-for') forwardedFor = forwardedFor === '' ? raw[i + 1]! : `${forwardedFor}, ${raw[i + 1]}`;
+      else if (name === 'via') viaIn = viaIn === '' ? raw[i + 1]! : `${viaIn}, ${raw[i + 1]}`;
       continue;
     }
-    out.push([name, raw[i + 1]]);
+    out.push([name, raw[i + 1]!]);
   }
   out.push(['x-forwarded-for', forwardedFor === '' ? clientAddress : `${forwardedFor}, ${clientAddress}`]);
   out.push(['x-forwarded-proto', 'http']);
+  out.push(['x-request-id', requestId]);
+  out.push(['via', viaIn === '' ? via : `${viaIn}, ${via}`]);
+  return out;
+}
+
+/**
+ * Flatten a (possibly plugin-modified) request HeaderList for the upstream head. Hop-by-hop names are
+ * dropped again because a plugin may have added them; Host falls back to the upstream authority.
+ * Message framing comes from the downstream request only: a plugin-set content-length is dropped
+ * and the downstream's is restored, else a body-less GET with a forged length would desynchronise
+ * the pooled upstream connection (request smuggling). `transferEncoding` is the value to send when
+ * the body is chunked ("gzip, chunked" keeps the client's codings). An upgrade request keeps its
+ * Upgrade field and asks the upstream for the upgrade itself.
+ */
+export function upstreamRequestHeaders(
+  list: HeaderList,
+  authority: string,
+  transferEncoding: string | undefined,
+  contentLength: string | undefined,
+  upgrade?: string,
+): string[] {
+  const flat: string[] = [];
+  let hasHost = false;
+  for (let i = 0; i < list.length; i++) {
+    const name = list[i]![0];
+    if (HOP_BY_HOP.has(name) || name === 'expect' || name === 'content-length') continue;
+    if (name === 'host') hasHost = true;
+    flat.push(name, list[i]![1]);
+  }
+  if (!hasHost) flat.push('host', authority);
+  if (transferEncoding !== undefined) flat.push('transfer-encoding', transferEncoding);
+  else if (contentLength !== undefined) flat.push('content-length', contentLength);
+  if (upgrade !== undefined) flat.push('connection', 'upgrade', 'upgrade', upgrade);
+  return flat;
+}
+
+/** Upstream response headers as a HeaderList for onResponse hooks (hop-by-hop removed, x-request-id ours). */
+export function responseHeaderList(raw: readonly string[], requestId: string): HeaderList {
+  const extra = connectionTokens(raw);
+  const out: HeaderList = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (isHopByHop(name, extra) || name === 'x-request-id') continue;
+    out.push([name, raw[i + 1]!]);
+  }
   out.push(['x-request-id', requestId]);
   return out;
 }
 
 /**
- * Flatten a (possibly plugin-modified) request HeaderList for http.request. Hop-by-hop names are
- * dropped again because a plugin may have added them; Host falls back to the upstream authority.
- * Message framing comes from the downstream request only: a plugin-set content-length is dropped
- * and the downstream's is restored, else a body-less GET with a forged length would desynchronise
- * the pooled upstream connection (request smuggling). A chunked downstream body stays chunked.
+ * Upstream response headers straight to the flat form the codec writes (no plugin in between):
+ * hop-by-hop and framing fields removed, x-request-id ours, our `via` appended. For a 101 the
+ * Connection/Upgrade pair is kept (it is the answer to the upgrade).
  */
-export function upstreamRequestHeaders(
-  list: HeaderList,
-  authority: string,
-  chunked: boolean,
-  contentLength?: string,
-): string[] {
+export function responseHeadersFlat(raw: readonly string[], requestId: string, via: string, upgrade = false): string[] {
+  const extra = connectionTokens(raw);
   const flat: string[] = [];
-  let hasHost = false;
-  for (let i = 0; i < list.length; i++) {
-    const name = list[i][0];
-    if (HOP_BY_HOP.has(name) || name === 'expect' || name === 'content-length') continue;
-    if (name === 'host') hasHost = true;
-    flat.push(name, list[i][1]);
+  let viaIn = '';
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (upgrade && (lower === 'connection' || lower === 'upgrade')) {
+      flat.push(name, raw[i + 1]!);
+      continue;
+    }
+    if (isHopByHop(lower, extra) || lower === 'x-request-id' || lower === 'content-length') continue;
+    if (lower === 'via') {
+      viaIn = viaIn === '' ? raw[i + 1]! : `${viaIn}, ${raw[i + 1]}`;
+      continue;
+    }
+    flat.push(name, raw[i + 1]!);
   }
-  if (!hasHost) flat.push('host', authority);
-  if (chunked) flat.push('transfer-encoding', 'chunked');
-  else if (contentLength !== undefined) flat.push('content-length', contentLength);
+  flat.push('x-request-id', requestId, 'via', viaIn === '' ? via : `${viaIn}, ${via}`);
   return flat;
 }
 
-/** Upstream response headers as a HeaderList for onResponse hooks (hop-by-hop removed, x-request-id ours). */
-export function responseHeaderList(raw: string[], requestId: string): HeaderList {
-  const extra = connectionTokens(raw);
-  const out: HeaderList = [];
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i].toLowerCase();
-    if (isHopByHop(name, extra) || name === 'x-request-id') continue;
-    out.push([name, raw[i + 1]]);
+/**
+ * A HeaderList from a plugin, flattened for the codec; hop-by-hop and framing names dropped (the body's
+ * length comes from the upstream or the proxy, never from a plugin), x-request-id forced.
+ */
+export function flattenResponseHeaders(list: HeaderList, requestId: string, via: string): string[] {
+  const flat: string[] = [];
+  let viaIn = '';
+  for (let i = 0; i < list.length; i++) {
+    const name = list[i]![0].toLowerCase();
+    if (HOP_BY_HOP.has(name) || name === 'x-request-id' || name === 'content-length') continue;
+    if (name === 'via') {
+      viaIn = viaIn === '' ? list[i]![1] : `${viaIn}, ${list[i]![1]}`;
+      continue;
+    }
+    flat.push(name, list[i]![1]);
   }
-  out.push(['x-request-id', requestId]);
+  flat.push('x-request-id', requestId, 'via', viaIn === '' ? via : `${viaIn}, ${via}`);
+  return flat;
+}
+
+/** The JSON body of a proxy-made error: {"error":{"code","message"}}. */
+export function errorBody(code: ErrorCode, message: string): Buffer {
+  return Buffer.from(JSON.stringify({ error: { code, message } }));
+}
+
+/** The value of a header (lower-case name) in a flat raw list; repeated fields joined with ", ". */
+export function headerOf(raw: readonly string[], name: string): string | undefined {
+  let out: string | undefined;
+  const n = name.length;
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i]!;
+    if (k.length === n && (k === name || k.toLowerCase() === name)) out = out === undefined ? raw[i + 1] : `${out}, ${raw[i + 1]}`;
+  }
   return out;
-}
-
-/** Same as responseHeaderList, straight to the flat form writeHead takes (no plugin in between). */
-export function responseHeadersFlat(raw: string[], requestId: string): string[] {
-  const extra = connectionTokens(raw);
-  const flat: string[] = [];
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i].toLowerCase();
-    if (isHopByHop(name, extra) || name === 'x-request-id') continue;
-    flat.push(raw[i], raw[i + 1]);
-  }
-  flat.push('x-request-id', requestId);
-  return flat;
-}
-
-/** A HeaderList from a plugin, flattened for writeHead; hop-by-hop names dropped, x-request-id forced. */
-export function flattenResponseHeaders(list: HeaderList, requestId: string, dropLength: boolean): string[] {
-  const flat: string[] = [];
-  for (let i = 0; i < list.length; i++) {
-    const name = list[i][0].toLowerCase();
-    if (HOP_BY_HOP.has(name) || name === 'x-request-id' || (dropLength && name === 'content-length')) continue;
-    flat.push(name, list[i][1]);
-  }
-  flat.push('x-request-id', requestId);
-  return flat;
-}
-
-/** Answer with the proxy's own error shape: status, x-isomesh-error, JSON {"error":{code,message}}. */
-export function writeProxyError(
-  res: ServerResponse,
-  status: number,
-  code: ErrorCode,
-  message: string,
-  requestId: string,
-  retryAfterSec?: number,
-): void {
-  if (res.headersSent) {
-    // Too late to change the status: cut the stream so the client sees a truncated response.
-    res.destroy();
-    return;
-  }
-  const body = JSON.stringify({ error: { code, message } });
-  const headers = [
-    'content-type', 'application/json',
-    'content-length', String(Buffer.byteLength(body)),
-    'x-isomesh-error', code,
-    'x-request-id', requestId,
-  ];
-  if (retryAfterSec !== undefined) headers.push('retry-after', String(Math.max(0, Math.ceil(retryAfterSec))));
-  res.writeHead(status, headers);
-  res.end(body);
 }

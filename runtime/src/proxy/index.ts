@@ -1,11 +1,11 @@
-// The built-in HTTP/1.1 data plane: one listener per tenant (plus extra addresses, e.g. the node's
-// pod-network address), a compiled route table per TenantConfig, keep-alive upstream pools per
-// tenant, and the plugin host called through PluginHostApi (see exchange.ts for the request flow).
+// The built-in data plane: one listener per tenant (plus extra addresses, e.g. the node's pod-network
+// address) serving HTTP/1.1 on raw sockets (http1/), a compiled route table per TenantConfig,
+// keep-alive upstream pools per tenant, and the plugin host called through PluginHostApi (see
+// exchange.ts for the request flow).
 //
 // configure() only updates the proxy; the caller configures the plugin host with the same
 // TenantConfig itself (both sides expose configure/removeTenant).
 
-import type http from 'node:http';
 import type { Socket } from 'node:net';
 import type pino from 'pino';
 import type prom from 'prom-client';
@@ -14,8 +14,13 @@ import type { TenantConfig } from '../store/model.ts';
 import { IsomeshError } from '../errors.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { compileSnapshot, EMPTY_SNAPSHOT, TenantRuntime } from './tenant.ts';
-import { createListener, drain, listen } from './listener.ts';
-import { handleExchange, type ProxyContext } from './exchange.ts';
+import { ConnectionLedger, defaultMaxConnections, DEFAULT_TIMEOUTS, Sweeper, TenantServer } from './listener.ts';
+import { startExchange, type ProxyContext } from './exchange.ts';
+import type { Http1Timeouts } from './http1/connection.ts';
+import { RateLimitCounters } from '../host/index.ts';
+
+export { DEFAULT_TIMEOUTS, defaultMaxConnections } from './listener.ts';
+export type { Http1Timeouts } from './http1/connection.ts';
 
 export interface ProxyServerOptions {
   host: PluginHostApi;
@@ -25,6 +30,12 @@ export interface ProxyServerOptions {
   listenAddress?: string;
   /** Upper bound on waiting for in-flight requests when a listener closes; default 10 s. */
   drainTimeoutMs?: number;
+  /** Client-side timeouts (header, keep-alive idle, request body idle); defaults DEFAULT_TIMEOUTS. */
+  timeouts?: Partial<Http1Timeouts>;
+  /** Node-wide cap on client connections; default: half the descriptor limit. */
+  maxConnections?: number;
+  /** Rate-limit counters (shared with the rate-limit service); default: the proxy's own. */
+  rateLimits?: RateLimitCounters;
 }
 
 export interface ProxyListener {
@@ -59,6 +70,9 @@ export class ProxyServer {
   /** Old listeners and removed tenants still draining; close() waits for them. */
   readonly #draining = new Set<Promise<void>>();
   readonly #context: ProxyContext;
+  readonly #timeouts: Http1Timeouts;
+  readonly #ledger: ConnectionLedger;
+  readonly #sweeper: Sweeper;
   #resolver: ((socket: Socket) => string | undefined) | undefined;
   /** Original destination per downstream connection: resolved once, reused by its keep-alive requests. */
   readonly #destinations = new WeakMap<Socket, string | null>();
@@ -73,8 +87,26 @@ export class ProxyServer {
     this.#context = {
       host: this.#host,
       logger: this.#logger,
+      rateLimits: opts.rateLimits ?? new RateLimitCounters(),
       originalDestination: (socket) => this.#originalDestination(socket),
     };
+    this.#timeouts = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
+    this.#ledger = new ConnectionLedger(opts.maxConnections ?? defaultMaxConnections());
+    this.#sweeper = new Sweeper(() => this.#allServers());
+    this.#sweeper.start();
+  }
+
+  *#allServers(): Iterable<TenantServer> {
+    for (const t of this.#tenants.values()) yield* t.servers.values();
+    yield* this.#retiring;
+  }
+
+  /** Servers of old ports or removed tenants, still draining (their deadlines still apply). */
+  readonly #retiring = new Set<TenantServer>();
+
+  /** Client connections open on the node and per tenant. */
+  connections(tenant?: string): number {
+    return tenant === undefined ? this.#ledger.total : this.#ledger.of(tenant);
   }
 
   /** Bind the tenant's listener (idempotent; rebinds if the port changed; port 0 = any free port). */
@@ -97,7 +129,7 @@ export class ProxyServer {
       if (t.addresses.includes(address)) return;
       if (t.servers.size > 0) {
         const server = this.#createServer(t);
-        await listen(server, t.port, address);
+        await server.listen(t.port, address);
         t.servers.set(address, server);
       }
       t.addresses.push(address);
@@ -118,7 +150,7 @@ export class ProxyServer {
       const server = t.servers.get(address);
       if (server === undefined) return;
       t.servers.delete(address);
-      await this.#track(drain(server, this.#drainTimeoutMs));
+      await this.#retire(server);
     });
   }
 
@@ -140,9 +172,10 @@ export class ProxyServer {
     await t.serial(async () => {
       const servers = [...t.servers.values()];
       t.servers = new Map();
-      await this.#track(Promise.all(servers.map((s) => drain(s, this.#drainTimeoutMs))).then(() => undefined));
+      await Promise.all(servers.map((s) => this.#retire(s)));
       t.pool.close();
       this.#metrics.forget(tenant);
+      this.#context.rateLimits.forget(tenant);
     });
   }
 
@@ -188,6 +221,7 @@ export class ProxyServer {
     this.#closed = true;
     await Promise.all([...this.#tenants.keys()].map((name) => this.removeTenant(name)));
     await Promise.all(this.#draining);
+    this.#sweeper.stop();
   }
 
   #tenant(name: string): TenantRuntime {
@@ -200,9 +234,20 @@ export class ProxyServer {
     return t;
   }
 
-  #createServer(t: TenantRuntime): http.Server {
+  #createServer(t: TenantRuntime): TenantServer {
     const ctx = this.#context;
-    return createListener((req, res) => handleExchange(ctx, t, req, res));
+    return new TenantServer(t.name, {
+      timeouts: this.#timeouts,
+      ledger: this.#ledger,
+      tenantCap: () => t.snapshot.maxConnections,
+      refused: (reason) => t.series.connectionRefused(reason),
+      onRequest: (stream) => startExchange(ctx, t, stream),
+    });
+  }
+
+  #retire(server: TenantServer): Promise<void> {
+    this.#retiring.add(server);
+    return this.#track(server.drain(this.#drainTimeoutMs).finally(() => this.#retiring.delete(server)));
   }
 
   async #bind(t: TenantRuntime, port: number): Promise<number> {
@@ -210,13 +255,13 @@ export class ProxyServer {
     if (t.servers.size > 0 && (port === 0 || port === t.port)) return t.port;
     // Bind every address on the new port before letting go of the old listeners, so a failed
     // rebind leaves the tenant serving where it was.
-    const fresh = new Map<string, http.Server>();
+    const fresh = new Map<string, TenantServer>();
     let bound = port;
     try {
       for (const address of t.addresses) {
         const server = this.#createServer(t);
         fresh.set(address, server);
-        bound = await listen(server, bound, address);
+        bound = await server.listen(bound, address);
       }
     } catch (err) {
       for (const s of fresh.values()) s.close();
@@ -225,7 +270,7 @@ export class ProxyServer {
     const old = [...t.servers.values()];
     t.servers = fresh;
     t.port = bound;
-    if (old.length > 0) void this.#track(Promise.all(old.map((s) => drain(s, this.#drainTimeoutMs))).then(() => undefined));
+    for (const s of old) void this.#retire(s);
     this.#logger.info({ tenant: t.name, port: bound, addresses: t.addresses }, 'tenant listener bound');
     return bound;
   }

@@ -1,75 +1,218 @@
-// Binding and draining tenant listeners (node:http servers).
+// Tenant listeners: one net.Server per (tenant, address), the connection caps that keep one tenant
+// from taking the node's file descriptors, the sweep that enforces the codecs' deadlines (one timer for
+// every connection, not one per request), and draining.
+//
+// Connection caps (node-wide): a tenant may hold at most its quota's maxConnections client
+// connections; the node at most `maxConnections` (derived from the process's descriptor limit). Once
+// the node is half full, no tenant may grow past an equal share of the node's cap among the tenants
+// holding connections plus one — so a tenant that opens connections without end is refused long before
+// a newcomer is, and never starves the others. Refused connections get a 503 and are closed.
 
-import http from 'node:http';
+import fs from 'node:fs';
+import net from 'node:net';
 import { IsomeshError } from '../errors.ts';
+import { errorResponse, Http1Connection, type Http1Owner, type Http1Timeouts } from './http1/connection.ts';
+import type { DownstreamStream } from './stream.ts';
 
-/** How often a draining server re-closes connections that went idle after their last response. */
+export const DEFAULT_TIMEOUTS: Readonly<Http1Timeouts> = Object.freeze({ headersMs: 10_000, idleMs: 60_000, bodyMs: 30_000 });
+const SWEEP_MS = 200;
 const DRAIN_POLL_MS = 50;
+/** Descriptors kept for upstream sockets, the admin API, cordons, logs: half of the limit. */
+const DOWNSTREAM_SHARE = 0.5;
 
-export function createListener(onRequest: http.RequestListener): http.Server {
-  const server = http.createServer(
-    {
-      // A proxy streams arbitrarily long bodies; the upstream timeouts bound what the proxy waits for.
-      requestTimeout: 0,
-      keepAliveTimeout: 5000,
-      noDelay: true,
-    },
-    onRequest,
-  );
-  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    if (err.code === 'ECONNRESET' || !socket.writable) {
+/** The process's soft limit on open descriptors (RLIMIT_NOFILE), when it can be read. */
+export function descriptorLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Default node-wide cap on client connections: half the descriptor limit (at least 64). */
+export function defaultMaxConnections(): number {
+  const limit = descriptorLimit();
+  if (limit === undefined || !Number.isFinite(limit)) return 65_536;
+  return Math.max(64, Math.floor((limit - 64) * DOWNSTREAM_SHARE));
+}
+
+export type ConnectionVerdict = 'ok' | 'tenant' | 'node';
+
+/** Open client connections per tenant and on the node. */
+export class ConnectionLedger {
+  readonly maxConnections: number;
+  #total = 0;
+  readonly #perTenant = new Map<string, number>();
+
+  constructor(maxConnections: number) {
+    this.maxConnections = maxConnections;
+  }
+
+  get total(): number {
+    return this.#total;
+  }
+
+  of(tenant: string): number {
+    return this.#perTenant.get(tenant) ?? 0;
+  }
+
+  admit(tenant: string, tenantCap: number): ConnectionVerdict {
+    const held = this.#perTenant.get(tenant) ?? 0;
+    if (held >= tenantCap) return 'tenant';
+    const cap = this.maxConnections;
+    if (this.#total >= cap) return 'node';
+    if (this.#total * 2 >= cap) {
+      const share = cap / (this.#perTenant.size + (held === 0 ? 1 : 0) + 1);
+      if (held >= share) return 'node';
+    }
+    this.#perTenant.set(tenant, held + 1);
+    this.#total++;
+    return 'ok';
+  }
+
+  release(tenant: string): void {
+    const held = this.#perTenant.get(tenant);
+    if (held === undefined) return;
+    this.#total--;
+    if (held <= 1) this.#perTenant.delete(tenant);
+    else this.#perTenant.set(tenant, held - 1);
+  }
+}
+
+export interface TenantServerHooks {
+  readonly timeouts: Http1Timeouts;
+  readonly ledger: ConnectionLedger;
+  /** The tenant's current connection cap. */
+  tenantCap(): number;
+  refused(reason: 'tenant' | 'node'): void;
+  onRequest(stream: DownstreamStream): void;
+}
+
+/** One listening address of one tenant and its connections. */
+export class TenantServer implements Http1Owner {
+  readonly tenant: string;
+  readonly server: net.Server;
+  readonly connections = new Set<Http1Connection>();
+  readonly #hooks: TenantServerHooks;
+  #draining = false;
+
+  constructor(tenant: string, hooks: TenantServerHooks) {
+    this.tenant = tenant;
+    this.#hooks = hooks;
+    this.server = net.createServer({ noDelay: true }, this.#onConnection);
+  }
+
+  get timeouts(): Http1Timeouts {
+    return this.#hooks.timeouts;
+  }
+
+  onRequest(stream: DownstreamStream): void {
+    this.#hooks.onRequest(stream);
+  }
+
+  onClosed(conn: Http1Connection): void {
+    if (this.connections.delete(conn)) this.#hooks.ledger.release(this.tenant);
+  }
+
+  readonly #onConnection = (socket: net.Socket): void => {
+    if (this.#draining) {
       socket.destroy();
       return;
     }
-    const body = '{"error":{"code":"ISOMESH_ERR_PROXY_BAD_REQUEST","message":"malformed request"}}';
-    socket.end(
-      'HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: application/json\r\n' +
-        `x-isomesh-error: ISOMESH_ERR_PROXY_BAD_REQUEST\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
-    );
-  });
-  return server;
-}
-
-/** Listen; resolves with the bound port, rejects IsomeshError (PORT_IN_USE or LISTEN_FAILED). */
-export function listen(server: http.Server, port: number, address: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void => {
-      server.off('listening', onListening);
-      if (err.code === 'EADDRINUSE') {
-        reject(new IsomeshError('ISOMESH_ERR_TENANT_PORT_IN_USE', `listener port ${address}:${port} is already in use`));
-      } else {
-        reject(new IsomeshError('ISOMESH_ERR_PROXY_LISTEN_FAILED', `cannot listen on ${address}:${port}: ${err.code ?? err.message}`));
-      }
-    };
-    const onListening = (): void => {
-      server.off('error', onError);
-      const bound = server.address();
-      resolve(typeof bound === 'object' && bound !== null ? bound.port : port);
-    };
-    server.once('error', onError);
-    server.once('listening', onListening);
-    server.listen({ port, host: address, exclusive: true });
-  });
-}
-
-/**
- * Stop accepting, let in-flight requests finish, close keep-alive connections as they go idle,
- * and after `timeoutMs` cut whatever is left.
- */
-export function drain(server: http.Server, timeoutMs: number): Promise<void> {
-  return new Promise((resolve) => {
-    if (!server.listening) {
-      server.closeAllConnections();
-      resolve();
+    const verdict = this.#hooks.ledger.admit(this.tenant, this.#hooks.tenantCap());
+    if (verdict !== 'ok') {
+      this.#hooks.refused(verdict);
+      socket.on('error', () => {});
+      const why = verdict === 'tenant' ? `tenant ${this.tenant} is at its connection quota` : 'the node is at its connection cap';
+      socket.end(errorResponse(503, 'ISOMESH_ERR_PROXY_CONNECTION_LIMIT', why, true), 'latin1');
+      setTimeout(() => socket.destroy(), 1000).unref();
       return;
     }
-    const poll = setInterval(() => server.closeIdleConnections(), DRAIN_POLL_MS);
-    const deadline = setTimeout(() => server.closeAllConnections(), timeoutMs);
-    server.close(() => {
-      clearInterval(poll);
-      clearTimeout(deadline);
-      resolve();
+    this.connections.add(new Http1Connection(socket, this));
+  };
+
+  /** Deadlines of this server's connections (called by the proxy's sweep). */
+  sweep(now: number): void {
+    for (const conn of this.connections) if (conn.deadline !== 0 && now >= conn.deadline) conn.expire();
+  }
+
+  listen(port: number, address: string): Promise<number> {
+    const server = this.server;
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        server.off('listening', onListening);
+        if (err.code === 'EADDRINUSE') {
+          reject(new IsomeshError('ISOMESH_ERR_TENANT_PORT_IN_USE', `listener port ${address}:${port} is already in use`));
+        } else {
+          reject(new IsomeshError('ISOMESH_ERR_PROXY_LISTEN_FAILED', `cannot listen on ${address}:${port}: ${err.code ?? err.message}`));
+        }
+      };
+      const onListening = (): void => {
+        server.off('error', onError);
+        const bound = server.address();
+        resolve(typeof bound === 'object' && bound !== null ? bound.port : port);
+      };
+      server.once('error', onError);
+      server.once('listening', onListening);
+      server.listen({ port, host: address, exclusive: true });
     });
-    server.closeIdleConnections();
-  });
+  }
+
+  close(): void {
+    this.#draining = true;
+    if (this.server.listening) this.server.close();
+  }
+
+  /**
+   * Stop accepting, let in-flight requests finish, close keep-alive connections as they go idle, and
+   * after `timeoutMs` cut whatever is left.
+   */
+  drain(timeoutMs: number): Promise<void> {
+    this.close();
+    return new Promise((resolve) => {
+      const deadline = Date.now() + timeoutMs;
+      const tick = (): void => {
+        for (const conn of this.connections) {
+          if (conn.stream === undefined) conn.destroy();
+          else conn.closeAfter = true;
+        }
+        if (this.connections.size === 0) {
+          resolve();
+          return;
+        }
+        if (Date.now() >= deadline) {
+          for (const conn of this.connections) conn.destroy();
+          resolve();
+          return;
+        }
+        setTimeout(tick, DRAIN_POLL_MS);
+      };
+      tick();
+    });
+  }
+}
+
+/** One timer for the deadlines of every connection of a set of servers. */
+export class Sweeper {
+  readonly #servers: () => Iterable<TenantServer>;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(servers: () => Iterable<TenantServer>) {
+    this.#servers = servers;
+  }
+
+  start(): void {
+    if (this.#timer !== undefined) return;
+    this.#timer = setInterval(() => {
+      const now = performance.now();
+      for (const s of this.#servers()) s.sweep(now);
+    }, SWEEP_MS);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
 }

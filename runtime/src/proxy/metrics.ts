@@ -21,6 +21,9 @@ export interface TenantSeries {
   /** Index by Math.floor(status / 100) (1..5); 0 = the client went away before a response head. */
   byClass: Array<{ inc(): void }>;
   upstreamError(service: string, kind: UpstreamErrorKind): void;
+  rateLimit(name: string, result: 'ok' | 'over' | 'shadow_over'): void;
+  /** Connections refused by the tenant's or the node's connection cap. */
+  connectionRefused(reason: 'tenant' | 'node'): void;
 }
 
 function metric<T extends prom.Metric>(registry: prom.Registry, name: string, make: () => T): T {
@@ -32,6 +35,8 @@ export class ProxyMetrics {
   readonly #duration: prom.Histogram<'tenant'>;
   readonly #upstreamErrors: prom.Counter<'tenant' | 'service' | 'kind'>;
   readonly #inFlight: prom.Gauge<'tenant'>;
+  readonly #rateLimits: prom.Counter<'tenant' | 'ratelimit' | 'result'>;
+  readonly #refused: prom.Counter<'tenant' | 'reason'>;
 
   constructor(registry: prom.Registry) {
     const registers = [registry];
@@ -60,16 +65,36 @@ export class ProxyMetrics {
       labelNames: ['tenant'] as const,
       registers,
     }));
+    this.#rateLimits = metric(registry, 'isomesh_ratelimit_total', () => new prom.Counter({
+      name: 'isomesh_ratelimit_total',
+      help: 'Requests counted by a tenant rate limit, by result (over = refused with 429; shadow_over = over a shadow limit, let through).',
+      labelNames: ['tenant', 'ratelimit', 'result'] as const,
+      registers,
+    }));
+    this.#refused = metric(registry, 'isomesh_connections_refused_total', () => new prom.Counter({
+      name: 'isomesh_connections_refused_total',
+      help: "Client connections refused because the tenant (quota maxConnections) or the node was at its connection cap.",
+      labelNames: ['tenant', 'reason'] as const,
+      registers,
+    }));
   }
 
   tenant(tenant: string): TenantSeries {
     const errors = this.#upstreamErrors;
+    const rateLimits = this.#rateLimits;
+    const refused = this.#refused;
     return {
       inFlight: this.#inFlight.labels(tenant),
       duration: this.#duration.labels(tenant),
       byClass: CODE_CLASSES.map((c) => this.#requests.labels(tenant, c)),
       upstreamError(service, kind) {
         errors.labels(tenant, service, kind).inc();
+      },
+      rateLimit(name, result) {
+        rateLimits.labels(tenant, name, result).inc();
+      },
+      connectionRefused(reason) {
+        refused.labels(tenant, reason).inc();
       },
     };
   }

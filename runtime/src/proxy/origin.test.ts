@@ -1,6 +1,6 @@
 // The proxy's own upstream HTTP/1.1 client (origin.ts) against raw TCP upstreams that answer with
 // exact bytes: framing (chunked split anywhere, close-delimited, HEAD, 1xx), strictness (invalid
-// responses are 502 UPSTREAM_RESET) and connection reuse only after a clean, complete response.
+// responses are 502 ISOMESH_ERR_UPSTREAM_BAD_RESPONSE, API.md v1) and connection reuse only after a clean, complete response.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -133,7 +133,7 @@ test('HEAD: a Content-Length without a body; 204 and 304 carry no body either', 
   assert.equal(up.connections, 1);
 });
 
-test('invalid upstream responses are 502 ISOMESH_ERR_PROXY_UPSTREAM_RESET and never reused', async (t) => {
+test('invalid upstream responses are 502 ISOMESH_ERR_UPSTREAM_BAD_RESPONSE and never reused', async (t) => {
   const bad: Record<string, string> = {
     '/both': 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
     '/twice': 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc',
@@ -149,7 +149,7 @@ test('invalid upstream responses are 502 ISOMESH_ERR_PROXY_UPSTREAM_RESET and ne
   for (const path of Object.keys(bad)) {
     const r = await send(port, { method: 'POST', path }); // POST: no stale-connection retry
     assert.equal(r.status, 502, `${path}: ${r.status} ${r.body}`);
-    assert.equal(r.headers['x-isomesh-error'], 'ISOMESH_ERR_PROXY_UPSTREAM_RESET', path);
+    assert.equal(r.headers['x-isomesh-error'], 'ISOMESH_ERR_UPSTREAM_BAD_RESPONSE', path);
   }
   const good = await send(port, { path: '/fine' });
   assert.equal(good.body, 'ok');

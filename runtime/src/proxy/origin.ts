@@ -8,11 +8,15 @@
 // "HTTP/1.x NNN ...", CRLF line ends only, no obs-fold, token header names, no control characters in
 // values, at most one Content-Length, never both Content-Length and Transfer-Encoding, head ≤ 16 KiB.
 // Framing: HEAD / 204 / 304 have no body; chunked; Content-Length; else read until close.
-// 1xx interim responses are skipped. A connection is reused only after a complete, keep-alive response
-// to a fully sent request with no stray bytes after it.
+// 1xx interim responses are skipped (a 101 to an upgrade request hands the socket to the exchange).
+// A connection is reused only after a complete, keep-alive response to a fully sent request with no
+// stray bytes after it, and it goes back to the pool reading (never paused by the last exchange's
+// backpressure: a paused pooled socket would hang the next request on it).
+// The request body comes from the exchange (sendBody/endBody), framed here (Content-Length as given,
+// or chunked with trailers). At most half an endpoint's sockets carry unfinished request bodies: a slow
+// uploader cannot take every socket from the requests behind it.
 
 import net from 'node:net';
-import type { IncomingMessage } from 'node:http';
 import type { EndpointState } from './balancer.ts';
 
 /** Sentinel given to abort() when the TCP connect took too long. */
@@ -22,6 +26,7 @@ const MAX_HEAD_BYTES = 16 * 1024;
 const MAX_LINE_BYTES = 4 * 1024;
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const STATUS_RE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: [^\r\n]*)?$/;
+const CODING_RE = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const BAD_VALUE_RE = /[^\t\x20-\x7e\x80-\xff]/;
 const BAD_PATH_RE = /[^\u0021-\u00ff]/;
@@ -35,24 +40,37 @@ function hangUp(): Error {
   return Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
 }
 
-/** What the exchange hears from one upstream call. Nothing is called after onClose. */
+/** What the exchange hears from one upstream call. Nothing is called after onDone. */
 export interface CallSink {
-  /** The final response head (interim 1xx skipped); rawHeaders as node gives them: [name, value, ...]. */
-  onHead(call: UpstreamCall, status: number, rawHeaders: string[]): void;
+  /** A connection took the call: its request body (if any) may flow now (sendBody). */
+  onAssigned(call: UpstreamCall): void;
+  /** sendBody returned false earlier; the socket can take more. */
+  onBodyDrain(call: UpstreamCall): void;
+  /**
+   * The final response head (interim 1xx skipped); raw = [name, value, ...]; `codings` = transfer
+   * codings before the final chunked ("" when none).
+   */
+  onHead(call: UpstreamCall, status: number, raw: string[], codings: string): void;
+  /** The upstream accepted an upgrade (101): the socket is the exchange's now (rest = bytes after the head). */
+  onUpgrade(call: UpstreamCall, raw: string[], socket: net.Socket, rest: Buffer | undefined): void;
   /** The request (head and body) has been handed to the socket. */
   onSent(call: UpstreamCall): void;
   /** Failure before the head, or while streaming the body (the client then gets a truncated response). */
   onError(call: UpstreamCall, err: Error): void;
-  /** The whole response body went to the target. */
-  onEnd(call: UpstreamCall): void;
+  /** The whole response body went to the target; trailers [name, value, ...] of a chunked body. */
+  onEnd(call: UpstreamCall, trailers: string[] | undefined): void;
   /** Exactly once, when the call is over however it ended. */
   onDone(call: UpstreamCall): void;
 }
 
-/** The downstream side a response body streams to (http.ServerResponse). */
+/** How the request body is framed toward the upstream. */
+export const RequestBody = { None: 0, Length: 1, Chunked: 2 } as const;
+export type RequestBodyMode = (typeof RequestBody)[keyof typeof RequestBody];
+
+/** The downstream side a response body streams to. */
 export interface BodyTarget {
   write(chunk: Buffer): boolean;
-  once(event: 'drain', fn: () => void): unknown;
+  onDrain(fn: () => void): void;
 }
 
 /** Build the request head; throws (message like node's) on a header name/value HTTP/1.1 cannot carry. */
@@ -82,10 +100,11 @@ export class UpstreamCall {
   readonly sink: CallSink;
   readonly head: string;
   readonly isHead: boolean;
-  /** Downstream request body to stream, and whether to frame it chunked. */
-  readonly body: IncomingMessage | undefined;
-  readonly chunked: boolean;
+  /** How the exchange's request body is framed (RequestBody). */
+  readonly bodyMode: RequestBodyMode;
   readonly connectTimeoutMs: number;
+  /** An upgrade request: a 101 hands the socket over; any other answer is a normal response. */
+  readonly upgrade: boolean;
   conn: UpstreamConnection | undefined;
   /** The connection had served an earlier request (a dead one shows up as a reset: retry-worthy). */
   reusedSocket = false;
@@ -98,17 +117,35 @@ export class UpstreamCall {
   target: BodyTarget | null | undefined;
   /** Body bytes that arrived before stream()/discard(). */
   held: Buffer[] | undefined;
+  /** Trailers of a held body (delivered with onEnd). */
+  trailers: string[] | undefined;
   /** The caller's bookkeeping: which endpoint and service this attempt counts against. */
   ep: EndpointState | undefined;
   svc: { active: number } | undefined;
+  pool: EndpointPool | undefined;
 
-  constructor(sink: CallSink, head: string, isHead: boolean, body: IncomingMessage | undefined, chunked: boolean, connectTimeoutMs: number) {
+  constructor(sink: CallSink, head: string, isHead: boolean, bodyMode: RequestBodyMode, connectTimeoutMs: number, upgrade = false) {
     this.sink = sink;
     this.head = head;
     this.isHead = isHead;
-    this.body = body;
-    this.chunked = chunked;
+    this.bodyMode = bodyMode;
     this.connectTimeoutMs = connectTimeoutMs;
+    this.upgrade = upgrade;
+    if (bodyMode === RequestBody.None) this.sentAll = false;
+  }
+
+  /** Request body bytes (after onAssigned); false = wait for onBodyDrain. */
+  sendBody(chunk: Buffer): boolean {
+    const conn = this.conn;
+    if (conn === undefined || this.closed || this.sentAll || chunk.length === 0) return true;
+    return conn.sendBody(this, chunk);
+  }
+
+  /** The request body is complete (trailers only for a chunked body). */
+  endBody(trailers?: string[]): void {
+    const conn = this.conn;
+    if (conn === undefined || this.closed || this.sentAll) return;
+    conn.endBody(this, trailers);
   }
 
   /** Stream the response body to `target` (backpressure: the upstream socket pauses while it is full). */
@@ -145,7 +182,7 @@ export class UpstreamCall {
     const conn = this.conn;
     if (conn === undefined) return;
     conn.socket.pause();
-    t.once('drain', () => {
+    t.onDrain(() => {
       if (this.conn === conn) conn.socket.resume();
     });
   }
@@ -159,8 +196,6 @@ export class UpstreamCall {
     if (err !== undefined) this.sink.onError(this, err);
     this.close();
   }
-
-  pool: EndpointPool | undefined;
 
   close(): void {
     if (this.closed) return;
@@ -185,6 +220,8 @@ export class UpstreamConnection {
   #chunk: Num<typeof Chunk> = Chunk.Size;
   #line = '';
   #trailerBytes = 0;
+  #trailers: string[] | undefined;
+  #codings = '';
   #keepAlive = false;
   #dirty = false;
 
@@ -194,6 +231,7 @@ export class UpstreamConnection {
     this.socket.on('data', this.#onData);
     this.socket.on('error', this.#onError);
     this.socket.on('close', this.#onClose);
+    this.socket.on('drain', this.#onDrain);
   }
 
   assign(call: UpstreamCall): void {
@@ -205,6 +243,8 @@ export class UpstreamConnection {
     this.#headBuf = undefined;
     this.#keepAlive = false;
     this.#dirty = false;
+    this.#codings = '';
+    this.#trailers = undefined;
     const socket = this.socket;
     if (socket.connecting && call.connectTimeoutMs > 0) {
       const timer = setTimeout(() => {
@@ -213,63 +253,62 @@ export class UpstreamConnection {
       this.#connectTimer = timer;
       socket.once('connect', () => clearTimeout(timer));
     }
-    const body = call.body;
-    if (body === undefined) {
-      socket.write(call.head, 'latin1');
+    socket.write(call.head, 'latin1');
+    if (call.bodyMode === RequestBody.None) {
       call.sentAll = true;
+      call.sink.onAssigned(call);
       return;
     }
-    socket.write(call.head, 'latin1');
-    this.#sendBody(call, body);
+    this.pool.uploading++;
+    this.#uploading = true;
+    call.sink.onAssigned(call);
   }
 
-  #sendBody(call: UpstreamCall, body: IncomingMessage): void {
+  #uploading = false;
+
+  sendBody(call: UpstreamCall, chunk: Buffer): boolean {
+    if (this.call !== call) return true;
     const socket = this.socket;
-    const chunked = call.chunked;
-    const onDrain = (): void => {
-      body.resume();
-    };
-    const onData = (chunk: Buffer): void => {
-      if (this.call !== call) return;
-      let ok: boolean;
-      if (chunked) {
-        if (chunk.length === 0) return;
-        socket.cork();
-        socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
-        socket.write(chunk);
-        ok = socket.write('\r\n', 'latin1');
-        socket.uncork();
-      } else {
-        ok = socket.write(chunk);
-      }
-      if (!ok) body.pause();
-    };
-    const cleanup = (): void => {
-      body.off('data', onData);
-      body.off('end', onEnd);
-      socket.off('drain', onDrain);
-    };
-    const onEnd = (): void => {
-      cleanup();
-      if (this.call !== call) return;
-      if (chunked) socket.write('0\r\n\r\n', 'latin1');
-      call.sentAll = true;
-      call.sink.onSent(call);
-    };
-    body.on('data', onData);
-    body.once('end', onEnd);
-    socket.on('drain', onDrain);
-    this.#stopBody = cleanup;
+    if (call.bodyMode !== RequestBody.Chunked) return socket.write(chunk);
+    socket.cork();
+    socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+    socket.write(chunk);
+    const ok = socket.write('\r\n', 'latin1');
+    socket.uncork();
+    return ok;
   }
 
-  #stopBody: (() => void) | undefined;
+  endBody(call: UpstreamCall, trailers: string[] | undefined): void {
+    if (this.call !== call) return;
+    if (call.bodyMode === RequestBody.Chunked) {
+      let last = '0\r\n';
+      if (trailers !== undefined) for (let i = 0; i < trailers.length; i += 2) last += `${trailers[i]}: ${trailers[i + 1]}\r\n`;
+      this.socket.write(`${last}\r\n`, 'latin1');
+    }
+    this.#uploadDone();
+    call.sentAll = true;
+    call.sink.onSent(call);
+  }
+
+  #uploadDone(): void {
+    if (!this.#uploading) return;
+    this.#uploading = false;
+    this.pool.uploading--;
+    if (this.call !== undefined) queueMicrotask(() => this.pool.pump());
+  }
+
+  readonly #onDrain = (): void => {
+    const call = this.call;
+    if (call !== undefined && !call.sentAll && call.bodyMode !== RequestBody.None) call.sink.onBodyDrain(call);
+  };
 
   /** The response is complete and the exchange has taken (or dropped) the body: end the call. */
   finish(): void {
     const call = this.call!;
-    const reusable = this.#keepAlive && call.sentAll && !this.#dirty;
+    const reusable = this.#keepAlive && call.sentAll && !this.#dirty && !call.upgrade;
+    const trailers = this.#trailers;
     this.#detach();
-    if (call.target) call.sink.onEnd(call);
+    if (call.target) call.sink.onEnd(call, trailers);
     call.close();
     this.pool.release(this, reusable);
   }
@@ -280,9 +319,21 @@ export class UpstreamConnection {
     this.pool.release(this, false);
   }
 
+  /** Hand the socket to an upgraded exchange: it leaves the pool without being closed. */
+  #handOver(call: UpstreamCall, raw: string[], rest: Buffer | undefined): void {
+    this.#detach();
+    this.socket.off('data', this.#onData);
+    this.socket.off('error', this.#onError);
+    this.socket.off('close', this.#onClose);
+    this.socket.off('drain', this.#onDrain);
+    this.pool.forget(this);
+    call.headReceived = true;
+    call.sink.onUpgrade(call, raw, this.socket, rest);
+    call.close();
+  }
+
   #detach(): void {
-    this.#stopBody?.();
-    this.#stopBody = undefined;
+    this.#uploadDone();
     clearTimeout(this.#connectTimer);
     this.#connectTimer = undefined;
     this.call = undefined;
@@ -361,6 +412,10 @@ export class UpstreamConnection {
       }
       const status = this.#head(call, data.toString('latin1', 0, end), consumed < buf.length);
       if (status < 0) return -1;
+      if (status === 101) {
+        this.#handOver(call, this.#upgradeRaw!, consumed < buf.length ? Buffer.from(buf.subarray(consumed)) : undefined);
+        return -1;
+      }
       if (status >= 100 && status < 200) {
         // Interim response: skip it, parse what follows.
         if (consumed >= buf.length) return -1;
@@ -379,7 +434,7 @@ export class UpstreamConnection {
     const m = STATUS_RE.exec(lines[0]!);
     if (m === null) return this.#badHead('bad status line');
     const status = Number(m[2]);
-    if (status === 101) return this.#badHead('unexpected 101');
+    if (status === 101 && !call.upgrade) return this.#badHead('unexpected 101');
     const raw: string[] = [];
     let length = -1;
     let te: string | undefined;
@@ -410,6 +465,10 @@ export class UpstreamConnection {
         }
       }
     }
+    if (status === 101) {
+      this.#upgradeRaw = raw;
+      return status;
+    }
     if (status < 200) return status;
     const tokens = connection === '' ? [] : connection.toLowerCase().split(',').map((t) => t.trim());
     this.#keepAlive = m[1] === '1' ? !tokens.includes('close') : tokens.includes('keep-alive');
@@ -417,14 +476,19 @@ export class UpstreamConnection {
       this.#body = Body.None;
     } else if (te !== undefined) {
       if (length !== -1) return this.#badHead('both content-length and transfer-encoding');
-      const codings = te.toLowerCase().split(',');
-      if (codings[codings.length - 1]!.trim() === 'chunked') {
+      const codings = te.toLowerCase().split(',').map((c) => c.trim());
+      for (const c of codings) if (!CODING_RE.test(c)) return this.#badHead('bad transfer-encoding');
+      const chunkedAt = codings.indexOf('chunked');
+      if (chunkedAt !== -1 && chunkedAt !== codings.length - 1) return this.#badHead('chunked is not the final transfer coding');
+      if (chunkedAt === codings.length - 1) {
         this.#body = Body.Chunked;
         this.#chunk = Chunk.Size;
         this.#line = '';
         this.#trailerBytes = 0;
+        this.#codings = codings.slice(0, -1).join(', ');
       } else {
         this.#body = Body.UntilClose;
+        this.#codings = codings.join(', ');
       }
     } else if (length !== -1) {
       this.#body = length === 0 ? Body.None : Body.Length;
@@ -436,11 +500,13 @@ export class UpstreamConnection {
     this.state = this.#body === Body.None ? State.Done : State.Body;
     if (this.state === State.Done && more) this.#dirty = true; // bytes after a body-less response
     call.headReceived = true;
-    call.sink.onHead(call, status, raw);
+    call.sink.onHead(call, status, raw, this.#codings);
     // The exchange has not decided what to do with the body yet (a response hook is running): hold it.
     if (this.call === call && call.target === undefined && this.state === State.Body) this.socket.pause();
     return status;
   }
+
+  #upgradeRaw: string[] | undefined;
 
   #badHead(why: string): number {
     this.#fail(protocolError(why));
@@ -530,7 +596,7 @@ export class UpstreamConnection {
               this.#remaining = size;
             }
           } else {
-            // Trailers are read and dropped (not forwarded); the empty line ends the message.
+            // Trailer fields (checked like header fields) until the empty line ends the message.
             this.#trailerBytes += line.length;
             if (this.#trailerBytes > MAX_HEAD_BYTES) {
               this.#fail(protocolError('trailers too large'));
@@ -541,6 +607,14 @@ export class UpstreamConnection {
               if (i < buf.length) this.#dirty = true;
               return;
             }
+            const colon = text.indexOf(':');
+            const name = colon > 0 ? text.slice(0, colon) : '';
+            const value = text.slice(colon + 1).trim();
+            if (!TOKEN_RE.test(name) || BAD_VALUE_RE.test(value)) {
+              this.#fail(protocolError('bad trailer field'));
+              return;
+            }
+            (this.#trailers ??= []).push(name, value);
           }
           break;
         }
@@ -563,8 +637,13 @@ export class EndpointPool {
   readonly #idle: UpstreamConnection[] = [];
   readonly #all = new Set<UpstreamConnection>();
   readonly #queue: UpstreamCall[] = [];
+  /** Calls with a request body waiting because `maxUploads` sockets already carry unfinished bodies. */
+  readonly #uploadQueue: UpstreamCall[] = [];
   #sweep: NodeJS.Timeout | undefined;
   retired = false;
+  /** Sockets whose call is still sending its request body. */
+  uploading = 0;
+  readonly maxUploads: number;
 
   constructor(host: string, port: number, maxSockets: number, idleTimeoutMs: number) {
     this.host = host;
@@ -572,6 +651,7 @@ export class EndpointPool {
     this.maxSockets = maxSockets;
     this.maxIdle = Math.min(maxSockets, 64);
     this.idleTimeoutMs = idleTimeoutMs;
+    this.maxUploads = Math.max(1, Math.floor(maxSockets / 2));
   }
 
   get openSockets(): number {
@@ -581,6 +661,16 @@ export class EndpointPool {
   /** Start `call` on an idle connection, a new one, or queue it until one frees up. */
   dispatch(call: UpstreamCall): void {
     call.pool = this;
+    if (call.bodyMode !== RequestBody.None) {
+      // Uploads queue apart, so bodyless requests never wait behind them for a socket.
+      if (this.uploading >= this.maxUploads || !this.#start(call)) this.#uploadQueue.push(call);
+      return;
+    }
+    if (!this.#start(call)) this.#queue.push(call);
+  }
+
+  /** Starts the call on an idle connection or a new one; false when every socket is taken. */
+  #start(call: UpstreamCall): boolean {
     let idle = this.#idle.pop();
     while (idle !== undefined && idle.socket.destroyed) {
       this.#all.delete(idle);
@@ -588,18 +678,47 @@ export class EndpointPool {
     }
     if (idle !== undefined) {
       idle.assign(call);
-      return;
+      return true;
     }
     if (this.#all.size < this.maxSockets) {
       this.#open().assign(call);
-      return;
+      return true;
     }
-    this.#queue.push(call);
+    return false;
+  }
+
+  /** An upload finished sending: a queued upload may start if a socket is free. */
+  pump(): void {
+    while (this.#uploadQueue.length > 0 && this.uploading < this.maxUploads && !this.retired) {
+      const call = this.#uploadQueue[0]!;
+      if (!this.#start(call)) return;
+      this.#uploadQueue.shift();
+    }
   }
 
   unqueue(call: UpstreamCall): void {
-    const i = this.#queue.indexOf(call);
+    let i = this.#queue.indexOf(call);
     if (i !== -1) this.#queue.splice(i, 1);
+    i = this.#uploadQueue.indexOf(call);
+    if (i !== -1) this.#uploadQueue.splice(i, 1);
+  }
+
+  /** The next queued call a freed socket may take: bodyless first; uploads only under the cap. */
+  #next(): UpstreamCall | undefined {
+    const q = this.#queue.shift();
+    if (q !== undefined) return q;
+    if (this.uploading < this.maxUploads) return this.#uploadQueue.shift();
+    return undefined;
+  }
+
+  /** A connection handed to an upgraded exchange: no longer ours to pool or count. */
+  forget(conn: UpstreamConnection): void {
+    this.#all.delete(conn);
+    const next = this.#next();
+    if (next !== undefined) {
+      if (this.retired) next.abort(hangUp());
+      else this.#open().assign(next);
+    }
   }
 
   #open(): UpstreamConnection {
@@ -610,7 +729,9 @@ export class EndpointPool {
 
   release(conn: UpstreamConnection, reusable: boolean): void {
     if (!this.#all.has(conn)) return;
-    const next = this.#queue.shift();
+    const next = this.#next();
+    // The last exchange may have paused the socket (its client was slow): a pooled socket reads again.
+    if (reusable && conn.socket.isPaused()) conn.socket.resume();
     if (reusable && !this.retired) {
       if (next !== undefined) {
         conn.assign(next);
@@ -666,6 +787,7 @@ export class EndpointPool {
   destroy(): void {
     this.retire();
     for (const call of this.#queue.splice(0)) call.abort(hangUp());
+    for (const call of this.#uploadQueue.splice(0)) call.abort(hangUp());
     for (const conn of [...this.#all]) {
       this.#all.delete(conn);
       conn.destroy();

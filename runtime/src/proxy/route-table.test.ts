@@ -23,7 +23,8 @@ const routes: Route[] = [
 const table = new RouteTable(routes, [service('vipsvc', [1], { vip: '10.96.0.10:8080' }), service('v6', [1], { vip: '[FD00::1]:80' })]);
 
 function m(host: string, path: string, method = 'GET', headers: IncomingHttpHeaders = {}): string | undefined {
-  return table.match({ host, path, method, headers })?.route;
+  const raw = Object.entries(headers).flatMap(([k, v]) => (Array.isArray(v) ? v.flatMap((x) => [k, x]) : [k, String(v)]));
+  return table.match({ host, path, method, raw })?.route;
 }
 
 test('route matching: first match in list order across host, path, regex, method and headers', () => {
@@ -57,7 +58,7 @@ test('route matching: first match in list order across host, path, regex, method
 test('a weighted target splits roughly by weight', () => {
   const t = new RouteTable([{ name: 'split', match: { pathPrefix: '/' }, to: { weighted: [{ service: 'a', weight: 3 }, { service: 'b', weight: 1 }, { service: 'c', weight: 0 }] } }], []);
   const counts: Record<string, number> = { a: 0, b: 0, c: 0 };
-  for (let i = 0; i < 4000; i++) counts[t.match({ host: '', path: '/', method: 'GET', headers: {} })!.service]++;
+  for (let i = 0; i < 4000; i++) counts[t.match({ host: '', path: '/', method: 'GET', raw: [] })!.service]++;
   assert.equal(counts.c, 0);
   assert.ok(counts.a / 4000 > 0.7 && counts.a / 4000 < 0.8, JSON.stringify(counts));
 });
@@ -67,14 +68,14 @@ test('weighted pick follows the injected random source exactly', () => {
   const t = new RouteTable([{ name: 'split', match: {}, to: { weighted: [{ service: 'a', weight: 1 }, { service: 'b', weight: 3 }] } }], [], () => next);
   const pick = (r: number): string => {
     next = r;
-    return t.match({ host: '', path: '/', method: 'GET', headers: {} })!.service;
+    return t.match({ host: '', path: '/', method: 'GET', raw: [] })!.service;
   };
   assert.deepEqual([0, 0.24, 0.25, 0.99].map(pick), ['a', 'a', 'b', 'b']);
 });
 
 test('route timeout is carried with the choice', () => {
   const t = new RouteTable([{ name: 'slow', match: { path: '/s' }, to: { service: 'a' }, timeoutMs: 1234 }], []);
-  assert.deepEqual(t.match({ host: '', path: '/s', method: 'GET', headers: {} }), { route: 'slow', service: 'a', timeoutMs: 1234 });
+  assert.deepEqual(t.match({ host: '', path: '/s', method: 'GET', raw: [] }), { route: 'slow', service: 'a', timeoutMs: 1234, upgrades: ['websocket'] });
 });
 
 test('VIP lookup by original destination or Host authority', () => {
@@ -107,7 +108,7 @@ test('routes are tried by specificity, not by name: exact > longest prefix > reg
     { name: 'f-host', match: { pathPrefix: '/api', host: 'shop.local' }, to: { service: 'shop' } },
   ];
   const table = new RouteTable(routes, ['all', 'api', 'v2', 'health', 'num', 'shop'].map(svc));
-  const pick = (path: string, host = '') => table.match({ host, path, method: 'GET', headers: {} })?.service;
+  const pick = (path: string, host = '') => table.match({ host, path, method: 'GET', raw: [] })?.service;
   assert.equal(pick('/x'), 'all');
   assert.equal(pick('/api/users'), 'api');
   assert.equal(pick('/api/v2/users'), 'v2');
@@ -123,7 +124,7 @@ test('regression (issue 7 also-worth-mending host-before-path): a host-only rout
     { name: 'wild', match: { host: '*.internal', pathPrefix: '/' }, to: { service: 'wild' } },
   ];
   const table = new RouteTable(routes, ['public', 'admin', 'wild'].map((n) => service(n, [1])));
-  const pick = (host: string, path = '/') => table.match({ host, path, method: 'GET', headers: {} })?.route;
+  const pick = (host: string, path = '/') => table.match({ host, path, method: 'GET', raw: [] })?.route;
   assert.equal(pick('admin.internal'), 'admin', 'exact host wins over any prefix on any host');
   assert.equal(pick('db.internal', '/x'), 'wild', 'a wildcard host wins over any host');
   assert.equal(pick('public.example'), 'catch-all');
@@ -137,9 +138,9 @@ test('regression (issue 7 #1 route-regex-redos): route regexes are RE2: linear t
   const table = new RouteTable(routes, [service('rx', [1])]);
   // Under a backtracking engine each of these takes ~2^64 steps (the defect: a stalled event loop).
   const evil = 'a'.repeat(64) + '!';
-  assert.equal(table.match({ host: '', path: '/rx', method: 'GET', headers: { 'x-a': evil } }), undefined);
-  assert.equal(table.match({ host: '', path: `/p/${evil}`, method: 'GET', headers: {} }), undefined);
-  assert.equal(table.match({ host: '', path: '/rx', method: 'GET', headers: { 'x-a': 'aaa' } })?.route, 'rx');
+  assert.equal(table.match({ host: '', path: '/rx', method: 'GET', raw: ['x-a', evil] }), undefined);
+  assert.equal(table.match({ host: '', path: `/p/${evil}`, method: 'GET', raw: [] }), undefined);
+  assert.equal(table.match({ host: '', path: '/rx', method: 'GET', raw: ['x-a', 'aaa'] })?.route, 'rx');
   for (const [pattern, why] of [['(a)\\1', /RE2 syntax/], ['(?=a)b', /RE2 syntax/], ['[a-z]{500}', /too complex/]] as const) {
     assert.throws(
       () => new RouteTable([{ name: 'bad', match: { pathRegex: pattern }, to: { service: 'rx' } }], [service('rx', [1])]),

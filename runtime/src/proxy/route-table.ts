@@ -2,9 +2,9 @@
 // targets with cumulative weights, and the VIP → service index used when no route matches.
 // match() is on the hot path: no allocation besides the result object.
 
-import type { IncomingHttpHeaders } from 'node:http';
 import type { HeaderMatch, Route, Service } from '../store/model.ts';
 import { IsomeshError } from '../errors.ts';
+import { headerOf } from './headers.ts';
 import { compileRouteRegex, routesInPrecedence, type RouteRegex } from '../store/index.ts';
 
 export interface RouteRequest {
@@ -13,13 +13,16 @@ export interface RouteRequest {
   /** Path without query. */
   path: string;
   method: string;
-  headers: IncomingHttpHeaders;
+  /** Request header fields [name, value, ...]. */
+  raw: readonly string[];
 }
 
 export interface RouteChoice {
   route: string;
   service: string;
   timeoutMs: number | undefined;
+  /** Upgrade protocols the route lets through. */
+  upgrades: readonly string[];
 }
 
 type HeaderTest =
@@ -42,6 +45,8 @@ interface CompiledRoute {
   /** Cumulative weights, same length as services; empty for a single target. */
   cumulative: number[];
   timeoutMs: number | undefined;
+  /** One immutable choice per target service (match() allocates nothing). */
+  choices: RouteChoice[];
 }
 
 function anchored(source: string, route: string): RouteRegex {
@@ -92,6 +97,7 @@ function compileRoute(r: Route): CompiledRoute {
     services,
     cumulative,
     timeoutMs: r.timeoutMs,
+    choices: services.map((service) => Object.freeze({ route: r.name, service, timeoutMs: r.timeoutMs, upgrades: Object.freeze([...(r.upgrades ?? ['websocket'])]) })),
   };
 }
 
@@ -105,14 +111,9 @@ export function stripPort(host: string): string {
   return colon === -1 ? host : host.slice(0, colon);
 }
 
-function headerValue(headers: IncomingHttpHeaders, name: string): string | undefined {
-  const v = headers[name];
-  return Array.isArray(v) ? v.join(', ') : v;
-}
-
-function headersMatch(tests: HeaderTest[], headers: IncomingHttpHeaders): boolean {
+function headersMatch(tests: HeaderTest[], raw: readonly string[]): boolean {
   for (const t of tests) {
-    const v = headerValue(headers, t.name);
+    const v = headerOf(raw, t.name);
     switch (t.kind) {
       case 'present':
         if ((v !== undefined) !== t.present) return false;
@@ -138,17 +139,18 @@ function routeMatches(r: CompiledRoute, req: RouteRequest): boolean {
   if (r.path !== undefined && r.path !== req.path) return false;
   if (r.prefix !== undefined && !req.path.startsWith(r.prefix)) return false;
   if (r.regex !== undefined && !r.regex.test(req.path)) return false;
-  if (r.headers !== undefined && !headersMatch(r.headers, req.headers)) return false;
+  if (r.headers !== undefined && !headersMatch(r.headers, req.raw)) return false;
   return true;
 }
 
-function pickWeighted(r: CompiledRoute, random: () => number): string {
-  if (r.cumulative.length === 0) return r.services[0];
-  const total = r.cumulative[r.cumulative.length - 1];
-  if (total <= 0) return r.services[0];
+function pickWeighted(r: CompiledRoute, random: () => number): RouteChoice {
+  const choices = r.choices;
+  if (r.cumulative.length === 0) return choices[0]!;
+  const total = r.cumulative[r.cumulative.length - 1]!;
+  if (total <= 0) return choices[0]!;
   const x = random() * total;
-  for (let i = 0; i < r.cumulative.length; i++) if (x < r.cumulative[i]) return r.services[i];
-  return r.services[r.services.length - 1];
+  for (let i = 0; i < r.cumulative.length; i++) if (x < r.cumulative[i]!) return choices[i]!;
+  return choices[choices.length - 1]!;
 }
 
 /** Normalise "ip:port" / "[v6]:port" for VIP lookups; a Host without a port means port 80. */
@@ -183,7 +185,7 @@ export class RouteTable {
     const routes = this.#routes;
     for (let i = 0; i < routes.length; i++) {
       const r = routes[i];
-      if (routeMatches(r, req)) return { route: r.name, service: pickWeighted(r, this.#random), timeoutMs: r.timeoutMs };
+      if (routeMatches(r, req)) return pickWeighted(r, this.#random);
     }
     return undefined;
   }

@@ -2,8 +2,8 @@
 // (route table + upstream services, swapped atomically on configure), its connection pool and
 // its metric series. An exchange captures the snapshot it started with.
 
-import type http from 'node:http';
-import type { TenantConfig } from '../store/model.ts';
+import { DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS, type RateLimit, type TenantConfig, type TenantSettings } from '../store/model.ts';
+import type { TenantServer } from './listener.ts';
 import { RouteTable } from './route-table.ts';
 import { UpstreamPool, UpstreamService } from './upstream.ts';
 import type { TenantSeries } from './metrics.ts';
@@ -12,6 +12,10 @@ export interface TenantSnapshot {
   readonly generation: number;
   readonly table: RouteTable;
   readonly services: ReadonlyMap<string, UpstreamService>;
+  readonly settings: TenantSettings;
+  readonly rateLimits: readonly RateLimit[];
+  /** Client connections the tenant may hold (quota maxConnections). */
+  readonly maxConnections: number;
 }
 
 const EMPTY_TABLE = new RouteTable([], []);
@@ -20,6 +24,9 @@ export const EMPTY_SNAPSHOT: TenantSnapshot = Object.freeze({
   generation: -1,
   table: EMPTY_TABLE,
   services: new Map<string, UpstreamService>(),
+  settings: DEFAULT_TENANT_SETTINGS,
+  rateLimits: [],
+  maxConnections: DEFAULT_QUOTA.maxConnections,
 });
 
 /** Compile a TenantConfig; throws ISOMESH_ERR_ROUTE_INVALID (and leaves nothing changed) on a bad route. */
@@ -27,7 +34,14 @@ export function compileSnapshot(config: TenantConfig): TenantSnapshot {
   const table = new RouteTable(config.routes, config.services);
   const services = new Map<string, UpstreamService>();
   for (const s of config.services) services.set(s.name, new UpstreamService(s));
-  return { generation: config.generation, table, services };
+  return {
+    generation: config.generation,
+    table,
+    services,
+    settings: config.settings ?? DEFAULT_TENANT_SETTINGS,
+    rateLimits: config.rateLimits ?? [],
+    maxConnections: config.quota.maxConnections ?? DEFAULT_QUOTA.maxConnections,
+  };
 }
 
 export class TenantRuntime {
@@ -40,7 +54,7 @@ export class TenantRuntime {
   /** Listen addresses, the proxy's default first. */
   readonly addresses: string[];
   /** address → server, for the current port. */
-  servers = new Map<string, http.Server>();
+  servers = new Map<string, TenantServer>();
   requests = 0;
   inFlight = 0;
   removed = false;
