@@ -34,6 +34,11 @@ before(async () => {
         res.socket!.destroy();
         return;
       }
+      if (req.url === '/gz-response') {
+        const gz = zlib.gzipSync(Buffer.from('gzip coded response'));
+        res.socket!.write(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n${gz.length.toString(16)}\r\n`), gz, Buffer.from('\r\n0\r\n\r\n')]));
+        return;
+      }
       if (req.url === '/huge-chunk') {
         res.socket!.write('HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nfffffffffffffffffff\r\nhello\r\n');
         res.socket!.destroy();
@@ -184,6 +189,9 @@ test('regression (issue 7 #9 te-gzip-chunked-loses-gzip): transfer codings befor
   const teValue = got.rawHeaders.find((v, i) => i % 2 === 1 && got.rawHeaders[i - 1]!.toLowerCase() === 'transfer-encoding');
   assert.equal(teValue, 'gzip, chunked', 'the upstream is told the body is gzip-coded');
   assert.equal(zlib.gunzipSync(got.body).toString(), 'hello gzip world', 'the gzip bytes arrive intact');
+  const response = await one([get('/gz-response', 'app.example', 'connection: close\r\n')]);
+  assert.equal(header(response.responses[0]!, 'transfer-encoding'), 'gzip, chunked', 'the response keeps its coding toward the client');
+  assert.equal(zlib.gunzipSync(response.responses[0]!.body).toString(), 'gzip coded response');
   const unknown = await one(['POST /x HTTP/1.1\r\nHost: app.example\r\nTransfer-Encoding: gzip\r\n\r\n']);
   assert.equal(unknown.responses[0]?.status, 400, 'a request whose final coding is not chunked has no knowable length (RFC 9112 §6.3)');
 });
@@ -272,5 +280,24 @@ test('regression (issue 7 #4 descriptor-exhaustion): at a 600-descriptor limit, 
   } finally {
     for (const s of held) s.destroy();
     await limited.stop();
+  }
+});
+
+test('regression (issue 7 also-worth-mending stale-cordon-dirs): a daemon killed with -9 leaves no cordon run directory behind the next start', async () => {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const killed = await startDaemon();
+  const pid = killed.proc.pid!;
+  const mine = () => fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith(`isomesh-cordons-${pid}-`));
+  assert.equal(mine().length, 1, 'the running daemon has its run directory');
+  const exited = new Promise((r) => killed.proc.once('exit', r));
+  killed.proc.kill('SIGKILL');
+  await exited;
+  assert.equal(mine().length, 1, 'kill -9 left it behind');
+  const next = await startDaemon();
+  try {
+    assert.equal(mine().length, 0, 'the next start removed the dead daemon’s directory');
+  } finally {
+    await next.stop();
   }
 });

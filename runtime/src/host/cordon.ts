@@ -408,7 +408,56 @@ export class CordonTenant implements TenantRuntime {
   }
 }
 
-/** A private directory for the cordons' blackbox files. */
+const RUN_DIR_PREFIX = 'isomesh-cordons-';
+
+/**
+ * A private directory for the cordons' blackbox files, named for this process so that a later start
+ * can tell it is stale: directories of processes that are gone (a daemon killed with -9 never removes
+ * its own) are removed first.
+ */
 export function cordonRunDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'isomesh-cordons-'));
+  removeStaleRunDirs();
+  return fs.mkdtempSync(path.join(os.tmpdir(), `${RUN_DIR_PREFIX}${process.pid}-`));
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes run directories whose daemon is dead (and unnamed ones from before pids were recorded, after a day). */
+export function removeStaleRunDirs(dir = os.tmpdir()): number {
+  let removed = 0;
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  for (const name of names) {
+    if (!name.startsWith(RUN_DIR_PREFIX)) continue;
+    const full = path.join(dir, name);
+    const m = /^(\d+)-/.exec(name.slice(RUN_DIR_PREFIX.length));
+    let stale: boolean;
+    if (m !== null) stale = Number(m[1]) !== process.pid && !alive(Number(m[1]));
+    else {
+      try {
+        stale = Date.now() - fs.statSync(full).mtimeMs > 24 * 3600 * 1000;
+      } catch {
+        stale = false;
+      }
+    }
+    if (!stale) continue;
+    try {
+      fs.rmSync(full, { recursive: true, force: true });
+      removed++;
+    } catch {
+      // not ours to remove (another user's): leave it
+    }
+  }
+  return removed;
 }
