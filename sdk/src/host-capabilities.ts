@@ -1,5 +1,5 @@
-// Host capabilities: work a plugin asks the host to do (ctx.jwt.verify, ctx.sleep) because it needs
-// crypto keys, secrets or timers the isolate must not hold. The guest records requests as plain JSON;
+// Host capabilities: work a plugin asks the host to do (ctx.jwt.verify, ctx.sleep, ctx.fetch) because
+// it needs crypto keys, secrets, timers or sockets the isolate must not hold. The guest records requests as plain JSON;
 // the production sandbox (runtime/src/host/sandbox.ts) and the local test host (testing.ts) collect
 // them between turns of the guest, call perform() here, and deliver the results as JSON. One
 // implementation for both, so a plugin's unit tests see exactly what production does.
@@ -18,8 +18,48 @@ export type CapabilityFailureCode =
   | 'ERR_JWT_ALG_NOT_ALLOWED'
   | 'ERR_JWT_OPTIONS'
   | 'ERR_SLEEP_OPTIONS'
+  | 'ERR_FETCH_OPTIONS'
+  | 'ERR_FETCH_UNKNOWN_SERVICE'
+  | 'ERR_FETCH_UNAVAILABLE'
+  | 'ERR_FETCH_TIMEOUT'
+  | 'ERR_FETCH_TOO_LARGE'
+  | 'ERR_FETCH_FAILED'
   | 'ERR_CAPABILITY_LIMIT'
   | 'ERR_CAPABILITY_FAILED';
+
+/** A ctx.fetch request as the host performs it: validated, one of the tenant's services by name. */
+export interface CapabilityFetchRequest {
+  service: string;
+  method: string;
+  /** Path with the query string, starting with "/". */
+  path: string;
+  headers: Array<[string, string]>;
+  body?: Uint8Array;
+  timeoutMs: number;
+}
+
+export interface CapabilityFetchResponse {
+  status: number;
+  headers: Array<[string, string]>;
+  body: Uint8Array;
+}
+
+/**
+ * Performs a fetch for the sandbox's tenant (the data plane's backend, a cordon's relay to the
+ * daemon, or a test stub). Throw a CapabilityFetchError to reject with a specific code.
+ */
+export type CapabilityFetch = (req: CapabilityFetchRequest) => Promise<CapabilityFetchResponse>;
+
+/** A fetch failure with the code the plugin sees. */
+export class CapabilityFetchError extends Error {
+  readonly code: CapabilityFailureCode;
+
+  constructor(code: CapabilityFailureCode, message: string) {
+    super(message);
+    this.name = 'CapabilityFetchError';
+    this.code = code;
+  }
+}
 
 export type CapabilityResult =
   | { id: number; ok: true; value?: unknown }
@@ -44,7 +84,30 @@ export const CAPABILITY_BOUNDS = Object.freeze({
   /** RFC 7518 §3.2: an HMAC key at least as long as the hash; 256 bits is the floor we accept. */
   minSecretBytes: 32,
   sleepMaxMs: 60_000,
+  fetchBodyBytes: 1024 * 1024,
+  fetchHeaders: 100,
+  fetchMaxTimeoutMs: 60_000,
 });
+
+const SERVICE_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const METHOD_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}$/;
+const TARGET_RE = /^\/[\x21-\x7e]*$/;
+const HEADER_NAME_RE = /^[!#$%&'*+\-.^_`|~0-9a-z]{1,256}$/;
+const HEADER_VALUE_BAD_RE = /[^\t\x20-\x7e\x80-\xff]/;
+const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
+
+function fetchHeaders(v: unknown, what: string): Array<[string, string]> {
+  if (!Array.isArray(v) || v.length > CAPABILITY_BOUNDS.fetchHeaders) throw new OptionsError(`${what} must be at most ${CAPABILITY_BOUNDS.fetchHeaders} [name, value] pairs`);
+  const out: Array<[string, string]> = [];
+  for (const pair of v) {
+    const [name, value] = Array.isArray(pair) ? (pair as unknown[]) : [];
+    if (typeof name !== 'string' || !HEADER_NAME_RE.test(name) || typeof value !== 'string' || value.length > 16 * 1024 || HEADER_VALUE_BAD_RE.test(value)) {
+      throw new OptionsError(`${what}: invalid header`);
+    }
+    out.push([name, value]);
+  }
+  return out;
+}
 
 const HMAC_ALGS = ['HS256', 'HS384', 'HS512'];
 const ASYMMETRIC_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
@@ -101,6 +164,12 @@ export class HostCapabilities {
   #jwks = new Map<string, JWTVerifyGetKey>();
   #sleeps = new Set<{ timer: NodeJS.Timeout; done: () => void }>();
   #disposed = false;
+  readonly #fetch: CapabilityFetch | undefined;
+
+  /** `fetch`: the backend of ctx.fetch; absent → ctx.fetch rejects with ERR_FETCH_UNAVAILABLE. */
+  constructor(opts: { fetch?: CapabilityFetch } = {}) {
+    this.#fetch = opts.fetch;
+  }
 
   /** Performs one round of guest requests; never rejects. Malformed entries without an id are dropped. */
   async perform(requests: unknown, env: CapabilityEnv): Promise<CapabilityResult[]> {
@@ -116,6 +185,7 @@ export class HostCapabilities {
       if (this.#disposed) out.push(Promise.resolve(fail(id, 'ERR_CAPABILITY_FAILED', 'the tenant sandbox is shutting down')));
       else if (r.name === 'jwt.verify') out.push(this.#jwtVerify(id, r.args, env));
       else if (r.name === 'timer.sleep') out.push(this.#sleep(id, r.args, env));
+      else if (r.name === 'http.fetch') out.push(this.#fetchCall(id, r.args, env));
       else out.push(Promise.resolve(fail(id, 'ERR_CAPABILITY_FAILED', `unknown capability ${JSON.stringify(String(r.name).slice(0, 64))}`)));
     }
     return Promise.all(out);
@@ -234,6 +304,89 @@ export class HostCapabilities {
     }
     this.#jwks.set(text, set);
     return set;
+  }
+
+  #fetchCall(id: number, args: unknown, env: CapabilityEnv): Promise<CapabilityResult> {
+    let req: CapabilityFetchRequest;
+    try {
+      req = this.#fetchInputs(args);
+    } catch (e) {
+      return Promise.resolve(fail(id, 'ERR_FETCH_OPTIONS', `ctx.fetch: ${(e as Error).message}`));
+    }
+    if (req.timeoutMs > env.wallLeftMs) {
+      return Promise.resolve(
+        fail(id, 'ERR_CAPABILITY_LIMIT', `ctx.fetch timeoutMs ${req.timeoutMs} exceeds the ${Math.max(0, Math.floor(env.wallLeftMs))} ms of capability wall time left for this call`),
+      );
+    }
+    const backend = this.#fetch;
+    if (backend === undefined) return Promise.resolve(fail(id, 'ERR_FETCH_UNAVAILABLE', 'ctx.fetch: fetch is not available'));
+    return new Promise<CapabilityResult>((resolve) => {
+      // The host's own deadline: a slow backend (or relay) cannot hold the call past timeoutMs.
+      const entry = {
+        timer: setTimeout(() => {
+          this.#sleeps.delete(entry);
+          resolve(fail(id, 'ERR_FETCH_TIMEOUT', `ctx.fetch: http://${req.service}${req.path.slice(0, 256)} did not answer within ${req.timeoutMs} ms`));
+        }, req.timeoutMs),
+        done: () => resolve(fail(id, 'ERR_CAPABILITY_FAILED', 'ctx.fetch: the tenant sandbox is shutting down')),
+      };
+      this.#sleeps.add(entry);
+      const settle = (r: CapabilityResult): void => {
+        if (!this.#sleeps.delete(entry)) return; // timed out or disposed first
+        clearTimeout(entry.timer);
+        resolve(r);
+      };
+      let started: Promise<CapabilityFetchResponse>;
+      try {
+        started = backend(req);
+      } catch (e) {
+        started = Promise.reject(e);
+      }
+      started.then(
+        (res) => settle(this.#fetchAnswer(id, res)),
+        (e: unknown) => {
+          const code = e instanceof CapabilityFetchError ? e.code : 'ERR_FETCH_FAILED';
+          const message = e instanceof Error ? e.message : String(e);
+          settle(fail(id, code, message.startsWith('ctx.fetch') ? message : `ctx.fetch: ${message}`));
+        },
+      );
+    });
+  }
+
+  #fetchInputs(args: unknown): CapabilityFetchRequest {
+    const a = (args ?? {}) as Record<string, unknown>;
+    if (typeof a.service !== 'string' || !SERVICE_RE.test(a.service)) throw new OptionsError('service must be a service name');
+    if (typeof a.method !== 'string' || !METHOD_RE.test(a.method)) throw new OptionsError('method must be an HTTP method token');
+    if (typeof a.path !== 'string' || a.path.length > 8192 || !TARGET_RE.test(a.path)) throw new OptionsError('path must start with "/" and be visible ASCII');
+    const t = a.timeoutMs;
+    if (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > CAPABILITY_BOUNDS.fetchMaxTimeoutMs) {
+      throw new OptionsError(`timeoutMs must be an integer in 1..${CAPABILITY_BOUNDS.fetchMaxTimeoutMs}`);
+    }
+    const req: CapabilityFetchRequest = { service: a.service, method: a.method, path: a.path, headers: fetchHeaders(a.headers, 'headers'), timeoutMs: t };
+    if (a.body !== undefined) {
+      if (typeof a.body !== 'string' || !BASE64_RE.test(a.body) || a.body.length > Math.ceil(CAPABILITY_BOUNDS.fetchBodyBytes / 3) * 4) {
+        throw new OptionsError(`body must be at most ${CAPABILITY_BOUNDS.fetchBodyBytes} bytes`);
+      }
+      req.body = Buffer.from(a.body, 'base64');
+    }
+    return req;
+  }
+
+  #fetchAnswer(id: number, res: CapabilityFetchResponse): CapabilityResult {
+    const status = res?.status;
+    if (typeof status !== 'number' || !Number.isInteger(status) || status < 200 || status > 599) {
+      return fail(id, 'ERR_FETCH_FAILED', `ctx.fetch: the service answered an invalid status ${String(status).slice(0, 32)}`);
+    }
+    const body = res.body instanceof Uint8Array ? res.body : new Uint8Array(0);
+    if (body.byteLength > CAPABILITY_BOUNDS.fetchBodyBytes) {
+      return fail(id, 'ERR_FETCH_TOO_LARGE', `ctx.fetch: response body is ${body.byteLength} bytes (max ${CAPABILITY_BOUNDS.fetchBodyBytes})`);
+    }
+    let headers: Array<[string, string]>;
+    try {
+      headers = fetchHeaders((res.headers ?? []).slice(0, CAPABILITY_BOUNDS.fetchHeaders).map(([k, v]) => [String(k).toLowerCase(), String(v)]), 'response headers');
+    } catch (e) {
+      return fail(id, 'ERR_FETCH_FAILED', `ctx.fetch: ${(e as Error).message}`);
+    }
+    return { id, ok: true, value: { status, headers, body: Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('base64') } };
   }
 
   #sleep(id: number, args: unknown, env: CapabilityEnv): Promise<CapabilityResult> {

@@ -3,6 +3,14 @@
 
 export { configParser, definePlugin, isDefinedPlugin } from './guest/define.ts';
 export type {
+  BodyDeclaration,
+  BodyInit,
+  FetchErrorCode,
+  FetchInit,
+  FetchResponse,
+  JsonSchema,
+  MetricLabels,
+  PluginMetrics,
   EarlyResponse,
   HookReturn,
   JsonWebKey,

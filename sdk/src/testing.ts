@@ -1,14 +1,14 @@
 // createTestHost(): run a plugin locally through the same guest runtime production loads into each
 // tenant isolate (./guest/invoke.ts): the same Headers, ctx, hook invocation and result shaping, with
 // every call crossing a JSON boundary exactly as it does into an isolate. Host capabilities
-// (ctx.jwt.verify, ctx.sleep) go through the same poll → perform → deliver loop as in the sandbox,
-// performed in-process with jose. What it does not reproduce is isolation itself (CPU/memory limits):
+// (ctx.jwt.verify, ctx.sleep, ctx.fetch) go through the same poll → perform → deliver loop as in the
+// sandbox, performed in-process (jose; fetch answered by the stubs the test gives per service). What it does not reproduce is isolation itself (CPU/memory limits):
 // those belong to the host.
 
 import type { Plugin } from './types.ts';
 import { GuestPlugin } from './guest/invoke.ts';
-import type { CallInput, CallResult, LogLevel, WireHeaders } from './guest/protocol.ts';
-import { HostCapabilities } from './host-capabilities.ts';
+import type { CallInput, CallResult, LogLevel, MetricOp, WireHeaders } from './guest/protocol.ts';
+import { CapabilityFetchError, HostCapabilities, type CapabilityFetchRequest, type CapabilityFetchResponse } from './host-capabilities.ts';
 
 /** The production sandbox's defaults (runtime/src/host/sandbox.ts). */
 const CAPABILITY_ROUNDS = 8;
@@ -31,6 +31,41 @@ export interface TestHostOptions {
   capabilityRounds?: number;
   /** Wall time capabilities may take in one hook call (default 5000, as in the host). */
   capabilityWallMs?: number;
+  /**
+   * ctx.fetch answers per service name: `{ users: (req) => ({ status: 200, body: '{"id":1}' }) }`.
+   * A fetch to a service without a stub rejects with ERR_FETCH_UNKNOWN_SERVICE, as a service the
+   * tenant does not have does in the host; a stub that throws rejects with ERR_FETCH_FAILED.
+   */
+  fetch?: Record<string, TestFetchHandler>;
+}
+
+export interface TestFetchRequest {
+  service: string;
+  method: string;
+  /** Path with the query string. */
+  path: string;
+  headers: WireHeaders;
+  /** The request body as UTF-8 text ("" when none). */
+  body: string;
+  bodyBytes?: Uint8Array;
+  timeoutMs: number;
+}
+
+export interface TestFetchResponse {
+  status?: number;
+  headers?: TestHeaders;
+  body?: string | Uint8Array;
+}
+
+export type TestFetchHandler = (req: TestFetchRequest) => TestFetchResponse | Promise<TestFetchResponse>;
+
+/** One metric update the plugin made: counter increments are summed per call, like the host does. */
+export interface TestMetric {
+  type: 'counter' | 'histogram';
+  name: string;
+  labels: Record<string, string>;
+  /** Counter: the sum added in the call; histogram: the observed values. */
+  value: number | number[];
 }
 
 export type TestHeaders = Record<string, string> | WireHeaders;
@@ -41,6 +76,8 @@ export interface TestRequest {
   query?: string;
   host?: string;
   headers?: TestHeaders;
+  /** The buffered body the plugin sees (with body.request declared). */
+  body?: string | Uint8Array;
   remoteAddress?: string;
   originalDestination?: string;
   route?: string;
@@ -51,11 +88,14 @@ export interface TestRequest {
 export interface TestResponse {
   status?: number;
   headers?: TestHeaders;
+  /** The buffered body the plugin sees (with body.response declared). */
+  body?: string | Uint8Array;
   requestId?: string;
 }
 
 export type TestOutcome =
-  | { action: 'continue'; status?: number; headers: WireHeaders; service?: string }
+  /** `body`: the body the plugin set with setBody() (UTF-8 text; `bodyBytes` has the bytes). */
+  | { action: 'continue'; status?: number; headers: WireHeaders; service?: string; body?: string; bodyBytes?: Uint8Array }
   | { action: 'respond'; status: number; headers: WireHeaders; body: string }
   | { action: 'error'; message: string };
 
@@ -70,6 +110,15 @@ export interface TestHost {
   onResponse(res?: TestResponse): Promise<TestOutcome>;
   /** Everything the plugin logged, oldest first. */
   readonly logs: TestLogLine[];
+  /** Every ctx.fetch that reached a stub, oldest first. */
+  readonly fetches: TestFetchRequest[];
+  /** Every metric update, oldest first. */
+  readonly metrics: TestMetric[];
+}
+
+function toBytes(body: string | Uint8Array | undefined): Uint8Array {
+  if (body === undefined) return new Uint8Array(0);
+  return typeof body === 'string' ? new TextEncoder().encode(body) : body;
 }
 
 function wireHeaders(h: TestHeaders | undefined): WireHeaders {
@@ -84,7 +133,26 @@ export function createTestHost<C = Record<string, unknown>>(plugin: Plugin<C>, o
   guest.setSecrets(JSON.stringify(options.secrets ?? {}));
   const now = options.now ?? Date.now;
   const logs: TestLogLine[] = [];
-  const capabilities = new HostCapabilities();
+  const fetches: TestFetchRequest[] = [];
+  const metrics: TestMetric[] = [];
+  const stubs = options.fetch ?? {};
+  const fetch = async (req: CapabilityFetchRequest): Promise<CapabilityFetchResponse> => {
+    const stub = Object.hasOwn(stubs, req.service) ? stubs[req.service] : undefined;
+    if (stub === undefined) throw new CapabilityFetchError('ERR_FETCH_UNKNOWN_SERVICE', `ctx.fetch: "${req.service}" is not a service of tenant ${tenant}`);
+    const seen: TestFetchRequest = {
+      service: req.service,
+      method: req.method,
+      path: req.path,
+      headers: req.headers,
+      body: req.body === undefined ? '' : new TextDecoder().decode(req.body),
+      timeoutMs: req.timeoutMs,
+    };
+    if (req.body !== undefined) seen.bodyBytes = req.body;
+    fetches.push(seen);
+    const out = await stub(seen);
+    return { status: out.status ?? 200, headers: wireHeaders(out.headers), body: toBytes(out.body) };
+  };
+  const capabilities = new HostCapabilities({ fetch });
   const secrets: Record<string, string> = Object.assign(Object.create(null) as Record<string, string>, options.secrets ?? {});
   let seq = 0;
   let configSent = false;
@@ -131,6 +199,9 @@ export function createTestHost<C = Record<string, unknown>>(plugin: Plugin<C>, o
     for (const [level, msg, fields] of result.logs ?? []) {
       logs.push({ level, msg, ...(fields !== undefined ? { fields: JSON.parse(fields) as Record<string, unknown> } : {}) });
     }
+    for (const op of (result.metrics ?? []) as MetricOp[]) {
+      metrics.push({ type: op[0] === 'c' ? 'counter' : 'histogram', name: op[1], labels: Object.fromEntries(op[2]), value: op[3] });
+    }
     if (result.action === 'error') return { action: 'error', message: result.message };
     if (result.action === 'respond') {
       return { action: 'respond', status: result.status, headers: result.headers, body: result.body };
@@ -138,16 +209,32 @@ export function createTestHost<C = Record<string, unknown>>(plugin: Plugin<C>, o
     if (result.service !== undefined && options.services !== undefined && !options.services.includes(result.service)) {
       return { action: 'error', message: `ctx.route: unknown service ${result.service}` };
     }
-    return {
+    const out: TestOutcome = {
       action: 'continue',
       headers: result.headers ?? headers,
       ...(result.status !== undefined ? { status: result.status } : {}),
       ...(result.service !== undefined ? { service: result.service } : {}),
     };
+    if (result.body !== undefined) {
+      out.bodyBytes = new Uint8Array(Buffer.from(result.body, 'base64'));
+      out.body = new TextDecoder().decode(out.bodyBytes);
+    }
+    return out;
   }
+
+  const declared = guest.declarations.body ?? {};
+  const wireBody = (body: string | Uint8Array | undefined, limit: number | undefined): string | undefined => {
+    if (limit === undefined) return undefined;
+    const bytes = toBytes(body);
+    // The host answers 413/502 before the plugin runs when a body is over the declared limit.
+    if (bytes.byteLength > limit) throw new RangeError(`test body is ${bytes.byteLength} bytes, over the plugin's declared limit of ${limit}`);
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
+  };
 
   return {
     logs,
+    fetches,
+    metrics,
     onRequest(req: TestRequest = {}): Promise<TestOutcome> {
       const headers = wireHeaders(req.headers);
       const wire = {
@@ -160,6 +247,7 @@ export function createTestHost<C = Record<string, unknown>>(plugin: Plugin<C>, o
         originalDestination: req.originalDestination,
         route: req.route,
         service: req.service,
+        body: wireBody(req.body, declared.request),
       };
       const requestId = req.requestId ?? `test-${++seq}`;
       return run({ hook: 'onRequest', requestId, now: now(), configId: 1, req: wire }, headers);
@@ -168,7 +256,7 @@ export function createTestHost<C = Record<string, unknown>>(plugin: Plugin<C>, o
       const headers = wireHeaders(res.headers);
       const requestId = res.requestId ?? `test-${++seq}`;
       return run(
-        { hook: 'onResponse', requestId, now: now(), configId: 1, res: { status: res.status ?? 200, headers } },
+        { hook: 'onResponse', requestId, now: now(), configId: 1, res: { status: res.status ?? 200, headers, body: wireBody(res.body, declared.response) } },
         headers,
       );
     },

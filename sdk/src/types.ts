@@ -32,11 +32,30 @@ export interface PluginRequest {
   readonly route?: string;
   /** The service the route selected. */
   readonly service?: string;
+  /**
+   * The buffered request body. Only for a plugin that declares `body: { request: maxBytes }`; for
+   * any other these reject with a TypeError. A request body over the smallest limit declared by the
+   * chain is answered 413 before any plugin runs.
+   */
+  text(): Promise<string>;
+  json(): Promise<unknown>;
+  arrayBuffer(): Promise<ArrayBuffer>;
+  /** Replaces the body sent upstream (at most the declared `body.request` bytes; content-length is fixed up). */
+  setBody(body: BodyInit): void;
 }
+
+/** What setBody() and ctx.fetch() accept as a body (strings are sent as UTF-8). */
+export type BodyInit = string | Uint8Array | ArrayBuffer;
 
 export interface PluginResponse {
   status: number;
   readonly headers: PluginHeaders;
+  /** The buffered upstream response body; only with `body: { response: maxBytes }` declared. */
+  text(): Promise<string>;
+  json(): Promise<unknown>;
+  arrayBuffer(): Promise<ArrayBuffer>;
+  /** Replaces the body sent to the client (at most the declared `body.response` bytes). */
+  setBody(body: BodyInit): void;
 }
 
 export interface RespondInit {
@@ -188,11 +207,83 @@ export interface PluginContext<C = Record<string, unknown>> {
    * or ERR_CAPABILITY_FAILED.
    */
   sleep(ms: number): Promise<void>;
+  /**
+   * A Fetch-API call to one of this tenant's own services: `http://<service>/path?query` only (no
+   * https, userinfo, port, IP or other host — those reject without a request). Performed by the
+   * host through the data plane; `init.timeoutMs` (default 1000) must fit in the hook call's
+   * capability wall budget. Rejects with an Error named "FetchError" whose `code` is one of
+   * FetchErrorCode; a response body over 1 MiB rejects with ERR_FETCH_TOO_LARGE.
+   */
+  fetch(url: string, init?: FetchInit): Promise<FetchResponse>;
+  /** Counters and histograms exported at /metrics as isomesh_plugin_<name> (see PluginMetrics). */
+  readonly metrics: PluginMetrics;
+}
+
+export interface FetchInit {
+  /** Default GET. */
+  method?: string;
+  headers?: Record<string, string> | Array<[string, string]> | PluginHeaders;
+  /** Not allowed with GET or HEAD. At most 1 MiB. */
+  body?: BodyInit;
+  /** Default 1000. */
+  timeoutMs?: number;
+}
+
+export interface FetchResponse {
+  readonly status: number;
+  /** status 200..299 */
+  readonly ok: boolean;
+  readonly headers: PluginHeaders;
+  text(): Promise<string>;
+  json(): Promise<unknown>;
+  arrayBuffer(): Promise<ArrayBuffer>;
+}
+
+export type FetchErrorCode =
+  | 'ERR_FETCH_OPTIONS'
+  | 'ERR_FETCH_UNKNOWN_SERVICE'
+  | 'ERR_FETCH_UNAVAILABLE'
+  | 'ERR_FETCH_TIMEOUT'
+  | 'ERR_FETCH_TOO_LARGE'
+  | 'ERR_FETCH_FAILED'
+  | 'ERR_CAPABILITY_LIMIT'
+  | 'ERR_CAPABILITY_FAILED';
+
+/** Metric labels: at most 5, names [a-zA-Z_][a-zA-Z0-9_]* (not tenant, plugin, le), values ≤ 128 chars. */
+export type MetricLabels = Record<string, string | number | boolean>;
+
+/**
+ * Plugin metrics. Names follow Prometheus rules ([a-zA-Z_:][a-zA-Z0-9_:]*, at most 64 characters);
+ * a counter `x` is exported as `isomesh_plugin_x_total` (a name that already ends in `_total` keeps
+ * it), a histogram `x` as `isomesh_plugin_x` with the default buckets; every series also carries
+ * `tenant` and `plugin`. A tenant has at most 1,000 series; a name keeps the type and label names it
+ * was first used with. What does not fit is dropped and counted in
+ * `isomesh_plugin_metrics_dropped_total{tenant,plugin}`. Invalid names or values throw TypeError.
+ */
+export interface PluginMetrics {
+  counter(name: string, labels?: MetricLabels): { inc(n?: number): void };
+  histogram(name: string, labels?: MetricLabels): { observe(value: number): void };
 }
 
 export type HookReturn = void | EarlyResponse | undefined;
 
+/** Buffered body access, per direction: the largest body (bytes, 1..64 MiB) the plugin reads. */
+export interface BodyDeclaration {
+  request?: number;
+  response?: number;
+}
+
+/** A JSON Schema (draft 2020-12 by default, or draft-07 when `$schema` says so). */
+export type JsonSchema = Record<string, unknown>;
+
 export interface Plugin<C = Record<string, unknown>> {
+  /**
+   * Ask for the buffered body. Without it the body streams and req/res.text() etc. reject. The host
+   * buffers at most the smallest limit among the chain's entries that declared one.
+   */
+  body?: BodyDeclaration;
+  /** The chain entry's config must match this schema: PUT …/chain refuses a config that does not. */
+  configSchema?: JsonSchema;
   onRequest?(req: PluginRequest, ctx: PluginContext<C>): HookReturn | Promise<HookReturn>;
   onResponse?(res: PluginResponse, ctx: PluginContext<C>): HookReturn | Promise<HookReturn>;
 }

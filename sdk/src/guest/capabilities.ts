@@ -1,12 +1,14 @@
-// Host capabilities seen from inside the isolate (ctx.jwt.verify, ctx.sleep). The guest never holds a
+// Host capabilities seen from inside the isolate (ctx.jwt.verify, ctx.sleep, ctx.fetch). The guest never holds a
 // host reference: a capability call only records a request {id, name, args} (plain JSON) on the hook
 // call that made it and returns a promise. The host collects the requests between turns of the
 // isolate (poll), performs them, and hands the results back as JSON (deliver) — resolve/reject by id.
 // Runs inside the isolate and in createTestHost(): no Node APIs.
 
-import type { JwtErrorCode, JwtVerifyOptions, JwtVerifyResult } from '../types.ts';
+import type { FetchErrorCode, FetchInit, FetchResponse, JwtErrorCode, JwtVerifyOptions, JwtVerifyResult, PluginHeaders } from '../types.ts';
+import { base64Decode, base64Encode, bodyBytes, utf8Decode } from './bytes.ts';
+import { GuestHeaders, headersFrom } from './headers.ts';
 
-export const CAPABILITY_NAMES = ['jwt.verify', 'timer.sleep'] as const;
+export const CAPABILITY_NAMES = ['jwt.verify', 'timer.sleep', 'http.fetch'] as const;
 export type CapabilityName = (typeof CAPABILITY_NAMES)[number];
 
 export interface CapabilityRequest {
@@ -16,7 +18,7 @@ export interface CapabilityRequest {
 }
 
 export interface CapabilityFailure {
-  code: JwtErrorCode | 'ERR_CAPABILITY_LIMIT' | 'ERR_CAPABILITY_FAILED' | 'ERR_SLEEP_OPTIONS';
+  code: JwtErrorCode | FetchErrorCode | 'ERR_CAPABILITY_LIMIT' | 'ERR_CAPABILITY_FAILED' | 'ERR_SLEEP_OPTIONS';
   message: string;
   claim?: string;
 }
@@ -30,6 +32,16 @@ export const CAPABILITY_LIMITS = Object.freeze({
   tokenChars: 16 * 1024,
   argsChars: 64 * 1024,
   sleepMaxMs: 60_000,
+});
+
+/** Bounds of ctx.fetch (the host enforces them again). */
+export const FETCH_LIMITS = Object.freeze({
+  requestBodyBytes: 1024 * 1024,
+  responseBodyBytes: 1024 * 1024,
+  defaultTimeoutMs: 1000,
+  maxTimeoutMs: 60_000,
+  headers: 100,
+  urlChars: 8192,
 });
 
 /** The error a capability promise rejects with; plugins branch on `code`. */
@@ -46,7 +58,7 @@ export class CapabilityError extends Error {
 }
 
 function errorName(name: CapabilityName): string {
-  return name === 'jwt.verify' ? 'JwtVerifyError' : 'CapabilityError';
+  return name === 'jwt.verify' ? 'JwtVerifyError' : name === 'http.fetch' ? 'FetchError' : 'CapabilityError';
 }
 
 interface Waiter {
@@ -203,5 +215,125 @@ export function sleepFor(broker: CapabilityBroker, call: CallCapabilities): (ms:
       );
     }
     return broker.request(call, 'timer.sleep', { ms: Math.ceil(ms) }).then(() => undefined);
+  };
+}
+
+const SERVICE_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const METHOD_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}$/;
+// Request-target characters: visible ASCII only (percent-encode the rest), no fragment.
+const TARGET_RE = /^[\x21-\x7e]*$/;
+/** Headers the host sets itself on a fetch (framing, routing, hop-by-hop). */
+const FETCH_FORBIDDEN_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'proxy-connection', 'expect']);
+
+/**
+ * `http://<service>/path?query` → {service, path} (path with the query). Throws TypeError naming
+ * what is wrong: only this tenant's services by name, plain http, no userinfo, port or IP.
+ */
+export function parseServiceUrl(url: unknown): { service: string; path: string } {
+  if (typeof url !== 'string') throw new TypeError('url must be a string like "http://<service>/path"');
+  if (url.length > FETCH_LIMITS.urlChars) throw new TypeError(`url is longer than ${FETCH_LIMITS.urlChars} characters`);
+  const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/([^/?#]*)([^#]*)(#.*)?$/.exec(url);
+  if (m === null) throw new TypeError(`${JSON.stringify(url.slice(0, 128))} is not an absolute URL; use "http://<service>/path"`);
+  const scheme = (m[1] as string).toLowerCase();
+  const authority = m[2] as string;
+  if (scheme !== 'http') throw new TypeError(`only http:// URLs of this tenant's services are allowed (got ${scheme}:)`);
+  if (authority.includes('@')) throw new TypeError('the URL must not contain userinfo');
+  if (authority.startsWith('[') || /^\d{1,3}(\.\d{1,3}){3}(:\d*)?$/.test(authority)) throw new TypeError(`${authority} is an IP address; use a service name of this tenant`);
+  if (authority.includes(':')) throw new TypeError('the URL must not contain a port; services are reached by name');
+  if (!SERVICE_RE.test(authority)) throw new TypeError(`${JSON.stringify(authority.slice(0, 128))} is not a service name (lower-case letters, digits and "-")`);
+  let target = m[3] as string;
+  if (target === '' || target.startsWith('?')) target = `/${target}`;
+  if (!TARGET_RE.test(target)) throw new TypeError('path and query must be visible ASCII (percent-encode anything else)');
+  return { service: authority, path: target };
+}
+
+export interface FetchArgs {
+  service: string;
+  method: string;
+  path: string;
+  headers: Array<[string, string]>;
+  /** Base64. */
+  body?: string;
+  timeoutMs: number;
+}
+
+/** Checks ctx.fetch's arguments; throws TypeError. */
+export function fetchArgs(url: unknown, init: FetchInit | undefined): FetchArgs {
+  const { service, path } = parseServiceUrl(url);
+  if (init !== undefined && (init === null || typeof init !== 'object')) throw new TypeError('init must be an object');
+  const i = init ?? {};
+  for (const k of Object.keys(i)) if (k !== 'method' && k !== 'headers' && k !== 'body' && k !== 'timeoutMs') throw new TypeError(`unknown init option "${k.slice(0, 64)}"`);
+  let method = 'GET';
+  if (i.method !== undefined) {
+    if (typeof i.method !== 'string' || !METHOD_RE.test(i.method)) throw new TypeError('init.method must be an HTTP method token');
+    const upper = i.method.toUpperCase();
+    // Fetch normalizes these (and only these) to upper case.
+    method = ['DELETE', 'GET', 'HEAD', 'OPTIONS', 'POST', 'PUT', 'PATCH'].includes(upper) ? upper : i.method;
+    if (upper === 'CONNECT' || upper === 'TRACE' || upper === 'TRACK') throw new TypeError(`init.method ${upper} is not allowed`);
+  }
+  const headers = headersFrom(i.headers).toList();
+  if (headers.length > FETCH_LIMITS.headers) throw new TypeError(`at most ${FETCH_LIMITS.headers} headers`);
+  for (const [name] of headers) {
+    if (FETCH_FORBIDDEN_HEADERS.has(name) || name.startsWith('proxy-')) throw new TypeError(`header "${name}" is set by the host; do not pass it`);
+  }
+  const out: FetchArgs = { service, method, path, headers, timeoutMs: FETCH_LIMITS.defaultTimeoutMs };
+  if (i.body !== undefined) {
+    if (method === 'GET' || method === 'HEAD') throw new TypeError(`a ${method} request cannot have a body`);
+    const bytes = bodyBytes(i.body, 'init.body');
+    if (bytes.length > FETCH_LIMITS.requestBodyBytes) throw new TypeError(`init.body is ${bytes.length} bytes (max ${FETCH_LIMITS.requestBodyBytes})`);
+    out.body = base64Encode(bytes);
+  }
+  if (i.timeoutMs !== undefined) {
+    const t = i.timeoutMs;
+    if (typeof t !== 'number' || !Number.isFinite(t) || t < 1 || t > FETCH_LIMITS.maxTimeoutMs) throw new TypeError(`init.timeoutMs must be a number in 1..${FETCH_LIMITS.maxTimeoutMs}`);
+    out.timeoutMs = Math.ceil(t);
+  }
+  return out;
+}
+
+/** The host's answer to a fetch, as delivered (body in base64). */
+interface FetchValue {
+  status: number;
+  headers: Array<[string, string]>;
+  body: string;
+}
+
+class GuestFetchResponse implements FetchResponse {
+  readonly status: number;
+  readonly ok: boolean;
+  readonly headers: PluginHeaders;
+  readonly #body: string;
+
+  constructor(v: FetchValue) {
+    this.status = v.status;
+    this.ok = v.status >= 200 && v.status <= 299;
+    this.headers = new GuestHeaders(v.headers.map(([k, val]) => [k, val]));
+    this.#body = v.body;
+  }
+
+  async arrayBuffer(): Promise<ArrayBuffer> {
+    return base64Decode(this.#body).buffer as ArrayBuffer;
+  }
+
+  async text(): Promise<string> {
+    return utf8Decode(base64Decode(this.#body));
+  }
+
+  async json(): Promise<unknown> {
+    return JSON.parse(await this.text());
+  }
+}
+
+/** ctx.fetch for one hook call. */
+export function fetchFor(broker: CapabilityBroker, call: CallCapabilities): (url: string, init?: FetchInit) => Promise<FetchResponse> {
+  return (url: string, init?: FetchInit): Promise<FetchResponse> => {
+    let args: FetchArgs;
+    try {
+      args = fetchArgs(url, init);
+    } catch (e) {
+      const message = `ctx.fetch: ${e instanceof Error ? e.message : String(e)}`;
+      return Promise.reject(new CapabilityError('FetchError', { code: 'ERR_FETCH_OPTIONS', message }));
+    }
+    return broker.request(call, 'http.fetch', args).then((v) => new GuestFetchResponse(v as FetchValue));
   };
 }

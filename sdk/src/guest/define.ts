@@ -1,6 +1,6 @@
 // definePlugin: checks a plugin's shape where the author writes it (and again when the host loads it).
 
-import type { Plugin } from '../types.ts';
+import type { BodyDeclaration, JsonSchema, Plugin } from '../types.ts';
 
 /** Marks objects made by definePlugin (a registered symbol, so any copy of the SDK agrees). */
 export const PLUGIN_MARK: unique symbol = Symbol.for('isomesh.plugin') as never;
@@ -24,8 +24,60 @@ export function pluginHooks(value: unknown): HookName[] {
   return hooks;
 }
 
+/** The largest body a plugin may declare per direction (the host buffers it in memory). */
+export const MAX_BODY_BYTES = 64 * 1024 * 1024;
+/** configSchema as JSON may be at most this long. */
+export const MAX_CONFIG_SCHEMA_CHARS = 64 * 1024;
+
+export interface Declarations {
+  hooks: HookName[];
+  body?: BodyDeclaration;
+  configSchema?: JsonSchema;
+}
+
+function bodyLimit(v: unknown, what: string): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_BODY_BYTES) {
+    throw new TypeError(`plugin.body.${what} must be an integer number of bytes in 1..${MAX_BODY_BYTES} (64 MiB)`);
+  }
+  return v;
+}
+
+/** Hooks, body limits and config schema `value` declares; throws TypeError on anything invalid. */
+export function pluginDeclarations(value: unknown): Declarations {
+  const hooks = pluginHooks(value);
+  const p = value as Record<string, unknown>;
+  const out: Declarations = { hooks };
+  if (p.body !== undefined) {
+    const b = p.body as Record<string, unknown> | null;
+    if (b === null || typeof b !== 'object' || Array.isArray(b)) throw new TypeError('plugin.body must be { request?: maxBytes, response?: maxBytes }');
+    for (const k of Object.keys(b)) if (k !== 'request' && k !== 'response') throw new TypeError(`plugin.body: unknown key "${k.slice(0, 64)}" (request, response)`);
+    const body: BodyDeclaration = {};
+    const request = bodyLimit(b.request, 'request');
+    const response = bodyLimit(b.response, 'response');
+    if (request !== undefined) body.request = request;
+    if (response !== undefined) body.response = response;
+    if (request !== undefined && !hooks.includes('onRequest')) throw new TypeError('plugin.body.request needs an onRequest hook');
+    if (response !== undefined && !hooks.includes('onResponse')) throw new TypeError('plugin.body.response needs an onResponse hook');
+    if (request !== undefined || response !== undefined) out.body = body;
+  }
+  if (p.configSchema !== undefined) {
+    const schema = p.configSchema;
+    if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) throw new TypeError('plugin.configSchema must be a JSON Schema object');
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(schema);
+    } catch (e) {
+      throw new TypeError(`plugin.configSchema is not JSON: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    if (json === undefined || json.length > MAX_CONFIG_SCHEMA_CHARS) throw new TypeError(`plugin.configSchema must be JSON of at most ${MAX_CONFIG_SCHEMA_CHARS} characters`);
+    out.configSchema = JSON.parse(json) as JsonSchema;
+  }
+  return out;
+}
+
 export function definePlugin<C = Record<string, unknown>>(plugin: Plugin<C>): Plugin<C> {
-  pluginHooks(plugin);
+  pluginDeclarations(plugin);
   if (!Object.prototype.hasOwnProperty.call(plugin, PLUGIN_MARK)) {
     Object.defineProperty(plugin, PLUGIN_MARK, { value: true, enumerable: false });
   }

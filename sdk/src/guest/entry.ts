@@ -48,7 +48,11 @@ g.__isomesh = {
       return JSON.stringify({ noHooks: e instanceof Error ? e.message : String(e) } satisfies LoadResult);
     }
     loaded.setSecrets(secretsJson);
-    return JSON.stringify({ hooks: loaded.hooks } satisfies LoadResult);
+    const d = loaded.declarations;
+    const result: LoadResult = { hooks: d.hooks };
+    if (d.body !== undefined) result.body = d.body;
+    if (d.configSchema !== undefined) result.configSchema = d.configSchema;
+    return JSON.stringify(result);
   },
   setSecrets(json: string): void {
     secretsJson = json;

@@ -12,9 +12,10 @@ import type {
   RateLimitResult,
   RespondInit,
 } from '../types.ts';
-import { CallCapabilities, CapabilityBroker, jwtFor, sleepFor } from './capabilities.ts';
-import { pluginHooks, type HookName } from './define.ts';
+import { CallCapabilities, CapabilityBroker, fetchFor, jwtFor, sleepFor } from './capabilities.ts';
+import { pluginDeclarations, type Declarations, type HookName } from './define.ts';
 import { GuestHeaders, headersFrom } from './headers.ts';
+import { BodyState, GuestRequest, GuestResponse, MetricRecorder } from './messages.ts';
 import { TokenBuckets } from './rate-limit.ts';
 import {
   GUEST_LIMITS,
@@ -23,6 +24,7 @@ import {
   type LoadMeta,
   type LogLevel,
   type LogLine,
+  type MetricOp,
   type WireRequest,
   type WireResponse,
 } from './protocol.ts';
@@ -32,6 +34,8 @@ type Hook = (arg: unknown, ctx: unknown) => unknown;
 interface CallState {
   headers: GuestHeaders;
   res?: { status: number };
+  body?: BodyState;
+  metrics?: MetricRecorder;
   responded?: { status: number; headers: GuestHeaders; body: string };
   service?: string;
   logs: LogLine[];
@@ -73,8 +77,14 @@ function checkStatus(status: unknown, what: string): number {
   return status;
 }
 
+/** Shared by every call of a plugin that did not declare the direction: all its methods throw. */
+const UNDECLARED_REQUEST = new BodyState(0, undefined, 'request');
+const UNDECLARED_RESPONSE = new BodyState(0, undefined, 'response');
+const checkResStatus = (v: unknown): number => checkStatus(v, 'res.status');
+
 export class GuestPlugin {
   readonly hooks: HookName[];
+  readonly declarations: Declarations;
   readonly #plugin: Record<HookName, Hook | undefined>;
   readonly #meta: LoadMeta;
   #secrets: PluginContext['secrets'] = GuestPlugin.#secretsOf(Object.create(null));
@@ -85,7 +95,8 @@ export class GuestPlugin {
   #nextPending = 1;
 
   constructor(plugin: unknown, meta: LoadMeta) {
-    this.hooks = pluginHooks(plugin);
+    this.declarations = pluginDeclarations(plugin);
+    this.hooks = this.declarations.hooks;
     this.#plugin = plugin as Record<HookName, Hook | undefined>;
     this.#meta = { tenant: meta.tenant, plugin: meta.plugin };
   }
@@ -197,35 +208,19 @@ export class GuestPlugin {
 
   #request(wire: WireRequest, state: CallState): PluginRequest {
     state.headers = new GuestHeaders(wire.headers);
-    const req: PluginRequest = {
-      method: wire.method,
-      path: wire.path,
-      query: wire.query,
-      host: wire.host,
-      headers: state.headers,
-      remoteAddress: wire.remoteAddress,
-      ...(wire.originalDestination !== undefined ? { originalDestination: wire.originalDestination } : {}),
-      ...(wire.route !== undefined ? { route: wire.route } : {}),
-      ...(wire.service !== undefined ? { service: wire.service } : {}),
-    };
-    return req;
+    const limit = this.declarations.body?.request;
+    if (limit !== undefined) state.body = new BodyState(limit, wire.body, 'request');
+    return new GuestRequest(wire, state.headers, state.body ?? UNDECLARED_REQUEST);
   }
 
   #response(wire: WireResponse, state: CallState): PluginResponse {
     state.headers = new GuestHeaders(wire.headers);
     const box = { status: wire.status };
     state.res = box;
-    const headers = state.headers;
+    const limit = this.declarations.body?.response;
+    if (limit !== undefined) state.body = new BodyState(limit, wire.body, 'response');
     // Not frozen: per-call objects belong to the plugin; freezing them costs on every call.
-    return {
-      get status(): number {
-        return box.status;
-      },
-      set status(v: number) {
-        box.status = checkStatus(v, 'res.status');
-      },
-      headers,
-    };
+    return new GuestResponse(wire, state.headers, box, state.body ?? UNDECLARED_RESPONSE, checkResStatus);
   }
 
   #context(input: CallInput, state: CallState): PluginContext<unknown> {
@@ -248,6 +243,7 @@ export class GuestPlugin {
       }
       state.logs.push(line);
     };
+    const broker = this.#broker;
     return {
       config: this.#configs.get(input.configId) ?? Object.freeze({}),
       tenant: meta.tenant,
@@ -273,7 +269,28 @@ export class GuestPlugin {
       secrets: this.#secrets,
       jwt: jwtFor(this.#broker, state.caps),
       sleep: sleepFor(this.#broker, state.caps),
+      fetch(url, init) {
+        return fetchFor(broker, state.caps)(url, init);
+      },
+      // Made on first use: a call that records no metrics allocates nothing for them.
+      get metrics() {
+        return (state.metrics ??= new MetricRecorder());
+      },
     };
+  }
+
+  /** Logs and metric updates of the call, for any result. */
+  #extras(state: CallState): { logs?: LogLine[]; metrics?: MetricOp[]; metricsDropped?: number } {
+    const out: { logs?: LogLine[]; metrics?: MetricOp[]; metricsDropped?: number } = {};
+    const logs = this.#logs(state);
+    if (logs !== undefined) out.logs = logs;
+    const m = state.metrics;
+    if (m !== undefined) {
+      const ops = m.ops();
+      if (ops !== undefined) out.metrics = ops;
+      if (m.dropped > 0) out.metricsDropped = m.dropped;
+    }
+    return out;
   }
 
   #logs(state: CallState): LogLine[] | undefined {
@@ -283,18 +300,19 @@ export class GuestPlugin {
 
   #finish(state: CallState): string {
     this.#broker.close(state.caps);
-    const logs = this.#logs(state);
+    const extras = this.#extras(state);
     let result: CallResult;
     if (state.responded !== undefined) {
       const r = state.responded;
-      result = { action: 'respond', status: r.status, headers: r.headers.toList(), body: r.body, logs };
+      result = { action: 'respond', status: r.status, headers: r.headers.toList(), body: r.body, ...extras };
     } else {
       result = {
         action: 'continue',
         headers: state.headers.dirty ? state.headers.toList() : undefined,
         service: state.service,
         status: state.res !== undefined ? state.res.status : undefined,
-        logs,
+        body: state.body?.replaced,
+        ...extras,
       };
     }
     return JSON.stringify(result);
@@ -302,6 +320,6 @@ export class GuestPlugin {
 
   #error(e: unknown, state: CallState): string {
     this.#broker.close(state.caps);
-    return JSON.stringify({ action: 'error', message: describeThrown(e), logs: this.#logs(state) } satisfies CallResult);
+    return JSON.stringify({ action: 'error', message: describeThrown(e), ...this.#extras(state) } satisfies CallResult);
   }
 }

@@ -14,11 +14,28 @@ export interface WireRequest {
   originalDestination?: string;
   route?: string;
   service?: string;
+  /** Base64 of the buffered body; sent only to an entry that declared body.request. */
+  body?: string;
 }
 
 export interface WireResponse {
   status: number;
   headers: WireHeaders;
+  /** Base64 of the buffered body; sent only to an entry that declared body.response. */
+  body?: string;
+}
+
+/**
+ * One metric series' updates of one hook call: ['c', name, labels, sum of inc()] or
+ * ['h', name, labels, observed values]. Labels are [name, value] pairs sorted by name.
+ */
+export type MetricOp = ['c', string, Array<[string, string]>, number] | ['h', string, Array<[string, string]>, number[]];
+
+/** What a call reports besides its action: logs, metric updates, and ops it had to drop. */
+export interface CallExtras {
+  logs?: LogLine[];
+  metrics?: MetricOp[];
+  metricsDropped?: number;
 }
 
 export interface CallInput {
@@ -39,17 +56,20 @@ export type LogLine = [LogLevel, string, string?];
 
 export type CallResult =
   | { pending: number }
-  | { action: 'continue'; headers?: WireHeaders; service?: string; status?: number; logs?: LogLine[] }
-  | { action: 'respond'; status: number; headers: WireHeaders; body: string; logs?: LogLine[] }
-  | { action: 'error'; message: string; logs?: LogLine[] };
+  /** `body`: base64 of a body the plugin replaced with setBody(). */
+  | ({ action: 'continue'; headers?: WireHeaders; service?: string; status?: number; body?: string } & CallExtras)
+  | ({ action: 'respond'; status: number; headers: WireHeaders; body: string } & CallExtras)
+  | ({ action: 'error'; message: string } & CallExtras);
 
 export interface LoadMeta {
   tenant: string;
   plugin: string;
 }
 
-/** finishLoad's answer: the plugin's hooks, or why the export is not a plugin. */
-export type LoadResult = { hooks: Array<'onRequest' | 'onResponse'> } | { noHooks: string };
+/** finishLoad's answer: what the plugin declares (hooks, body limits, config schema), or why it is not a plugin. */
+export type LoadResult =
+  | { hooks: Array<'onRequest' | 'onResponse'>; body?: { request?: number; response?: number }; configSchema?: Record<string, unknown> }
+  | { noHooks: string };
 
 /** Bounds the guest applies to itself (the host enforces its own, equal or looser, again). */
 export const GUEST_LIMITS = Object.freeze({
@@ -60,6 +80,9 @@ export const GUEST_LIMITS = Object.freeze({
   headerCount: 256,
   configsKept: 64,
   pendingCalls: 1024,
+  /** Distinct metric series one call may update, and histogram observations it may make. */
+  metricSeriesPerCall: 64,
+  metricObservationsPerCall: 256,
 });
 
 /** Prefix of the error the guest's require() throws, so hosts can report ISOMESH_ERR_PLUGIN_BAD_IMPORT. */
