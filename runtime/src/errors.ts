@@ -47,6 +47,7 @@ export const ERROR_CODES = {
   ISOMESH_ERR_PLUGIN_LOAD: { status: 400, message: 'plugin failed to load' },
   ISOMESH_ERR_PLUGIN_NO_HOOKS: { status: 400, message: 'plugin does not export a plugin with onRequest or onResponse' },
   ISOMESH_ERR_PLUGIN_BAD_IMPORT: { status: 400, message: 'plugin imports a module other than @isomesh/sdk' },
+  ISOMESH_ERR_PLUGIN_BAD_DECLARATION: { status: 400, message: 'plugin declares an invalid body limit or configSchema' },
   ISOMESH_ERR_PLUGIN_TOO_LARGE: { status: 413, message: 'plugin bundle exceeds maxBundleBytes' },
   ISOMESH_ERR_PLUGIN_IN_CHAIN: { status: 409, message: 'plugin is referenced by the chain' },
   ISOMESH_ERR_CHAIN_INVALID: { status: 400, message: 'invalid chain' },

@@ -86,8 +86,10 @@ export function registerPluginRoutes(app: FastifyInstance, deps: AdminDeps): voi
       }
       const compiled = await host.compile({ source, language, maxBundleBytes: quota.maxBundleBytes });
       if (compiled.size > quota.maxBundleBytes) throw tooLarge('the compiled plugin', compiled.size, quota.maxBundleBytes, quota);
-      const res = store.publishPluginVersion(tenant, name, { code: compiled.code, language, source });
-      return reply.code(res.created ? 201 : 200).send({ version: res.version, digest: res.digest, size: res.size, created: res.created });
+      const res = store.publishPluginVersion(tenant, name, { code: compiled.code, language, source, meta: compiled.declarations });
+      return reply
+        .code(res.created ? 201 : 200)
+        .send({ version: res.version, digest: res.digest, size: res.size, created: res.created, meta: compiled.declarations });
     },
   );
 

@@ -33,7 +33,7 @@ export class HostDouble implements PluginHostAdmin {
     const code = input.source;
     const size = Buffer.byteLength(code);
     if (size > input.maxBundleBytes) throw new IsomeshError('ISOMESH_ERR_PLUGIN_TOO_LARGE', `bundle is ${size} bytes`);
-    return { code, size, digest: `sha256:${createHash('sha256').update(code).digest('hex')}`, hooks: ['onRequest'] };
+    return { code, size, digest: `sha256:${createHash('sha256').update(code).digest('hex')}`, hooks: ['onRequest'], declarations: { hooks: ['onRequest'] } };
   }
 
   status(tenant: string): TenantHostStatus {

@@ -1,27 +1,22 @@
 // Publish-time compilation: TypeScript/JavaScript → one CommonJS bundle (esbuild) whose only import is
-// '@isomesh/sdk', then a trial load in a throwaway isolate so a broken plugin is refused at publish
-// rather than at the first request.
+// '@isomesh/sdk', then a trial load (probe.ts: in a throwaway isolate, in a trial process in cordon
+// mode) so a broken plugin is refused at publish rather than at the first request. The trial load
+// reports what the plugin declares (hooks, body limits, config schema); the schema must compile.
 
 import { createHash } from 'node:crypto';
-import ivm from 'isolated-vm';
 import { build, type Message, type Plugin as EsbuildPlugin } from 'esbuild';
 import { IsomeshError } from '../errors.ts';
+import type { PluginVersionDeclarations } from '../store/model.ts';
+import { configSchemaProblem } from '../store/index.ts';
 import type { CompileInput, CompiledPlugin } from './contract.ts';
-import { guestRuntimeCode } from './guest-code.ts';
-import { classifyError, loadPluginContext } from './sandbox.ts';
+import { probeLoad, SDK, type Diagnostic } from './probe.ts';
 
-const SDK = '@isomesh/sdk';
-const BAD_IMPORT_PREFIX = 'ISOMESH_BAD_IMPORT:';
-const PROBE_MEMORY_MB = 32;
-const PROBE_TIMEOUT_MS = 200;
+export type { Diagnostic } from './probe.ts';
+
 const IMPORT_GUARD = 'isomesh-imports';
 
-export interface Diagnostic {
-  line: number;
-  column: number;
-  message: string;
-  import?: string;
-}
+/** Runs the trial load of compiled code: inline (probeLoad) or in a trial process (TrialLoader). */
+export type Probe = (code: string) => PluginVersionDeclarations | Promise<PluginVersionDeclarations>;
 
 /** Only '@isomesh/sdk' may be imported; it stays a require() the guest runtime answers. */
 const importGuard: EsbuildPlugin = {
@@ -74,53 +69,7 @@ async function bundle(source: string, language: 'typescript' | 'javascript'): Pr
   }
 }
 
-/** "plugin.js:12:7" in a V8 stack → line/column (columns 0-based like esbuild's). */
-function locate(e: unknown): { line: number; column: number } | undefined {
-  const stack = e instanceof Error ? `${e.stack ?? ''}` : '';
-  const m = /plugin\.js:(\d+):(\d+)/.exec(stack);
-  return m ? { line: Number(m[1]), column: Number(m[2]) - 1 } : undefined;
-}
-
-/** Loads `code` in a throwaway isolate; returns the hooks or throws the publish-time error. */
-export function probeLoad(code: string): Array<'onRequest' | 'onResponse'> {
-  const isolate = new ivm.Isolate({ memoryLimit: PROBE_MEMORY_MB });
-  try {
-    const guest = isolate.compileScriptSync(guestRuntimeCode(), { filename: 'isomesh-guest.js' });
-    let loadResult: string;
-    try {
-      loadResult = loadPluginContext(isolate, guest, code, { tenant: 'publish', plugin: 'publish' }, '{}', PROBE_TIMEOUT_MS).loadResult;
-    } catch (e) {
-      const { kind, message } = classifyError(isolate, e);
-      if (message.startsWith(BAD_IMPORT_PREFIX)) {
-        const name = message.slice(BAD_IMPORT_PREFIX.length).trim();
-        const where = locate(e);
-        throw new IsomeshError('ISOMESH_ERR_PLUGIN_BAD_IMPORT', `bundle requires "${name}": only ${SDK} is provided`, [
-          { ...(where ?? { line: 0, column: 0 }), message: `cannot require "${name}"`, import: name },
-        ]);
-      }
-      const syntax = /^(.*) \[plugin\.js:(\d+):(\d+)\]$/.exec(message);
-      if (e instanceof Error && e.name === 'SyntaxError' && syntax) {
-        // V8 rejected the bundle itself (language 'bundle'): a compile error, not a load error.
-        const d = { line: Number(syntax[2]), column: Number(syntax[3]) - 1, message: syntax[1] as string };
-        throw new IsomeshError('ISOMESH_ERR_PLUGIN_COMPILE', `${d.message} (line ${d.line}, column ${d.column})`, [d]);
-      }
-      const where = locate(e);
-      const text = kind === 'timeout' ? `plugin did not finish loading within ${PROBE_TIMEOUT_MS} ms` : message;
-      throw new IsomeshError(
-        'ISOMESH_ERR_PLUGIN_LOAD',
-        where ? `${text} (line ${where.line}, column ${where.column})` : text,
-        [{ ...(where ?? { line: 0, column: 0 }), message: text }],
-      );
-    }
-    const parsed = JSON.parse(loadResult) as { hooks?: Array<'onRequest' | 'onResponse'>; noHooks?: string };
-    if (parsed.hooks === undefined) throw new IsomeshError('ISOMESH_ERR_PLUGIN_NO_HOOKS', parsed.noHooks);
-    return parsed.hooks;
-  } finally {
-    if (!isolate.isDisposed) isolate.dispose();
-  }
-}
-
-export async function compilePlugin(input: CompileInput): Promise<CompiledPlugin> {
+export async function compilePlugin(input: CompileInput, probe: Probe = probeLoad): Promise<CompiledPlugin> {
   if (input === null || typeof input !== 'object' || typeof input.source !== 'string') {
     throw new IsomeshError('ISOMESH_ERR_API_VALIDATION', 'source must be a string');
   }
@@ -135,7 +84,13 @@ export async function compilePlugin(input: CompileInput): Promise<CompiledPlugin
   const code = input.language === 'bundle' ? input.source : await bundle(input.source, input.language);
   const size = Buffer.byteLength(code);
   if (size > limit) throw new IsomeshError('ISOMESH_ERR_PLUGIN_TOO_LARGE', `compiled plugin is ${size} bytes (max ${limit})`);
-  const hooks = probeLoad(code);
+  const declarations = await probe(code);
+  if (declarations.configSchema !== undefined) {
+    const problem = configSchemaProblem(declarations.configSchema);
+    if (problem !== undefined) {
+      throw new IsomeshError('ISOMESH_ERR_PLUGIN_BAD_DECLARATION', `configSchema does not compile: ${problem}`);
+    }
+  }
   const digest = `sha256:${createHash('sha256').update(code).digest('hex')}`;
-  return { code, digest, size, hooks };
+  return { code, digest, size, hooks: declarations.hooks, declarations };
 }

@@ -3,7 +3,7 @@
 // selection, failure policies) and the isolates. A data plane only calls begin → onRequest →
 // (upstream) → onResponse → end, so both data planes behave identically.
 
-import type { TenantConfig } from '../store/model.ts';
+import type { PluginVersionDeclarations, TenantConfig } from '../store/model.ts';
 import type { ErrorCode } from '../errors.ts';
 
 /** Header names lower-cased, order preserved, repeated names allowed. */
@@ -108,6 +108,8 @@ export interface CompiledPlugin {
   /** Bytes of `code`. */
   size: number;
   hooks: Array<'onRequest' | 'onResponse'>;
+  /** What the trial load found the plugin declares (hooks, body limits, config schema); stored with the version. */
+  declarations: PluginVersionDeclarations;
 }
 
 export interface PluginHealth {
@@ -141,7 +143,7 @@ export interface TenantHostStatus {
 }
 
 export interface PluginHostAdmin {
-  /** Throws IsomeshError (ISOMESH_ERR_PLUGIN_COMPILE/LOAD/NO_HOOKS/BAD_IMPORT/TOO_LARGE) with details. */
+  /** Throws IsomeshError (ISOMESH_ERR_PLUGIN_COMPILE/LOAD/NO_HOOKS/BAD_IMPORT/BAD_DECLARATION/TOO_LARGE) with details. */
   compile(input: CompileInput): Promise<CompiledPlugin>;
   status(tenant: string): TenantHostStatus;
 }

@@ -11,6 +11,7 @@ import type { TenantConfig } from '../store/model.ts';
 import { Chain, type StepVersion } from './chain.ts';
 import { FAILURE_CODES, policyOutcome, unchanged, type ChainPass, type EntryReport, type PassEntry, type PassReply, type PassResult, type Phase } from './chain-pass.ts';
 import { compilePlugin } from './compiler.ts';
+import { probeLoad } from './probe.ts';
 import type { CordonTenant, Hooks, TenantRuntime } from './cordon.ts';
 import { CordonPool } from './cordon-pool.ts';
 import type {
@@ -30,6 +31,7 @@ import type {
 import { HostMetrics } from './metrics.ts';
 import { TenantQuota } from './quota.ts';
 import { TenantSandbox, type SandboxEvents } from './sandbox.ts';
+import { TrialLoader } from './trial.ts';
 import { wireKindFromEnv, type WireKind } from './wire.ts';
 import type { GuestLog } from './validate.ts';
 
@@ -54,6 +56,8 @@ export interface PluginHostOptions {
   queueLimit?: number;
   /** daemon ↔ cordon transport. Default: ISOMESH_CORDON_WIRE, else 'socket'. */
   wire?: WireKind;
+  /** Wall time a publish-time trial load may take (default 200 ms). */
+  trialLoadTimeoutMs?: number;
 }
 
 export function hostModeFromEnv(env: NodeJS.ProcessEnv = process.env): HostMode {
@@ -113,6 +117,9 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   readonly #metrics: HostMetrics;
   readonly #tenants = new Map<string, TenantState>();
   readonly #pool: CordonPool | undefined;
+  /** Cordon mode: publish-time trial loads run in a process of their own. */
+  readonly #trial: TrialLoader | undefined;
+  readonly #trialTimeoutMs: number | undefined;
   /** digest → hooks, learnt at compile: hasResponseHooks() can answer before a cordon has loaded the code. */
   readonly #compiledHooks = new Map<string, Hooks>();
   readonly mode: HostMode;
@@ -130,7 +137,9 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
       })),
     );
     this.mode = opts.mode ?? hostModeFromEnv();
+    this.#trialTimeoutMs = opts.trialLoadTimeoutMs;
     if (this.mode === 'cordon') {
+      this.#trial = new TrialLoader({ logger: this.#logger, ...(opts.trialLoadTimeoutMs === undefined ? {} : { timeoutMs: opts.trialLoadTimeoutMs }) });
       const envCount = Number(process.env.ISOMESH_CORDONS);
       this.#pool = new CordonPool({
         count: opts.cordons ?? (Number.isInteger(envCount) && envCount > 0 ? envCount : 2),
@@ -144,7 +153,9 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   }
 
   async compile(input: CompileInput): Promise<CompiledPlugin> {
-    const compiled = await compilePlugin(input);
+    const trial = this.#trial;
+    const timeoutMs = this.#trialTimeoutMs;
+    const compiled = await compilePlugin(input, trial !== undefined ? (code) => trial.probe(code) : (code) => probeLoad(code, timeoutMs));
     if (this.#compiledHooks.size > 4096) this.#compiledHooks.clear();
     this.#compiledHooks.set(compiled.digest, compiled.hooks);
     return compiled;
@@ -153,6 +164,11 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   /** The shared cordon a tenant name hashes to (cordon mode), before any quarantine. */
   cordonOf(tenant: string): string | undefined {
     return this.#pool?.homeOf(tenant).id;
+  }
+
+  /** The trial-load process (cordon mode): pid and whether a load runs; crashes so far. */
+  trialProcess(): { pid: number | null; busy: boolean; crashes: number } | undefined {
+    return this.#trial === undefined ? undefined : { ...this.#trial.process, crashes: this.#trial.crashes };
   }
 
   /** The cordon processes (cordon mode): id, pid, state, tenants, restarts, chain passes sent. */
@@ -294,6 +310,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     this.#closed = true;
     for (const tenant of [...this.#tenants.keys()]) this.removeTenant(tenant);
     this.#pool?.close();
+    this.#trial?.close();
   }
 
   #createTenant(config: TenantConfig, chain: Chain): TenantState {

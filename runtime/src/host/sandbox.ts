@@ -505,10 +505,10 @@ export class TenantSandbox {
         { tenant: this.tenant, plugin: v.spec.plugin },
         this.#secretsJson,
       );
-      const result = JSON.parse(loaded.loadResult) as { hooks?: Array<'onRequest' | 'onResponse'>; noHooks?: string };
+      const result = JSON.parse(loaded.loadResult) as { hooks?: Array<'onRequest' | 'onResponse'>; noHooks?: string; badDeclaration?: string };
       if (result.hooks === undefined) {
         loaded.context.release();
-        this.#events.onLoadError(v.spec.key, 'bad_result', result.noHooks ?? 'plugin has no hooks');
+        this.#events.onLoadError(v.spec.key, 'bad_result', result.noHooks ?? result.badDeclaration ?? 'plugin has no hooks');
         return;
       }
       v.context = loaded.context;

@@ -11,7 +11,8 @@ import type { StatementSync } from 'node:sqlite';
 import type pino from 'pino';
 import { IsomeshError } from '../errors.ts';
 import { completeQuota, DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS } from './model.ts';
-import type { Activation, ChainEntry, PluginVersionMeta, Quota, RateLimit, Route, Service, TenantConfig, TenantSettings } from './model.ts';
+import type { Activation, ChainEntry, PluginVersionDeclarations, PluginVersionMeta, Quota, RateLimit, Route, Service, TenantConfig, TenantSettings } from './model.ts';
+import { configProblem } from './config-schema.ts';
 import { rateLimitRoutes, validateRateLimit } from './ratelimit.ts';
 import { migrate } from './schema.ts';
 import { buildTenantConfig, dumpDatabase } from './snapshot.ts';
@@ -37,6 +38,7 @@ export * from './ratelimit.ts';
 export { HTTP_TOKEN_RE } from './fields.ts';
 export { byPrecedence, routesInPrecedence } from './precedence.ts';
 export { compileRouteRegex, MAX_REGEX_PROGRAM_SIZE, type RouteRegex } from './regex.ts';
+export { configProblem, configSchemaProblem } from './config-schema.ts';
 
 export interface StoreOptions {
   /** The state directory; the database is <dir>/isomesh.db. */
@@ -71,6 +73,8 @@ export interface PublishInput {
   language: PluginVersionMeta['language'];
   /** The submitted source when it differs from code (TypeScript/JavaScript sent as JSON). */
   source?: string;
+  /** What the trial load found the version declares (hooks, body limits, config schema). */
+  meta?: PluginVersionDeclarations;
 }
 
 export interface PublishResult {
@@ -108,6 +112,7 @@ interface VersionRow {
   size: number;
   language: PluginVersionMeta['language'];
   created_at: string;
+  meta: string | null;
 }
 
 export function sha256Digest(code: string): string {
@@ -575,20 +580,23 @@ export class Store {
       };
       const version = (max.v ?? 0) + 1;
       const source = input.source !== undefined && input.source !== input.code ? input.source : null;
-      this.q(`INSERT INTO plugin_versions(tenant, plugin, version, digest, size, language, source, created_at)
-              VALUES (?, ?, ?, ?, ?, ?, ?, ?)`).run(tenant, plugin, version, digest, size, input.language, source, now());
+      const meta = input.meta === undefined ? null : JSON.stringify(input.meta);
+      this.q(`INSERT INTO plugin_versions(tenant, plugin, version, digest, size, language, source, created_at, meta)
+              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(tenant, plugin, version, digest, size, input.language, source, now(), meta);
       this.touch(tenant);
       return { version, digest, size, created: true };
     });
   }
 
   private versionMeta(r: VersionRow): PluginVersionMeta {
-    return { plugin: r.plugin, version: r.version, digest: r.digest, size: r.size, language: r.language, createdAt: r.created_at };
+    const out: PluginVersionMeta = { plugin: r.plugin, version: r.version, digest: r.digest, size: r.size, language: r.language, createdAt: r.created_at };
+    if (r.meta !== null) out.meta = JSON.parse(r.meta) as PluginVersionDeclarations;
+    return out;
   }
 
   listPluginVersions(tenant: string, plugin: string): PluginVersionMeta[] | undefined {
     if (!this.q('SELECT 1 FROM plugins WHERE tenant = ? AND name = ?').get(tenant, plugin)) return undefined;
-    const rows = this.q('SELECT plugin, version, digest, size, language, created_at FROM plugin_versions WHERE tenant = ? AND plugin = ? ORDER BY version').all(
+    const rows = this.q('SELECT plugin, version, digest, size, language, created_at, meta FROM plugin_versions WHERE tenant = ? AND plugin = ? ORDER BY version').all(
       tenant, plugin,
     ) as unknown as VersionRow[];
     return rows.map((r) => this.versionMeta(r));
@@ -596,7 +604,7 @@ export class Store {
 
   /** One version with its code and (when it differs) the submitted source. */
   getPluginVersion(tenant: string, plugin: string, version: number): (PluginVersionMeta & { code: string; source?: string }) | undefined {
-    const r = this.q(`SELECT v.plugin, v.version, v.digest, v.size, v.language, v.created_at, v.source, b.code
+    const r = this.q(`SELECT v.plugin, v.version, v.digest, v.size, v.language, v.created_at, v.meta, v.source, b.code
                       FROM plugin_versions v JOIN blobs b ON b.digest = v.digest
                       WHERE v.tenant = ? AND v.plugin = ? AND v.version = ?`).get(tenant, plugin, version) as
       | (VersionRow & { code: string; source: string | null })
@@ -634,6 +642,28 @@ export class Store {
     return names.map((n) => this.getPlugin(tenant, n.name)!);
   }
 
+  /** The configSchema a version declared (undefined: none, or published before declarations were kept). */
+  private versionSchema(tenant: string, plugin: string, version: number): Record<string, unknown> | undefined {
+    const r = this.q('SELECT meta FROM plugin_versions WHERE tenant = ? AND plugin = ? AND version = ?').get(tenant, plugin, version) as
+      | { meta: string | null }
+      | undefined;
+    if (r === undefined || r.meta === null) return undefined;
+    return (JSON.parse(r.meta) as PluginVersionDeclarations).configSchema;
+  }
+
+  /** Refuses chain entry `i`'s config unless every version that may serve it (active, canary) accepts it. */
+  private checkEntryConfig(tenant: string, i: number, entry: ChainEntry, versions: Array<number | undefined>): void {
+    for (const v of versions) {
+      if (v === undefined) continue;
+      const schema = this.versionSchema(tenant, entry.plugin, v);
+      if (schema === undefined) continue;
+      const problem = configProblem(schema, entry.config, `chain[${i}].config`);
+      if (problem !== undefined) {
+        throw new IsomeshError('ISOMESH_ERR_CHAIN_BAD_CONFIG', `${problem} (configSchema of plugin "${entry.plugin}" version ${v})`);
+      }
+    }
+  }
+
   setActivation(tenant: string, plugin: string, body: unknown): Activation {
     const a = validateActivation(body);
     return this.write(() => {
@@ -644,6 +674,10 @@ export class Store {
         if (!this.q('SELECT 1 FROM plugin_versions WHERE tenant = ? AND plugin = ? AND version = ?').get(tenant, plugin, v)) {
           throw new IsomeshError('ISOMESH_ERR_PLUGIN_VERSION_NOT_FOUND', `plugin "${plugin}" has no version ${v}`);
         }
+      }
+      // A request must never see a config its version's schema rejects.
+      for (const [i, e] of this.getChain(tenant).entries()) {
+        if (e.plugin === plugin) this.checkEntryConfig(tenant, i, e, [a.version, a.canary?.version]);
       }
       this.q(`INSERT INTO activations(tenant, plugin, version, canary_version, canary_percent) VALUES (?, ?, ?, ?, ?)
               ON CONFLICT(tenant, plugin) DO UPDATE SET version = excluded.version, canary_version = excluded.canary_version,
@@ -686,9 +720,11 @@ export class Store {
         if (!this.q('SELECT 1 FROM plugins WHERE tenant = ? AND name = ?').get(tenant, e.plugin)) {
           throw new IsomeshError('ISOMESH_ERR_CHAIN_UNKNOWN_PLUGIN', `chain[${i}].plugin "${e.plugin}" is not published`);
         }
-        if (!this.activation(tenant, e.plugin)) {
+        const active = this.activation(tenant, e.plugin);
+        if (!active) {
           throw new IsomeshError('ISOMESH_ERR_CHAIN_NOT_ACTIVE', `chain[${i}].plugin "${e.plugin}" has no active version; PUT .../plugins/${e.plugin}/active first`);
         }
+        this.checkEntryConfig(tenant, i, e, [active.version, active.canary?.version]);
         for (const r of e.routes ?? []) {
           if (!this.getRoute(tenant, r)) {
             throw new IsomeshError('ISOMESH_ERR_CHAIN_UNKNOWN_ROUTE', `chain[${i}].routes refers to route "${r}", which does not exist`);

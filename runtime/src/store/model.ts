@@ -151,6 +151,8 @@ export interface PluginVersionMeta {
   size: number; // bytes of compiled code
   language: 'typescript' | 'javascript' | 'bundle';
   createdAt: string;
+  /** What the version declares (hooks, body limits, config schema); absent for versions published before v2. */
+  meta?: PluginVersionDeclarations;
 }
 
 export interface Activation {

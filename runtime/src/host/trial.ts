@@ -1,0 +1,135 @@
+// TrialLoader: publish-time trial loads in a supervised child process (trial-main.ts), for cordon
+// mode. The daemon never runs a just-published plugin's top-level code itself: a load that crashes
+// or OOM-kills the process fails only that publish (400 ISOMESH_ERR_PLUGIN_LOAD with the reason) and
+// the next trial gets a fresh process. Loads run one at a time, so a death is always attributable to
+// the load that was running. The process is started on the first publish and kept (a fork costs far
+// more than a trial load).
+
+import { fork, type ChildProcess } from 'node:child_process';
+import type { Logger } from 'pino';
+import { IsomeshError, type ErrorCode } from '../errors.ts';
+import type { PluginVersionDeclarations } from '../store/model.ts';
+import { guestRuntimeCode } from './guest-code.ts';
+import { PROBE_MEMORY_MB, PROBE_TIMEOUT_MS } from './probe.ts';
+
+export type ToTrial = { t: 'init'; guest: string } | { t: 'probe'; id: number; code: string; timeoutMs: number };
+export type FromTrial =
+  | { t: 'probed'; id: number; ok: true; declarations: PluginVersionDeclarations }
+  | { t: 'probed'; id: number; ok: false; error: { code: ErrorCode; message: string; details?: unknown } };
+
+/** Wall time the daemon waits for an answer beyond the load's own timeout before it kills the process. */
+const BACKSTOP_MS = 10_000;
+
+interface Job {
+  id: number;
+  code: string;
+  resolve(d: PluginVersionDeclarations): void;
+  reject(e: unknown): void;
+}
+
+function childExecArgv(): string[] {
+  return process.execArgv.filter((a) => !/^--(test|inspect|watch|experimental-test)/.test(a));
+}
+
+export class TrialLoader {
+  readonly #logger: Logger;
+  readonly #timeoutMs: number;
+  readonly #queue: Job[] = [];
+  #child: ChildProcess | undefined;
+  #running: Job | undefined;
+  #backstop: NodeJS.Timeout | undefined;
+  #ids = 0;
+  #closed = false;
+  /** Trial processes that died (crash, abort, OOM kill). */
+  crashes = 0;
+
+  constructor(opts: { logger: Logger; timeoutMs?: number }) {
+    this.#logger = opts.logger.child({ component: 'trial-load' });
+    this.#timeoutMs = opts.timeoutMs ?? PROBE_TIMEOUT_MS;
+  }
+
+  /** The trial process (tests and diagnostics): its pid and whether a load is running in it. */
+  get process(): { pid: number | null; busy: boolean } {
+    return { pid: this.#child?.pid ?? null, busy: this.#running !== undefined };
+  }
+
+  probe(code: string): Promise<PluginVersionDeclarations> {
+    if (this.#closed) return Promise.reject(new IsomeshError('ISOMESH_ERR_INTERNAL', 'plugin host is closed'));
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ id: ++this.#ids, code, resolve, reject });
+      this.#next();
+    });
+  }
+
+  close(): void {
+    this.#closed = true;
+    const child = this.#child;
+    this.#child = undefined;
+    this.#fail(new IsomeshError('ISOMESH_ERR_INTERNAL', 'plugin host is closing'));
+    for (const job of this.#queue.splice(0)) job.reject(new IsomeshError('ISOMESH_ERR_INTERNAL', 'plugin host is closing'));
+    if (child !== undefined && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+
+  #next(): void {
+    if (this.#running !== undefined || this.#closed) return;
+    const job = this.#queue.shift();
+    if (job === undefined) {
+      this.#child?.channel?.unref();
+      return;
+    }
+    const child = this.#child ?? this.#start();
+    child.channel?.ref();
+    this.#running = job;
+    this.#backstop = setTimeout(() => {
+      this.#logger.warn({ pid: child.pid }, 'trial load did not answer; killing the trial process');
+      child.kill('SIGKILL');
+    }, this.#timeoutMs + BACKSTOP_MS);
+    child.send({ t: 'probe', id: job.id, code: job.code, timeoutMs: this.#timeoutMs } satisfies ToTrial);
+  }
+
+  #start(): ChildProcess {
+    const child = fork(new URL('./trial-main.ts', import.meta.url), [], {
+      execPath: process.execPath,
+      execArgv: childExecArgv(),
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    this.#child = child;
+    child.on('message', (m: FromTrial) => this.#answer(child, m));
+    child.on('error', (err) => this.#logger.error({ err }, 'trial process error'));
+    child.once('exit', (code, signal) => this.#exited(child, code, signal));
+    child.unref();
+    child.send({ t: 'init', guest: guestRuntimeCode() } satisfies ToTrial);
+    return child;
+  }
+
+  #answer(child: ChildProcess, m: FromTrial): void {
+    const job = this.#running;
+    if (child !== this.#child || job === undefined || m.t !== 'probed' || m.id !== job.id) return;
+    clearTimeout(this.#backstop);
+    this.#running = undefined;
+    if (m.ok) job.resolve(m.declarations);
+    else job.reject(new IsomeshError(m.error.code, m.error.message, m.error.details));
+    this.#next();
+  }
+
+  #fail(e: unknown): void {
+    clearTimeout(this.#backstop);
+    const job = this.#running;
+    this.#running = undefined;
+    job?.reject(e);
+  }
+
+  #exited(child: ChildProcess, code: number | null, signal: string | null): void {
+    if (child !== this.#child) return;
+    this.#child = undefined;
+    if (this.#closed) return;
+    this.crashes++;
+    const why = signal !== null ? `signal ${signal}` : `exit code ${code}`;
+    this.#logger.warn({ code, signal, publishing: this.#running !== undefined }, 'trial load process died');
+    const text =
+      `the trial load crashed its process (${why}): the plugin aborted V8 or exhausted memory while loading ` +
+      `(the trial load has ${PROBE_MEMORY_MB} MiB)`;
+    this.#fail(new IsomeshError('ISOMESH_ERR_PLUGIN_LOAD', text, [{ line: 0, column: 0, message: text }]));
+    this.#next();
+  }
+}
