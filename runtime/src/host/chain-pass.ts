@@ -10,7 +10,7 @@ import type { ErrorCode } from '../errors.ts';
 import type { FailurePolicy } from '../store/model.ts';
 import type { HeaderList, HookRequest, HookResponse, RequestOutcome, ResponseOutcome } from './contract.ts';
 import type { FailureKind, InvokeLimits, InvokeOutcome } from './sandbox.ts';
-import { BadResult, parseVerdict, type GuestLog } from './validate.ts';
+import { BadResult, parseVerdict, type GuestLog, type GuestMetricOp } from './validate.ts';
 
 export type Phase = 'onRequest' | 'onResponse';
 
@@ -21,15 +21,22 @@ export interface PassEntry {
   configId: number;
   config: unknown;
   failurePolicy: FailurePolicy;
+  /** The body limit (bytes) the version declared for this phase; absent = no body access. */
+  body?: number;
 }
 
 export interface ChainPass {
   phase: Phase;
   requestId: string;
-  /** The request as the data plane saw it (onRequest). */
+  /** The request as the data plane saw it (onRequest), without its body. */
   req?: HookRequest;
-  /** The upstream response (onResponse). */
+  /** The upstream response (onResponse), without its body. */
   res?: HookResponse;
+  /**
+   * Base64 of the buffered body of this phase: set only when the data plane buffered one and an
+   * entry declared body access (bytes cross the isolate and process boundaries as strings).
+   */
+  body?: string;
   entries: PassEntry[];
   /** CPU (ms) left of the request's cpuMsPerRequest when the pass starts. */
   cpuBudgetMs: number;
@@ -51,6 +58,8 @@ export interface EntryReport {
   code?: ErrorCode;
   message?: string;
   logs?: GuestLog[];
+  metrics?: GuestMetricOp[];
+  metricsDropped?: number;
 }
 
 export type PassOutcome = RequestOutcome | ResponseOutcome;
@@ -61,6 +70,8 @@ export interface PassResult {
   outcome: PassOutcome;
   /** CPU (ms) of the entries that succeeded: what counts against cpuMsPerRequest afterwards. */
   budgetUsedMs: number;
+  /** Base64 of the body when an entry replaced it (the daemon decodes it into the outcome). */
+  body?: string;
 }
 
 /** What a runtime answers for a pass it could not run at all (cordon died, restarting, queue full). */
@@ -129,6 +140,8 @@ class PassRun {
   #status: number;
   #service: string | undefined;
   #usedMs = 0;
+  #body: string | undefined;
+  #bodyReplaced = false;
 
   constructor(sandbox: PassSandbox, pass: ChainPass, hooks: PassHooks) {
     this.#sandbox = sandbox;
@@ -136,6 +149,7 @@ class PassRun {
     this.#hooks = hooks;
     const services = pass.services ?? NO_SERVICES;
     this.#services = { has: (name) => services.includes(name) };
+    this.#body = pass.body;
     if (pass.phase === 'onRequest') {
       this.#headers = (pass.req as HookRequest).headers;
       this.#status = 0;
@@ -172,6 +186,8 @@ class PassRun {
         pass.phase === 'onRequest'
           ? { hook: 'onRequest', requestId: pass.requestId, now: Date.now(), configId: entry.configId, req: { ...pass.req, headers: this.#headers } }
           : { hook: 'onResponse', requestId: pass.requestId, now: Date.now(), configId: entry.configId, res: { status: this.#status, headers: this.#headers } };
+      // Only an entry that declared body access gets the body (each later one sees earlier edits).
+      if (entry.body !== undefined) (input[pass.phase === 'onRequest' ? 'req' : 'res'] as Record<string, unknown>).body = this.#body ?? '';
       const t0 = performance.now();
       this.#hooks.enter?.(i);
       let called: InvokeOutcome | Promise<InvokeOutcome>;
@@ -202,7 +218,9 @@ class PassRun {
 
   #result(outcome: PassOutcome): PassResult {
     this.#hooks.exit?.();
-    return { reports: this.reports, outcome, budgetUsedMs: this.#usedMs };
+    const result: PassResult = { reports: this.reports, outcome, budgetUsedMs: this.#usedMs };
+    if (this.#bodyReplaced && outcome.action === 'continue' && this.#body !== undefined) result.body = this.#body;
+    return result;
   }
 
   /** Records one entry's outcome and applies it; a PassResult when the chain stops here. */
@@ -217,12 +235,14 @@ class PassRun {
     if (!out.ok) return this.#failed(report, entry, FAILURE_CODES[out.kind], out.message, out.kind);
     let verdict;
     try {
-      verdict = parseVerdict(out.result, this.#pass.phase, this.#services);
+      verdict = parseVerdict(out.result, this.#pass.phase, this.#services, entry.body ?? 0);
     } catch (e) {
       if (!(e instanceof BadResult)) throw e;
       return this.#failed(report, entry, 'ISOMESH_ERR_PLUGIN_BAD_RESULT', e.message, 'bad_result');
     }
     if (verdict.logs !== undefined && verdict.logs.length > 0) report.logs = verdict.logs;
+    if (verdict.metrics !== undefined) report.metrics = verdict.metrics;
+    if (verdict.metricsDropped !== undefined) report.metricsDropped = verdict.metricsDropped;
     if (verdict.action === 'error') return this.#failed(report, entry, 'ISOMESH_ERR_PLUGIN_THREW', verdict.message, 'threw');
     this.#usedMs += usedMs;
     if (verdict.action === 'respond') {
@@ -236,6 +256,10 @@ class PassRun {
     }
     if (verdict.headers !== undefined) this.#headers = verdict.headers;
     if (verdict.service !== undefined) this.#service = verdict.service;
+    if (verdict.action === 'continue' && verdict.body !== undefined) {
+      this.#body = verdict.body;
+      this.#bodyReplaced = true;
+    }
     if (verdict.status !== undefined && this.#pass.phase === 'onResponse') this.#status = verdict.status;
     return undefined;
   }

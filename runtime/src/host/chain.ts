@@ -12,6 +12,8 @@ export interface StepVersion {
   healthKey: string;
   plugin: string;
   version: number;
+  /** Body limits the version declared (bytes per direction). */
+  body?: { request?: number; response?: number };
 }
 
 export interface ChainStep {
@@ -35,7 +37,9 @@ export function hashRequestId(id: string): number {
 }
 
 function stepVersion(plugin: string, v: ResolvedVersion): StepVersion {
-  return { key: `${plugin}@${v.version}#${v.digest}`, healthKey: `${plugin}@${v.version}`, plugin, version: v.version };
+  const sv: StepVersion = { key: `${plugin}@${v.version}#${v.digest}`, healthKey: `${plugin}@${v.version}`, plugin, version: v.version };
+  if (v.meta?.body !== undefined) sv.body = v.meta.body;
+  return sv;
 }
 
 export class Chain {
@@ -45,6 +49,8 @@ export class Chain {
   readonly serviceList: readonly string[];
   /** The plugin versions this chain needs loaded, once each. */
   readonly specs: readonly VersionSpec[];
+  /** Whether any version of the chain declared body access (bodyLimit answers 0 at once otherwise). */
+  readonly anyBody: boolean;
 
   constructor(config: TenantConfig, nextConfigId: () => number) {
     const specs = new Map<string, VersionSpec>();
@@ -71,6 +77,7 @@ export class Chain {
     this.serviceList = config.services.map((s) => s.name);
     this.services = new Set(this.serviceList);
     this.specs = [...specs.values()];
+    this.anyBody = this.steps.some((s) => s.active?.body !== undefined || s.canary?.body !== undefined);
   }
 
   static applies(step: ChainStep, route: string | undefined): boolean {

@@ -51,10 +51,11 @@ export async function tenantConfig(
   const chain: ChainEntry[] = [];
   for (const p of plugins) {
     const c = await host.compile({ source: p.source, language: 'typescript', maxBundleBytes: 1 << 20 });
-    const r: ResolvedPlugin = { name: p.name, active: { version: p.version ?? 1, digest: c.digest, code: c.code } };
+    // meta as the store records it: what the trial load found the version declares.
+    const r: ResolvedPlugin = { name: p.name, active: { version: p.version ?? 1, digest: c.digest, code: c.code, meta: c.declarations } };
     if (p.canary !== undefined) {
       const cc = await host.compile({ source: p.canary.source, language: 'typescript', maxBundleBytes: 1 << 20 });
-      r.canary = { version: p.canary.version, digest: cc.digest, code: cc.code, percent: p.canary.percent };
+      r.canary = { version: p.canary.version, digest: cc.digest, code: cc.code, percent: p.canary.percent, meta: cc.declarations };
     }
     resolved[p.name] = r;
     const entry: ChainEntry = { plugin: p.name, config: p.config ?? {}, failurePolicy: p.failurePolicy ?? 'closed' };

@@ -110,6 +110,12 @@ interface Run extends ChainRun {
 interface Plan {
   pass: ChainPass;
   versions: Array<StepVersion | undefined>;
+  /** Some entry declared body access for this phase. */
+  body: boolean;
+}
+
+function base64(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
 }
 
 export class PluginHost implements PluginHostApi, PluginHostAdmin {
@@ -233,8 +239,18 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     this.#unref(r.state, r.gen);
   }
 
-  bodyLimit(_run: ChainRun, _phase: 'request' | 'response', _route?: string): number {
-    return 0; // no plugin can declare body access yet (definePlugin's `body` comes with the plugin capabilities work)
+  bodyLimit(run: ChainRun, phase: 'request' | 'response', route?: string): number {
+    const r = run as Run;
+    const chain = r.gen.chain;
+    if (!chain.anyBody) return 0;
+    const on = route ?? r.route;
+    let limit = 0;
+    for (const step of chain.steps) {
+      if (!Chain.applies(step, on)) continue;
+      const declared = Chain.versionFor(step, r.requestId)?.body?.[phase];
+      if (declared !== undefined && (limit === 0 || declared < limit)) limit = declared;
+    }
+    return limit;
   }
 
   hasResponseHooks(run: ChainRun): boolean {
@@ -253,7 +269,13 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     r.routed = true;
     const plan = this.#plan(r, 'onRequest');
     if (plan === undefined) return { action: 'continue', headers: req.headers };
-    plan.pass.req = req;
+    if (req.body === undefined) plan.pass.req = req;
+    else {
+      // The bytes travel as base64 (never a host object), and only when an entry reads them.
+      const { body, ...rest } = req;
+      plan.pass.req = rest;
+      if (plan.body) plan.pass.body = base64(body);
+    }
     plan.pass.services = r.gen.chain.serviceList;
     const done = this.#runPass(r, plan);
     return (done instanceof Promise ? await done : done) as RequestOutcome;
@@ -263,7 +285,12 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     const r = run as Run;
     const plan = this.#plan(r, 'onResponse');
     if (plan === undefined) return { action: 'continue', status: res.status, headers: res.headers };
-    plan.pass.res = res;
+    if (res.body === undefined) plan.pass.res = res;
+    else {
+      const { body, ...rest } = res;
+      plan.pass.res = rest;
+      if (plan.body) plan.pass.body = base64(body);
+    }
     const done = this.#runPass(r, plan);
     return (done instanceof Promise ? await done : done) as ResponseOutcome;
   }
@@ -399,6 +426,8 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   #plan(r: Run, phase: Phase): Plan | undefined {
     let entries: PassEntry[] | undefined;
     let versions: Array<StepVersion | undefined> | undefined;
+    let body = false;
+    const direction = phase === 'onRequest' ? 'request' : 'response';
     for (const step of r.gen.chain.steps) {
       if (!Chain.applies(step, r.route)) continue;
       const v = Chain.versionFor(step, r.requestId);
@@ -409,13 +438,20 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
         this.#record(r.state, v);
       }
       const entry: PassEntry = { plugin: step.plugin, configId: step.configId, config: step.config, failurePolicy: step.failurePolicy };
-      if (v !== undefined) entry.key = v.key;
+      if (v !== undefined) {
+        entry.key = v.key;
+        const limit = v.body?.[direction];
+        if (limit !== undefined) {
+          entry.body = limit;
+          body = true;
+        }
+      }
       (entries ??= []).push(entry);
       (versions ??= []).push(v);
     }
     if (entries === undefined || versions === undefined) return undefined;
     const cpuBudgetMs = r.state.quota.quota.cpuMsPerRequest - r.budgetUsedMs;
-    return { pass: { phase, requestId: r.requestId, entries, cpuBudgetMs }, versions };
+    return { pass: { phase, requestId: r.requestId, entries, cpuBudgetMs }, versions, body };
   }
 
   /** Runs a pass (in this process or one round trip to the cordon) and accounts for every entry. */
@@ -428,6 +464,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   #settle(r: Run, plan: Plan, reply: PassReply): RequestOutcome | ResponseOutcome | Promise<RequestOutcome | ResponseOutcome> {
     if ('reports' in reply) {
       this.#account(r, plan, reply);
+      if (reply.body !== undefined && reply.outcome.action === 'continue') reply.outcome.body = Buffer.from(reply.body, 'base64');
       return reply.outcome;
     }
     return this.#passFailed(r, plan, reply.transport, reply.message, reply.entry ?? 0);
@@ -457,6 +494,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     const rest: Plan = {
       pass: { ...plan.pass, entries: plan.pass.entries.filter((_, i) => i !== index) },
       versions: plan.versions.filter((_, i) => i !== index),
+      body: plan.body,
     };
     if (rest.pass.entries.length === 0) return unchanged(plan.pass);
     return this.#runPass(r, rest);

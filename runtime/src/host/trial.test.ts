@@ -83,9 +83,11 @@ test('[cordon] a trial load that kills its process fails only that publish; the 
   const first = host.trialProcess();
   assert.ok(first?.pid, 'a trial process ran the first load');
   const publishing = refusal(host.compile(ts('for (;;) {} export default { onRequest() {} };')));
-  const queued = host.compile(ts('export default { onResponse() {} };'));
   for (let i = 0; i < 2000 && !host.trialProcess()?.busy; i++) await new Promise((r) => setTimeout(r, 5));
   assert.equal(host.trialProcess()?.busy, true, 'the looping load is running');
+  // A publish that arrives meanwhile waits for the trial process (loads run one at a time).
+  const queued = host.compile(ts('export default { onResponse() {} };'));
+  await new Promise((r) => setTimeout(r, 50));
   process.kill(first.pid, 'SIGKILL');
   const e = await publishing;
   assert.equal(e.code, 'ISOMESH_ERR_PLUGIN_LOAD');

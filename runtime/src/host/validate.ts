@@ -11,6 +11,8 @@ export const RESULT_LIMITS = Object.freeze({
   bodyChars: 1024 * 1024,
   logLines: 64,
   logChars: 4096,
+  metricSeries: 64,
+  metricObservations: 256,
 });
 
 const NAME_RE = /^[!#$%&'*+\-.^_`|~0-9a-z]{1,256}$/;
@@ -21,10 +23,59 @@ const LEVELS = new Set(['debug', 'info', 'warn', 'error']);
 
 export type GuestLog = { level: 'debug' | 'info' | 'warn' | 'error'; msg: string; fields?: string };
 
+/** A metric series' updates from one call: counter sum, or histogram observations (names checked on apply). */
+export type GuestMetricOp = ['c', string, Array<[string, string]>, number] | ['h', string, Array<[string, string]>, number[]];
+
+interface Extras {
+  logs?: GuestLog[];
+  metrics?: GuestMetricOp[];
+  metricsDropped?: number;
+}
+
 export type Verdict =
-  | { action: 'continue'; headers?: HeaderList; service?: string; status?: number; logs?: GuestLog[] }
-  | { action: 'respond'; status: number; headers: HeaderList; body: string; logs?: GuestLog[] }
-  | { action: 'error'; message: string; logs?: GuestLog[] };
+  /** `body`: base64 of a body replaced with setBody(). */
+  | ({ action: 'continue'; headers?: HeaderList; service?: string; status?: number; body?: string } & Extras)
+  | ({ action: 'respond'; status: number; headers: HeaderList; body: string } & Extras)
+  | ({ action: 'error'; message: string } & Extras);
+
+const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** Bytes a base64 string decodes to. */
+export function base64Bytes(b64: string): number {
+  let pad = 0;
+  if (b64.endsWith('==')) pad = 2;
+  else if (b64.endsWith('=')) pad = 1;
+  return Math.floor(((b64.length - pad) * 3) / 4);
+}
+
+function checkMetrics(r: Record<string, unknown>, out: Extras): void {
+  if (r.metricsDropped !== undefined) {
+    if (typeof r.metricsDropped !== 'number' || !Number.isInteger(r.metricsDropped) || r.metricsDropped < 0) throw new BadResult('invalid metricsDropped');
+    out.metricsDropped = Math.min(r.metricsDropped, 1_000_000);
+  }
+  if (r.metrics === undefined) return;
+  const v = r.metrics;
+  if (!Array.isArray(v) || v.length > RESULT_LIMITS.metricSeries) throw new BadResult('invalid metrics');
+  let observations = 0;
+  const ops: GuestMetricOp[] = [];
+  for (const op of v) {
+    if (!Array.isArray(op) || op.length !== 4 || typeof op[1] !== 'string' || op[1].length > 64 || !Array.isArray(op[2]) || op[2].length > 5) throw new BadResult('invalid metric update');
+    for (const pair of op[2] as unknown[]) {
+      if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string' || typeof pair[1] !== 'string' || pair[0].length > 64 || pair[1].length > 128) {
+        throw new BadResult('invalid metric labels');
+      }
+    }
+    if (op[0] === 'c') {
+      if (typeof op[3] !== 'number' || !Number.isFinite(op[3]) || op[3] < 0) throw new BadResult('invalid counter increment');
+    } else if (op[0] === 'h') {
+      if (!Array.isArray(op[3]) || !op[3].every((x) => typeof x === 'number' && Number.isFinite(x))) throw new BadResult('invalid histogram observations');
+      observations += op[3].length;
+      if (observations > RESULT_LIMITS.metricObservations) throw new BadResult('too many histogram observations');
+    } else throw new BadResult('invalid metric type');
+    ops.push(op as GuestMetricOp);
+  }
+  if (ops.length > 0) out.metrics = ops;
+}
 
 export class BadResult extends Error {}
 
@@ -65,9 +116,12 @@ function checkLogs(v: unknown): GuestLog[] | undefined {
   return out;
 }
 
-/** Parses one hook result. Throws BadResult with a reason the status API can show. */
-export function parseVerdict(json: string, phase: 'onRequest' | 'onResponse', services: { has(name: string): boolean }): Verdict {
-  if (json.length > RESULT_LIMITS.resultChars) throw new BadResult('result is too large');
+/**
+ * Parses one hook result. `bodyLimit`: the bytes the entry declared for this phase's body (0 = none),
+ * the most a setBody() may carry. Throws BadResult with a reason the status API can show.
+ */
+export function parseVerdict(json: string, phase: 'onRequest' | 'onResponse', services: { has(name: string): boolean }, bodyLimit = 0): Verdict {
+  if (json.length > RESULT_LIMITS.resultChars + Math.ceil(bodyLimit / 3) * 4) throw new BadResult('result is too large');
   let raw: unknown;
   try {
     raw = JSON.parse(json);
@@ -76,10 +130,20 @@ export function parseVerdict(json: string, phase: 'onRequest' | 'onResponse', se
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new BadResult('result is not an object');
   const r = raw as Record<string, unknown>;
+  const extras: Extras = {};
   const logs = checkLogs(r.logs);
+  if (logs !== undefined) extras.logs = logs;
+  checkMetrics(r, extras);
   switch (r.action) {
     case 'continue': {
-      const v: Verdict = { action: 'continue', logs };
+      const v: Verdict = { action: 'continue', ...extras };
+      if (r.body !== undefined) {
+        if (bodyLimit === 0) throw new BadResult('setBody() without a declared body limit');
+        if (typeof r.body !== 'string' || r.body.length % 4 !== 0 || !BASE64_RE.test(r.body)) throw new BadResult('body must be base64');
+        const bytes = base64Bytes(r.body);
+        if (bytes > bodyLimit) throw new BadResult(`replaced body is ${bytes} bytes, over the declared limit of ${bodyLimit}`);
+        v.body = r.body;
+      }
       if (r.headers !== undefined) v.headers = checkHeaders(r.headers);
       if (r.service !== undefined) {
         if (phase !== 'onRequest') throw new BadResult('ctx.route is only valid in onRequest');
@@ -96,10 +160,10 @@ export function parseVerdict(json: string, phase: 'onRequest' | 'onResponse', se
     case 'respond': {
       if (!isStatus(r.status)) throw new BadResult('status must be an integer 200..599');
       if (typeof r.body !== 'string' || r.body.length > RESULT_LIMITS.bodyChars) throw new BadResult('invalid body');
-      return { action: 'respond', status: r.status, headers: checkHeaders(r.headers), body: r.body, logs };
+      return { action: 'respond', status: r.status, headers: checkHeaders(r.headers), body: r.body, ...extras };
     }
     case 'error':
-      return { action: 'error', message: typeof r.message === 'string' ? r.message.slice(0, 2048) : 'plugin threw', logs };
+      return { action: 'error', message: typeof r.message === 'string' ? r.message.slice(0, 2048) : 'plugin threw', ...extras };
     default:
       throw new BadResult('unknown result action');
   }
