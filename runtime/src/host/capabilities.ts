@@ -3,8 +3,12 @@
 // runtime may depend on the SDK (DESIGN.md: runtime → sdk); the SDK never depends on the runtime.
 export {
   CAPABILITY_BOUNDS,
+  CapabilityFetchError,
   HostCapabilities,
   type CapabilityEnv,
+  type CapabilityFetch,
+  type CapabilityFetchRequest,
+  type CapabilityFetchResponse,
   type CapabilityFailureCode,
   type CapabilityResult,
 } from '@isomesh/sdk/host-capabilities';

@@ -47,6 +47,18 @@ export interface HeaderMutation {
   remove: string[];
 }
 
+/**
+ * The data plane's backend for ctx.fetch: one request from a plugin of `tenant` to the tenant's own
+ * service `service` (the host has checked that the tenant has it), through the proxy path (load
+ * balancing, timeouts, retries; not the chain). `path` includes the query string. The host enforces
+ * `timeoutMs` itself as well and bounds the answer (a body over 1 MiB rejects the plugin's fetch);
+ * a rejection of the returned promise rejects the plugin's fetch with ERR_FETCH_FAILED and its message.
+ */
+export type PluginFetch = (
+  tenant: string,
+  req: { service: string; method: string; path: string; headers: HeaderList; body?: Uint8Array; timeoutMs: number },
+) => Promise<{ status: number; headers: HeaderList; body: Uint8Array }>;
+
 /** Opaque per-request handle: pins the plugin versions a request started with, holds its admission. */
 export interface ChainRun {
   readonly tenant: string;

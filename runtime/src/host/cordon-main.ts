@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { seedGuestRuntimeCode } from './guest-code.ts';
 import { runChainPass, type PassHooks, type PassReply, type PassResult } from './chain-pass.ts';
+import { CapabilityFetchError, type CapabilityFetch } from './capabilities.ts';
 import { TenantSandbox } from './sandbox.ts';
 import { FairScheduler } from './scheduler.ts';
 import { FrameChannel, NodeIpcChannel, wireKindFromEnv, type Channel, type FromCordon, type ToCordon } from './wire.ts';
@@ -83,6 +84,31 @@ function sendHooks(tenant: string, key: string): void {
   if (s !== undefined) channel.send({ t: 'hooks', tenant, key, hooks: s.hooks(key) ?? null });
 }
 
+/** ctx.fetch calls relayed to the daemon, awaiting its 'fetched' answer. */
+const fetches = new Map<number, (reply: Extract<ToCordon, { t: 'fetched' }>['reply']) => void>();
+let fetchIds = 0;
+
+/** A tenant's ctx.fetch backend in a cordon: the daemon performs it (it holds the data plane). */
+function relayFetch(tenant: string): CapabilityFetch {
+  return (req) =>
+    new Promise((resolve, reject) => {
+      const id = ++fetchIds;
+      fetches.set(id, (reply) => {
+        if (reply.ok) resolve({ status: reply.status, headers: reply.headers, body: Buffer.from(reply.body, 'base64') });
+        else reject(new CapabilityFetchError(reply.code, reply.message));
+      });
+      const wire = { service: req.service, method: req.method, path: req.path, headers: req.headers, timeoutMs: req.timeoutMs };
+      channel.send({
+        t: 'fetch',
+        id,
+        tenant,
+        req: req.body === undefined ? wire : { ...wire, body: Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength).toString('base64') },
+      });
+      // The capability loop runs outside the pump: write now rather than at the end of a slice.
+      flush();
+    });
+}
+
 function createTenant(m: Extract<ToCordon, { t: 'tenant' }>): void {
   const existing = tenants.get(m.tenant);
   if (existing !== undefined) {
@@ -95,6 +121,7 @@ function createTenant(m: Extract<ToCordon, { t: 'tenant' }>): void {
   const sandbox = new TenantSandbox({
     tenant,
     memoryMb: m.memoryMb,
+    fetch: relayFetch(tenant),
     events: {
       onLoadError: (key, kind, message) => channel.send({ t: 'loadError', tenant, key, kind, message }),
       onIsolateLost: (key, kind, message) => channel.send({ t: 'lost', tenant, key: key ?? null, kind, message }),
@@ -236,6 +263,12 @@ function handle(m: ToCordon): void {
       call.queuedAt = process.hrtime.bigint();
       if (!scheduler.enqueue(m.tenant, call)) channel.send({ t: 'shed', id: m.id, queued: scheduler.queued(m.tenant) });
       break;
+    }
+    case 'fetched': {
+      const answer = fetches.get(m.id);
+      fetches.delete(m.id);
+      answer?.(m.reply);
+      return;
     }
     case 'init':
       seedGuestRuntimeCode(m.guest);

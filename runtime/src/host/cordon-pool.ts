@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { hashRequestId } from './chain.ts';
-import { Cordon, CordonTenant, cordonRunDir, type Hooks } from './cordon.ts';
+import { Cordon, CordonTenant, cordonRunDir, type FetchRelay, type Hooks } from './cordon.ts';
 import type { HostMetrics } from './metrics.ts';
 import type { SandboxEvents } from './sandbox.ts';
 import type { WireKind } from './wire.ts';
@@ -22,6 +22,7 @@ export class CordonPool {
   readonly #wire: WireKind;
   readonly #queueLimit: number;
   readonly #hooksFor: (digest: string) => Hooks | undefined;
+  readonly #fetch: FetchRelay;
   readonly #runDir: string;
   readonly #shared: Cordon[];
   readonly #quarantine = new Map<string, Cordon>();
@@ -35,7 +36,9 @@ export class CordonPool {
     metrics: HostMetrics;
     queueLimit: number;
     hooksFor: (digest: string) => Hooks | undefined;
+    fetch: FetchRelay;
   }) {
+    this.#fetch = opts.fetch;
     this.#logger = opts.logger;
     this.#metrics = opts.metrics;
     this.#wire = opts.wire;
@@ -110,6 +113,7 @@ export class CordonPool {
       wire: this.#wire,
       logger: this.#logger,
       runDir: this.#runDir,
+      fetch: this.#fetch,
       events: {
         onExit: (cordon, info) => {
           this.#metrics.cordonCrashes.inc({ cordon: cordon.id });

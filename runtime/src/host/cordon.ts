@@ -13,7 +13,10 @@ import type { Logger } from 'pino';
 import type { ChainPass, PassReply } from './chain-pass.ts';
 import { guestRuntimeCode } from './guest-code.ts';
 import type { SandboxEvents, VersionSpec } from './sandbox.ts';
-import { FrameChannel, NodeIpcChannel, type Channel, type FromCordon, type ToCordon, type WireKind } from './wire.ts';
+import { FrameChannel, NodeIpcChannel, type Channel, type FromCordon, type ToCordon, type WireFetchReply, type WireFetchRequest, type WireKind } from './wire.ts';
+
+/** The daemon's side of ctx.fetch for a tenant in a cordon (PluginHost checks and performs it). */
+export type FetchRelay = (tenant: string, req: WireFetchRequest) => Promise<WireFetchReply>;
 
 export type Hooks = Array<'onRequest' | 'onResponse'>;
 
@@ -64,6 +67,7 @@ export class Cordon {
   readonly #events: CordonEvents;
   readonly #logger: Logger;
   readonly #blackbox: string;
+  readonly #fetch: FetchRelay;
   readonly #tenants = new Map<string, CordonTenant>();
   readonly #pending = new Map<number, PendingCall>();
   #child: ChildProcess | undefined;
@@ -77,8 +81,9 @@ export class Cordon {
   /** Chain passes sent (one round trip each). */
   passes = 0;
 
-  constructor(opts: { id: string; quarantine: boolean; wire: WireKind; events: CordonEvents; logger: Logger; runDir: string }) {
+  constructor(opts: { id: string; quarantine: boolean; wire: WireKind; events: CordonEvents; logger: Logger; runDir: string; fetch: FetchRelay }) {
     this.id = opts.id;
+    this.#fetch = opts.fetch;
     this.quarantine = opts.quarantine;
     this.#wire = opts.wire;
     this.#events = opts.events;
@@ -186,6 +191,18 @@ export class Cordon {
       }
       case 'ready':
         return;
+      case 'fetch': {
+        // Answer only the process that asked: a restarted cordon reuses fetch ids.
+        const child = this.#child;
+        const known = this.#tenants.has(m.tenant);
+        const reply: Promise<WireFetchReply> = known
+          ? this.#fetch(m.tenant, m.req)
+          : Promise.resolve({ ok: false, code: 'ERR_CAPABILITY_FAILED', message: `ctx.fetch: tenant ${m.tenant} is not in cordon ${this.id}` });
+        void reply.then((r) => {
+          if (this.#child === child && this.#state === 'up') this.#channel?.send({ t: 'fetched', id: m.id, reply: r });
+        });
+        return;
+      }
       default: {
         const t = this.#tenants.get(m.tenant);
         if (t !== undefined) t.receive(m);

@@ -21,6 +21,7 @@ import type {
   CompiledPlugin,
   HookRequest,
   HookResponse,
+  PluginFetch,
   PluginHealth,
   PluginHostAdmin,
   PluginHostApi,
@@ -32,6 +33,8 @@ import { HostMetrics } from './metrics.ts';
 import { TenantQuota } from './quota.ts';
 import { TenantSandbox, type SandboxEvents } from './sandbox.ts';
 import { TrialLoader } from './trial.ts';
+import { CAPABILITY_BOUNDS, CapabilityFetchError, type CapabilityFetch, type CapabilityFetchRequest, type CapabilityFetchResponse } from './capabilities.ts';
+import type { WireFetchReply, WireFetchRequest } from './wire.ts';
 import { wireKindFromEnv, type WireKind } from './wire.ts';
 import type { GuestLog } from './validate.ts';
 
@@ -58,6 +61,8 @@ export interface PluginHostOptions {
   wire?: WireKind;
   /** Wall time a publish-time trial load may take (default 200 ms). */
   trialLoadTimeoutMs?: number;
+  /** The data plane's backend of ctx.fetch; absent → ctx.fetch rejects with "fetch is not available". */
+  fetch?: PluginFetch;
 }
 
 export function hostModeFromEnv(env: NodeJS.ProcessEnv = process.env): HostMode {
@@ -126,6 +131,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   /** Cordon mode: publish-time trial loads run in a process of their own. */
   readonly #trial: TrialLoader | undefined;
   readonly #trialTimeoutMs: number | undefined;
+  readonly #fetch: PluginFetch | undefined;
   /** digest → hooks, learnt at compile: hasResponseHooks() can answer before a cordon has loaded the code. */
   readonly #compiledHooks = new Map<string, Hooks>();
   readonly mode: HostMode;
@@ -144,6 +150,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     );
     this.mode = opts.mode ?? hostModeFromEnv();
     this.#trialTimeoutMs = opts.trialLoadTimeoutMs;
+    this.#fetch = opts.fetch;
     if (this.mode === 'cordon') {
       this.#trial = new TrialLoader({ logger: this.#logger, ...(opts.trialLoadTimeoutMs === undefined ? {} : { timeoutMs: opts.trialLoadTimeoutMs }) });
       const envCount = Number(process.env.ISOMESH_CORDONS);
@@ -154,6 +161,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
         metrics: this.#metrics,
         queueLimit: opts.queueLimit ?? DEFAULT_QUEUE_LIMIT,
         hooksFor: (digest) => this.#compiledHooks.get(digest),
+        fetch: (tenant, req) => this.#relayedFetch(tenant, req),
       });
     }
   }
@@ -362,7 +370,8 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
         },
     };
     const cordon = this.#pool?.tenant(name, { memoryMb: config.quota.memoryMb, weight: config.quota.weight, events });
-    const sandbox: TenantRuntime = cordon ?? new TenantSandbox({ tenant: name, memoryMb: config.quota.memoryMb, events });
+    const sandbox: TenantRuntime =
+      cordon ?? new TenantSandbox({ tenant: name, memoryMb: config.quota.memoryMb, events, fetch: this.#fetchFor(name) });
     for (const spec of chain.specs) sandbox.retain(spec);
     state = {
       name,
@@ -377,6 +386,46 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
       logger,
     };
     return state;
+  }
+
+  /**
+   * ctx.fetch of a tenant's plugin: only to one of the tenant's own services (by its current config),
+   * never a request otherwise; performed by the data plane's backend.
+   */
+  #fetchFor(tenant: string): CapabilityFetch {
+    return async (req: CapabilityFetchRequest): Promise<CapabilityFetchResponse> => {
+      const backend = this.#fetch;
+      if (backend === undefined) throw new CapabilityFetchError('ERR_FETCH_UNAVAILABLE', 'ctx.fetch: fetch is not available');
+      const state = this.#tenants.get(tenant);
+      if (state === undefined || !state.gen.chain.services.has(req.service)) {
+        throw new CapabilityFetchError('ERR_FETCH_UNKNOWN_SERVICE', `ctx.fetch: "${req.service}" is not a service of tenant ${tenant}`);
+      }
+      const out: Parameters<PluginFetch>[1] = { service: req.service, method: req.method, path: req.path, headers: req.headers, timeoutMs: req.timeoutMs };
+      if (req.body !== undefined) out.body = req.body;
+      try {
+        return await backend(tenant, out);
+      } catch (e) {
+        throw new CapabilityFetchError('ERR_FETCH_FAILED', `ctx.fetch: ${e instanceof Error ? e.message : String(e)}`.slice(0, 1024));
+      }
+    };
+  }
+
+  /** A cordon relayed a plugin's ctx.fetch: perform it and answer as plain data. */
+  async #relayedFetch(tenant: string, req: WireFetchRequest): Promise<WireFetchReply> {
+    const call: CapabilityFetchRequest = { service: req.service, method: req.method, path: req.path, headers: req.headers, timeoutMs: req.timeoutMs };
+    if (req.body !== undefined) call.body = Buffer.from(req.body, 'base64');
+    try {
+      const res = await this.#fetchFor(tenant)(call);
+      const body = res.body instanceof Uint8Array ? res.body : new Uint8Array(0);
+      // Bounded here too: an over-large answer is refused without shipping it to the cordon.
+      if (body.byteLength > CAPABILITY_BOUNDS.fetchBodyBytes) {
+        return { ok: false, code: 'ERR_FETCH_TOO_LARGE', message: `ctx.fetch: response body is ${body.byteLength} bytes (max ${CAPABILITY_BOUNDS.fetchBodyBytes})` };
+      }
+      return { ok: true, status: res.status, headers: res.headers, body: base64(body) };
+    } catch (e) {
+      const code = e instanceof CapabilityFetchError ? e.code : 'ERR_FETCH_FAILED';
+      return { ok: false, code, message: e instanceof Error ? e.message : String(e) };
+    }
   }
 
   #unref(state: TenantState, gen: Generation): void {

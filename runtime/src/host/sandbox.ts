@@ -11,7 +11,7 @@
 // polls again — in bounded rounds, within the call's CPU and wall budgets.
 
 import ivm from 'isolated-vm';
-import { HostCapabilities } from './capabilities.ts';
+import { HostCapabilities, type CapabilityFetch } from './capabilities.ts';
 import { runChainPass, type ChainPass, type PassResult } from './chain-pass.ts';
 import { guestRuntimeCode } from './guest-code.ts';
 
@@ -164,15 +164,17 @@ export class TenantSandbox {
   #versions = new Map<string, LoadedVersion>();
   #secretsJson = '{}';
   #secrets: Record<string, string> = Object.create(null);
-  readonly #capabilities = new HostCapabilities();
+  readonly #capabilities: HostCapabilities;
   #down = false;
   #crashStreak = 0;
   #lastLostAt = 0;
   #rebuildAt = 0;
   #restarts = 0;
 
-  constructor(opts: { tenant: string; memoryMb: number; events: SandboxEvents }) {
+  /** `fetch`: the backend of the tenant's ctx.fetch (the daemon's PluginFetch, or a cordon's relay to it). */
+  constructor(opts: { tenant: string; memoryMb: number; events: SandboxEvents; fetch?: CapabilityFetch }) {
     this.tenant = opts.tenant;
+    this.#capabilities = new HostCapabilities(opts.fetch === undefined ? {} : { fetch: opts.fetch });
     this.#memoryMb = Math.max(MIN_MEMORY_MB, opts.memoryMb);
     this.#events = opts.events;
     this.#build();

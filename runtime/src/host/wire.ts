@@ -5,7 +5,22 @@
 
 import type { Socket } from 'node:net';
 import type { ChainPass, PassReply } from './chain-pass.ts';
+import type { CapabilityFailureCode } from './capabilities.ts';
 import type { FailureKind, VersionSpec } from './sandbox.ts';
+
+/** A plugin's ctx.fetch, relayed from its cordon to the daemon that sent the pass (bodies in base64). */
+export interface WireFetchRequest {
+  service: string;
+  method: string;
+  path: string;
+  headers: Array<[string, string]>;
+  body?: string;
+  timeoutMs: number;
+}
+
+export type WireFetchReply =
+  | { ok: true; status: number; headers: Array<[string, string]>; body: string }
+  | { ok: false; code: CapabilityFailureCode; message: string };
 
 /** daemon → cordon */
 export type ToCordon =
@@ -19,7 +34,9 @@ export type ToCordon =
   | { t: 'reset'; tenant: string }
   | { t: 'drop'; tenant: string }
   /** One phase of one request's chain: the cordon runs every entry and answers once. */
-  | { t: 'pass'; id: number; tenant: string; pass: ChainPass };
+  | { t: 'pass'; id: number; tenant: string; pass: ChainPass }
+  /** The answer to a relayed ctx.fetch. */
+  | { t: 'fetched'; id: number; reply: WireFetchReply };
 
 /** cordon → daemon */
 export type FromCordon =
@@ -31,7 +48,9 @@ export type FromCordon =
   | { t: 'loadError'; tenant: string; key: string; kind: FailureKind; message: string }
   | { t: 'lost'; tenant: string; key: string | null; kind: FailureKind; message: string }
   | { t: 'rebuilt'; tenant: string }
-  | { t: 'stats'; tenant: string; memoryBytes: number };
+  | { t: 'stats'; tenant: string; memoryBytes: number }
+  /** A plugin of `tenant` called ctx.fetch: the daemon performs it and answers with 'fetched'. */
+  | { t: 'fetch'; id: number; tenant: string; req: WireFetchRequest };
 
 export interface Channel<Out, In> {
   /** Queues a message; it is written with everything else sent in the same tick (or at flush()). */
