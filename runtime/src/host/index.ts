@@ -30,6 +30,7 @@ import type {
   TenantHostStatus,
 } from './contract.ts';
 import { HostMetrics } from './metrics.ts';
+import { PluginMetrics } from './plugin-metrics.ts';
 import { TenantQuota } from './quota.ts';
 import { TenantSandbox, type SandboxEvents } from './sandbox.ts';
 import { TrialLoader } from './trial.ts';
@@ -126,6 +127,7 @@ function base64(bytes: Uint8Array): string {
 export class PluginHost implements PluginHostApi, PluginHostAdmin {
   readonly #logger: Logger;
   readonly #metrics: HostMetrics;
+  readonly #pluginMetrics: PluginMetrics;
   readonly #tenants = new Map<string, TenantState>();
   readonly #pool: CordonPool | undefined;
   /** Cordon mode: publish-time trial loads run in a process of their own. */
@@ -148,6 +150,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
         ...(t.cordon === undefined ? {} : { cordon: t.cordon.placement().cordon, pid: t.cordon.placement().pid }),
       })),
     );
+    this.#pluginMetrics = new PluginMetrics(opts.registry);
     this.mode = opts.mode ?? hostModeFromEnv();
     this.#trialTimeoutMs = opts.trialLoadTimeoutMs;
     this.#fetch = opts.fetch;
@@ -218,6 +221,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     const state = this.#tenants.get(tenant);
     if (state === undefined) return;
     this.#tenants.delete(tenant);
+    this.#pluginMetrics.removeTenant(tenant);
     if (this.#pool !== undefined) this.#pool.removeTenant(tenant);
     else state.sandbox.dispose();
   }
@@ -568,6 +572,9 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
       rec.cpu.inc(report.cpuNs / 1e9);
     }
     if (report.logs !== undefined) this.#forwardLogs(state, v, report.logs);
+    if (report.metrics !== undefined || report.metricsDropped !== undefined) {
+      this.#pluginMetrics.apply(state.name, v.plugin, report.metrics, report.metricsDropped);
+    }
     rec.invocations++;
     this.#count(state, v, rec, report.outcome);
     if (report.code === undefined) {
