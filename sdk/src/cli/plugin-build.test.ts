@@ -46,7 +46,7 @@ test('plugin init scaffolds a project whose build evaluates to a plugin with onR
   const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8'));
   assert.equal(pkg.name, 'my-plugin');
   assert.equal(pkg.type, 'module');
-  assert.ok(pkg.dependencies['@isomesh/sdk']);
+  assert.equal(pkg.dependencies, undefined, 'nothing to install: the CLI provides @isomesh/sdk');
   assert.equal(JSON.parse(fs.readFileSync(path.join(dir, 'config.schema.json'), 'utf8')).type, 'object');
   assert.match(fs.readFileSync(path.join(dir, 'test/plugin.test.ts'), 'utf8'), /createTestHost/);
 

@@ -104,9 +104,21 @@ test('publish reports a server rejection (over maxBundleBytes) with its code', a
   assert.equal(fake.mutations().filter((m) => m.method === 'PUT').length, 0, 'no activation after a failed upload');
 });
 
-test('rollback activates the highest version below the active one', async (t) => {
+test('rollback ends a running canary and keeps the active version', async (t) => {
   const { fake, env } = await setup(t);
   fake.addPluginVersions('acme', 'auth', 5, { version: 4, canary: { version: 5, percent: 10 } });
+  const r = await runCli(['plugin', 'rollback', 'auth'], env);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /ended the canary of version 5; version 4 serves all requests/);
+  const puts = fake.mutations();
+  assert.equal(puts.length, 1);
+  assert.deepEqual(JSON.parse(puts[0]!.body.toString()), { version: 4 }, 'activation without a canary ends it');
+  assert.deepEqual(fake.plugins.get('acme/auth')!.active, { version: 4 });
+});
+
+test('rollback without a canary activates the highest version below the active one', async (t) => {
+  const { fake, env } = await setup(t);
+  fake.addPluginVersions('acme', 'auth', 5, { version: 4 });
   const r = await runCli(['plugin', 'rollback', 'auth'], env);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /version 4 -> 3/);

@@ -6,10 +6,14 @@ export interface ScaffoldFile {
   content: string;
 }
 
-export function pluginScaffold(name: string): ScaffoldFile[] {
+/**
+ * `sdkDir`: the CLI's own SDK (absolute). The project's tsconfig maps @isomesh/sdk there for editors
+ * and tsc; `isomesh plugin test` provides it to Node; `isomesh plugin build` leaves it external.
+ */
+export function pluginScaffold(name: string, sdkDir: string): ScaffoldFile[] {
   return [
     { path: 'package.json', content: json(packageJson(name)) },
-    { path: 'tsconfig.json', content: json(tsconfig) },
+    { path: 'tsconfig.json', content: json(tsconfigFor(sdkDir)) },
     { path: 'config.schema.json', content: json(configSchema(name)) },
     { path: 'src/index.ts', content: indexTs },
     { path: 'test/plugin.test.ts', content: testTs },
@@ -35,14 +39,13 @@ function packageJson(name: string) {
       test: 'isomesh plugin test',
       publish: `isomesh plugin publish --name ${name}`,
     },
-    dependencies: { '@isomesh/sdk': '^0.1.0' },
-    devDependencies: { '@types/node': '^24.0.0', typescript: '^5.8.0' },
+    // No dependencies: the isomesh CLI provides @isomesh/sdk (it is not on npm) to tests and builds.
     engines: { node: '>=24' },
   };
 }
 
 // Node runs the tests with native type stripping, so the sources must stay erasable TypeScript.
-const tsconfig = {
+const tsconfigFor = (sdkDir: string) => ({
   compilerOptions: {
     target: 'es2023',
     lib: ['es2023'],
@@ -55,9 +58,15 @@ const tsconfig = {
     erasableSyntaxOnly: true,
     verbatimModuleSyntax: true,
     skipLibCheck: true,
+    resolveJsonModule: true,
+    // Where this machine's isomesh CLI keeps the SDK (re-run `isomesh plugin init` elsewhere to refresh).
+    paths: {
+      '@isomesh/sdk': [`${sdkDir}/src/index.ts`],
+      '@isomesh/sdk/testing': [`${sdkDir}/src/testing.ts`],
+    },
   },
   include: ['src', 'test'],
-};
+});
 
 function configSchema(name: string) {
   return {
@@ -81,6 +90,8 @@ function configSchema(name: string) {
 }
 
 const indexTs = `import { definePlugin } from '@isomesh/sdk';
+// The host checks every chain entry's config against this schema (PUT …/chain answers 400 otherwise).
+import configSchema from '../config.schema.json' with { type: 'json' };
 
 export interface Config {
   /** Request header that carries the tenant name to the upstream. */
@@ -90,6 +101,8 @@ export interface Config {
 }
 
 export default definePlugin<Config>({
+  configSchema,
+
   onRequest(req, ctx) {
     const prefix = ctx.config.protectedPrefix ?? '/admin';
     if (req.path.startsWith(prefix) && !req.headers.get('authorization')) {
@@ -154,11 +167,15 @@ request that passes through the tenant's plugin chain.
 
 ## Develop
 
+Nothing to install: the \`isomesh\` CLI provides \`@isomesh/sdk\` (types, \`definePlugin\`,
+\`createTestHost\`) to the tests and the build.
+
 \`\`\`sh
-npm install
-isomesh plugin test          # node --test test/**/*.test.ts
+isomesh plugin test          # node --test test/**/*.test.ts, with @isomesh/sdk from the CLI
 isomesh plugin build         # dist/plugin.js: one self-contained bundle (@isomesh/sdk is provided by the host)
 \`\`\`
+
+npm packages the plugin imports are bundled by \`isomesh plugin build\` (\`npm install <pkg>\` them as usual).
 
 ## Publish
 

@@ -4,7 +4,7 @@
 // one-shot `__isomesh` object whose functions the host takes as references and then deletes, so the
 // plugin can neither see nor replace the entry points.
 
-import { configParser, definePlugin } from './define.ts';
+import { configParser, definePlugin, pluginHooks } from './define.ts';
 import { GuestPlugin } from './invoke.ts';
 import { BAD_IMPORT_PREFIX, type LoadMeta, type LoadResult } from './protocol.ts';
 
@@ -43,9 +43,14 @@ g.__isomesh = {
     const candidate =
       exported !== null && typeof exported === 'object' && 'default' in exported ? exported.default : exported;
     try {
-      loaded = new GuestPlugin(candidate, meta);
+      pluginHooks(candidate);
     } catch (e) {
       return JSON.stringify({ noHooks: e instanceof Error ? e.message : String(e) } satisfies LoadResult);
+    }
+    try {
+      loaded = new GuestPlugin(candidate, meta);
+    } catch (e) {
+      return JSON.stringify({ badDeclaration: e instanceof Error ? e.message : String(e) } satisfies LoadResult);
     }
     loaded.setSecrets(secretsJson);
     const d = loaded.declarations;

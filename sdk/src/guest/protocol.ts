@@ -69,7 +69,8 @@ export interface LoadMeta {
 /** finishLoad's answer: what the plugin declares (hooks, body limits, config schema), or why it is not a plugin. */
 export type LoadResult =
   | { hooks: Array<'onRequest' | 'onResponse'>; body?: { request?: number; response?: number }; configSchema?: Record<string, unknown> }
-  | { noHooks: string };
+  | { noHooks: string }
+  | { badDeclaration: string };
 
 /** Bounds the guest applies to itself (the host enforces its own, equal or looser, again). */
 export const GUEST_LIMITS = Object.freeze({

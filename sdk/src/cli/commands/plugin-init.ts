@@ -1,6 +1,7 @@
 // `isomesh plugin init <dir> [--name N]`: scaffold a plugin project; never overwrites anything.
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { CliFailure, UsageError } from '../cli-errors.ts';
 import { commandUsage, type CommandSpec } from '../command.ts';
 import { pluginScaffold } from '../scaffold.ts';
@@ -26,7 +27,7 @@ export const pluginInitCommand: CommandSpec = {
       if (!fs.statSync(dir).isDirectory()) throw new CliFailure(`${dir} exists and is not a directory`);
       if (fs.readdirSync(dir).length > 0) throw new CliFailure(`refusing to overwrite ${dir}: the directory is not empty`);
     }
-    const files = pluginScaffold(name);
+    const files = pluginScaffold(name, fileURLToPath(new URL('../../../', import.meta.url)).replace(/\/$/, ''));
     for (const f of files) {
       const abs = path.join(dir, f.path);
       fs.mkdirSync(path.dirname(abs), { recursive: true });
@@ -38,8 +39,9 @@ export const pluginInitCommand: CommandSpec = {
       ...files.map((f) => `  ${f.path}`),
       '',
       'next:',
-      `  cd ${rel} && npm install`,
+      `  cd ${rel}`,
       '  isomesh plugin test',
+      '  isomesh plugin build',
       `  isomesh plugin publish --name ${name} --activate`,
     ].join('\n'), { name, dir, files: files.map((f) => f.path) });
   },

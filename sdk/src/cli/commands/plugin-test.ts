@@ -1,4 +1,5 @@
-// `isomesh plugin test [dir]`: run the project's tests with node's own test runner.
+// `isomesh plugin test [dir]`: run the project's tests with node's own test runner. The CLI provides
+// @isomesh/sdk to the project (sdk-resolve.ts), so a project needs no install and no network.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { CliFailure } from '../cli-errors.ts';
@@ -20,6 +21,9 @@ export const pluginTestCommand: CommandSpec = {
     // Set when we ourselves run under `node --test`; it would make the child speak the runner's
     // internal protocol instead of printing a report.
     delete env.NODE_TEST_CONTEXT;
+    // Through NODE_OPTIONS, so the runner's child process per test file gets it too.
+    const preload = `--import=${new URL('../sdk-resolve.ts', import.meta.url).href}`;
+    env.NODE_OPTIONS = env.NODE_OPTIONS ? `${env.NODE_OPTIONS} ${preload}` : preload;
     const child = spawn(process.execPath, ['--test', TEST_GLOB], {
       cwd: dir,
       env,

@@ -73,7 +73,7 @@ export const pluginActivateCommand: CommandSpec = {
 export const pluginRollbackCommand: CommandSpec = {
   words: ['plugin', 'rollback'],
   synopsis: '<name>',
-  summary: 'activate the highest version below the active one (drops any canary)',
+  summary: 'end a running canary (the active version stays); otherwise activate the highest version below the active one',
   args: { min: 1, max: 1 },
   async run(ctx) {
     const name = ctx.positionals[0]!;
@@ -81,6 +81,14 @@ export const pluginRollbackCommand: CommandSpec = {
     const client = ctx.client();
     const current = await fetchActivation(client, tenant, name);
     if (!current) throw new CliFailure(`plugin "${name}" has no active version to roll back from`);
+    if (current.canary) {
+      // A canary is the change being tried: rolling back ends it, the active version serves everything.
+      const activation: Activation = { version: current.version };
+      await setActivation(client, tenant, name, activation);
+      ctx.print(`rolled back ${name}: ended the canary of version ${current.canary.version}; version ${current.version} serves all requests`,
+        { tenant, plugin: name, from: current, endedCanary: current.canary.version, active: activation });
+      return;
+    }
     const { body } = await client.get(pluginPath(tenant, name, 'versions'));
     const target = previousVersion(versionsOf(body), current.version);
     const activation: Activation = { version: target };
