@@ -24,7 +24,15 @@ const plugins = readdirSync(ROOT, { withFileTypes: true })
   .map((d) => d.name)
   .sort();
 
-const host = new PluginHost({ logger: pino({ level: 'silent' }), registry: new Registry() });
+// ctx.fetch answered by a fake data plane: json-enricher's lookup service.
+const host = new PluginHost({
+  logger: pino({ level: 'silent' }),
+  registry: new Registry(),
+  fetch: async (_tenant, req) =>
+    req.service === 'customers'
+      ? { status: 200, headers: [['content-type', 'application/json']], body: new TextEncoder().encode('{"tier":"gold"}') }
+      : { status: 404, headers: [], body: new Uint8Array(0) },
+});
 test.after(() => host.close());
 
 function request(over: Partial<HookRequest> = {}): HookRequest {
@@ -57,6 +65,11 @@ const PROBES: Record<string, { req: () => Promise<HookRequest>; check(out: Reque
     req: async () => request({ headers: [['x-fault-test', '1']] }),
     check: (out) => assert.ok(out.action === 'continue' || (out.action === 'respond' && out.status === 503), JSON.stringify(out)),
   },
+  'json-enricher': {
+    req: async () => request({ method: 'POST', headers: [['content-type', 'application/json']], body: new TextEncoder().encode('{"customerId":"c-7"}') }),
+    check: (out) =>
+      assert.deepEqual(out.action === 'continue' && JSON.parse(new TextDecoder().decode(out.body)), { customerId: 'c-7', customer: { tier: 'gold' } }, JSON.stringify(out)),
+  },
   cors: {
     req: async () => request({ method: 'OPTIONS', headers: [['origin', 'https://a.example.com'], ['access-control-request-method', 'POST']] }),
     check: (out) => assert.equal(out.action === 'respond' && out.status, 204, JSON.stringify(out)),
@@ -64,7 +77,7 @@ const PROBES: Record<string, { req: () => Promise<HookRequest>; check(out: Reque
 };
 
 test('the example set is the documented one', () => {
-  assert.deepEqual(plugins, ['canary-router', 'cors', 'fault-injection', 'header-transform', 'jwt-auth', 'rate-limit']);
+  assert.deepEqual(plugins, ['canary-router', 'cors', 'fault-injection', 'header-transform', 'json-enricher', 'jwt-auth', 'rate-limit']);
   const table = readFileSync(join(ROOT, 'README.md'), 'utf8');
   for (const name of plugins) assert.match(table, new RegExp(`\\| \\[${name}\\]\\(${name}/\\)`), `plugins/README.md lists ${name}`);
 });
@@ -82,6 +95,10 @@ for (const name of plugins) {
 
     const compiled = await host.compile({ source: readFileSync(join(dir, 'src/index.ts'), 'utf8'), language: 'typescript', maxBundleBytes: DEFAULT_QUOTA.maxBundleBytes });
     assert.deepEqual(compiled.hooks, meta.hooks, 'hooks found by the trial load match metadata.json');
+    // A plugin that declares its schema declares config.schema.json (PUT …/chain enforces it).
+    if (compiled.declarations.configSchema !== undefined) {
+      assert.deepEqual(compiled.declarations.configSchema, JSON.parse(readFileSync(join(dir, 'config.schema.json'), 'utf8')));
+    }
     assert.match(compiled.digest, /^sha256:[0-9a-f]{64}$/);
 
     const readme = readFileSync(join(dir, 'README.md'), 'utf8');
@@ -105,10 +122,10 @@ for (const name of plugins) {
       name: tenant,
       listenerPort: 17000,
       quota: { ...DEFAULT_QUOTA },
-      services: ['reviews', 'reviews-v2'].map((s) => ({ name: s, endpoints: [], lb: 'round_robin' as const, connectTimeoutMs: 1000, timeoutMs: 1000 })),
+      services: ['reviews', 'reviews-v2', 'customers'].map((s) => ({ name: s, endpoints: [], lb: 'round_robin' as const, connectTimeoutMs: 1000, timeoutMs: 1000 })),
       routes: [],
       chain: [{ plugin: name, config: entry.config, failurePolicy: 'closed' }],
-      plugins: { [name]: { name, active: { version: 1, digest: compiled.digest, code: compiled.code } } },
+      plugins: { [name]: { name, active: { version: 1, digest: compiled.digest, code: compiled.code, meta: compiled.declarations } } },
       secrets: { 'jwt-hmac': SECRET },
       settings: { ...DEFAULT_TENANT_SETTINGS },
       rateLimits: [],
