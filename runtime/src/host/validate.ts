@@ -130,13 +130,11 @@ export function parseVerdict(json: string, phase: 'onRequest' | 'onResponse', se
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new BadResult('result is not an object');
   const r = raw as Record<string, unknown>;
-  const extras: Extras = {};
   const logs = checkLogs(r.logs);
-  if (logs !== undefined) extras.logs = logs;
-  checkMetrics(r, extras);
   switch (r.action) {
     case 'continue': {
-      const v: Verdict = { action: 'continue', ...extras };
+      const v: Verdict = { action: 'continue', logs };
+      checkMetrics(r, v);
       if (r.body !== undefined) {
         if (bodyLimit === 0) throw new BadResult('setBody() without a declared body limit');
         if (typeof r.body !== 'string' || r.body.length % 4 !== 0 || !BASE64_RE.test(r.body)) throw new BadResult('body must be base64');
@@ -160,10 +158,15 @@ export function parseVerdict(json: string, phase: 'onRequest' | 'onResponse', se
     case 'respond': {
       if (!isStatus(r.status)) throw new BadResult('status must be an integer 200..599');
       if (typeof r.body !== 'string' || r.body.length > RESULT_LIMITS.bodyChars) throw new BadResult('invalid body');
-      return { action: 'respond', status: r.status, headers: checkHeaders(r.headers), body: r.body, ...extras };
+      const v: Verdict = { action: 'respond', status: r.status, headers: checkHeaders(r.headers), body: r.body, logs };
+      checkMetrics(r, v);
+      return v;
     }
-    case 'error':
-      return { action: 'error', message: typeof r.message === 'string' ? r.message.slice(0, 2048) : 'plugin threw', ...extras };
+    case 'error': {
+      const v: Verdict = { action: 'error', message: typeof r.message === 'string' ? r.message.slice(0, 2048) : 'plugin threw', logs };
+      checkMetrics(r, v);
+      return v;
+    }
     default:
       throw new BadResult('unknown result action');
   }
