@@ -470,6 +470,51 @@ export const CORPUS: HostileCase[] = [
     },
   },
 
+  // ── Bodies, ctx.fetch, ctx.metrics (v1 capabilities) ───────────────────────────────────────────
+  {
+    // A tampered JSON.stringify adds a replaced body to a result although the plugin declared none.
+    name: 'body-forged-without-declaration',
+    source: `const orig = JSON.stringify;
+      JSON.stringify = function (v, ...rest) { if (v && v.action === 'continue') v.body = 'aGFja2Vk'; return orig.call(this, v, ...rest); };
+      export default { onRequest(req) { req.headers.set('x-a', '1'); } };`,
+    expect: { kind: 'fail', code: BAD_RESULT },
+    open: true,
+  },
+  {
+    name: 'set-body-over-declared-limit',
+    source: `export default { body: { request: 1024 }, onRequest(req) { req.setBody('x'.repeat(2 * 1024 * 1024)); } };`,
+    expect: { kind: 'fail', code: THREW },
+    open: true,
+  },
+  {
+    // Every way out of the tenant: another tenant's service, loopback, the admin API, IPs, https,
+    // userinfo, ports. Each must reject (in the isolate or in the daemon), never reach anything.
+    name: 'fetch-escape',
+    source: hook(`const urls = ['http://good/', 'http://echo/', 'http://127.0.0.1:7700/v1/tenants', 'http://localhost/', 'http://[::1]/',
+        'https://probe/', 'http://u:p@probe/', 'http://probe:80/', 'http://169.254.169.254/latest/meta-data', 'file:///etc/passwd', 'http://a.b/'];
+      const codes = [];
+      for (const u of urls) codes.push(await ctx.fetch(u, { timeoutMs: 100 }).then(() => 'REACHED ' + u, (e) => e.code));
+      req.headers.set('x-fetch-codes', codes.join(','));`, 'onRequest', true),
+    expect: {
+      kind: 'pass',
+      check: (o) => {
+        const codes = echoHeader(o, 'x-fetch-codes')?.split(',') ?? [];
+        assert.equal(codes.length, 11, String(codes));
+        for (const c of codes) assert.match(c, /^ERR_FETCH_(OPTIONS|UNKNOWN_SERVICE|UNAVAILABLE)$/, String(codes));
+      },
+    },
+  },
+  {
+    // 10 000 distinct series per call, names of the host's own families, label floods: bounded per
+    // call in the guest, per tenant in the host; the request flows on and other tenants see nothing.
+    name: 'metrics-flood',
+    source: hook(`for (let i = 0; i < 10000; i++) ctx.metrics.counter('flood', { id: String(i) }).inc();
+      try { ctx.metrics.counter('invocations').inc(); } catch {}
+      try { ctx.metrics.histogram('duration_seconds').observe(1); } catch {}
+      for (let i = 0; i < 1000; i++) ctx.metrics.histogram('h' + i).observe(i);`),
+    expect: { kind: 'pass' },
+  },
+
   // ── Hostile configs ────────────────────────────────────────────────────────────────────────────
   {
     // JSON nested 50 000 deep (300 KB, under the body limit): bad input → 4xx, not a store fault.
