@@ -93,7 +93,13 @@ function relayFetch(tenant: string): CapabilityFetch {
   return (req) =>
     new Promise((resolve, reject) => {
       const id = ++fetchIds;
+      // The sandbox gives up at timeoutMs; the entry must not outlive a daemon that never answers.
+      const timer = setTimeout(() => {
+        fetches.delete(id);
+        reject(new CapabilityFetchError('ERR_FETCH_TIMEOUT', `ctx.fetch: no answer within ${req.timeoutMs} ms`));
+      }, req.timeoutMs + 1000);
       fetches.set(id, (reply) => {
+        clearTimeout(timer);
         if (reply.ok) resolve({ status: reply.status, headers: reply.headers, body: Buffer.from(reply.body, 'base64') });
         else reject(new CapabilityFetchError(reply.code, reply.message));
       });
