@@ -34,8 +34,7 @@ import { PluginMetrics } from './plugin-metrics.ts';
 import { TenantQuota } from './quota.ts';
 import { TenantSandbox, type SandboxEvents } from './sandbox.ts';
 import { TrialLoader } from './trial.ts';
-import { CAPABILITY_BOUNDS, CapabilityFetchError, type CapabilityFetch, type CapabilityFetchRequest, type CapabilityFetchResponse } from './capabilities.ts';
-import type { WireFetchReply, WireFetchRequest } from './wire.ts';
+import { FetchGate } from './plugin-fetch.ts';
 import { wireKindFromEnv, type WireKind } from './wire.ts';
 import type { GuestLog } from './validate.ts';
 
@@ -133,7 +132,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   /** Cordon mode: publish-time trial loads run in a process of their own. */
   readonly #trial: TrialLoader | undefined;
   readonly #trialTimeoutMs: number | undefined;
-  readonly #fetch: PluginFetch | undefined;
+  readonly #fetch: FetchGate;
   /** digest → hooks, learnt at compile: hasResponseHooks() can answer before a cordon has loaded the code. */
   readonly #compiledHooks = new Map<string, Hooks>();
   readonly mode: HostMode;
@@ -153,7 +152,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     this.#pluginMetrics = new PluginMetrics(opts.registry);
     this.mode = opts.mode ?? hostModeFromEnv();
     this.#trialTimeoutMs = opts.trialLoadTimeoutMs;
-    this.#fetch = opts.fetch;
+    this.#fetch = new FetchGate(opts.fetch, (tenant, service) => this.#tenants.get(tenant)?.gen.chain.services.has(service) ?? false);
     if (this.mode === 'cordon') {
       this.#trial = new TrialLoader({ logger: this.#logger, ...(opts.trialLoadTimeoutMs === undefined ? {} : { timeoutMs: opts.trialLoadTimeoutMs }) });
       const envCount = Number(process.env.ISOMESH_CORDONS);
@@ -164,7 +163,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
         metrics: this.#metrics,
         queueLimit: opts.queueLimit ?? DEFAULT_QUEUE_LIMIT,
         hooksFor: (digest) => this.#compiledHooks.get(digest),
-        fetch: (tenant, req) => this.#relayedFetch(tenant, req),
+        fetch: (tenant, req) => this.#fetch.relay(tenant, req),
       });
     }
   }
@@ -375,7 +374,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     };
     const cordon = this.#pool?.tenant(name, { memoryMb: config.quota.memoryMb, weight: config.quota.weight, events });
     const sandbox: TenantRuntime =
-      cordon ?? new TenantSandbox({ tenant: name, memoryMb: config.quota.memoryMb, events, fetch: this.#fetchFor(name) });
+      cordon ?? new TenantSandbox({ tenant: name, memoryMb: config.quota.memoryMb, events, fetch: this.#fetch.forTenant(name) });
     for (const spec of chain.specs) sandbox.retain(spec);
     state = {
       name,
@@ -390,46 +389,6 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
       logger,
     };
     return state;
-  }
-
-  /**
-   * ctx.fetch of a tenant's plugin: only to one of the tenant's own services (by its current config),
-   * never a request otherwise; performed by the data plane's backend.
-   */
-  #fetchFor(tenant: string): CapabilityFetch {
-    return async (req: CapabilityFetchRequest): Promise<CapabilityFetchResponse> => {
-      const backend = this.#fetch;
-      if (backend === undefined) throw new CapabilityFetchError('ERR_FETCH_UNAVAILABLE', 'ctx.fetch: fetch is not available');
-      const state = this.#tenants.get(tenant);
-      if (state === undefined || !state.gen.chain.services.has(req.service)) {
-        throw new CapabilityFetchError('ERR_FETCH_UNKNOWN_SERVICE', `ctx.fetch: "${req.service}" is not a service of tenant ${tenant}`);
-      }
-      const out: Parameters<PluginFetch>[1] = { service: req.service, method: req.method, path: req.path, headers: req.headers, timeoutMs: req.timeoutMs };
-      if (req.body !== undefined) out.body = req.body;
-      try {
-        return await backend(tenant, out);
-      } catch (e) {
-        throw new CapabilityFetchError('ERR_FETCH_FAILED', `ctx.fetch: ${e instanceof Error ? e.message : String(e)}`.slice(0, 1024));
-      }
-    };
-  }
-
-  /** A cordon relayed a plugin's ctx.fetch: perform it and answer as plain data. */
-  async #relayedFetch(tenant: string, req: WireFetchRequest): Promise<WireFetchReply> {
-    const call: CapabilityFetchRequest = { service: req.service, method: req.method, path: req.path, headers: req.headers, timeoutMs: req.timeoutMs };
-    if (req.body !== undefined) call.body = Buffer.from(req.body, 'base64');
-    try {
-      const res = await this.#fetchFor(tenant)(call);
-      const body = res.body instanceof Uint8Array ? res.body : new Uint8Array(0);
-      // Bounded here too: an over-large answer is refused without shipping it to the cordon.
-      if (body.byteLength > CAPABILITY_BOUNDS.fetchBodyBytes) {
-        return { ok: false, code: 'ERR_FETCH_TOO_LARGE', message: `ctx.fetch: response body is ${body.byteLength} bytes (max ${CAPABILITY_BOUNDS.fetchBodyBytes})` };
-      }
-      return { ok: true, status: res.status, headers: res.headers, body: base64(body) };
-    } catch (e) {
-      const code = e instanceof CapabilityFetchError ? e.code : 'ERR_FETCH_FAILED';
-      return { ok: false, code, message: e instanceof Error ? e.message : String(e) };
-    }
   }
 
   #unref(state: TenantState, gen: Generation): void {
