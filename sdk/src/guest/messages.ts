@@ -41,10 +41,13 @@ export class BodyState {
 
   set(value: BodyInit): void {
     this.#check('setBody');
+    const over = (n: number): RangeError =>
+      new RangeError(`${this.#what === 'request' ? 'req' : 'res'}.setBody(): ${n} bytes is over the declared body.${this.#what} limit of ${this.limit}`);
+    // Before encoding or copying: a string has at least one UTF-8 byte per UTF-16 unit.
+    const floor = typeof value === 'string' ? value.length : value instanceof ArrayBuffer || ArrayBuffer.isView(value) ? value.byteLength : 0;
+    if (floor > this.limit) throw over(floor);
     const bytes = bodyBytes(value, `${this.#what === 'request' ? 'req' : 'res'}.setBody`);
-    if (bytes.length > this.limit) {
-      throw new RangeError(`${this.#what === 'request' ? 'req' : 'res'}.setBody(): ${bytes.length} bytes is over the declared body.${this.#what} limit of ${this.limit}`);
-    }
+    if (bytes.length > this.limit) throw over(bytes.length);
     this.#bytes = bytes;
     this.#wire = undefined;
     this.replaced = base64Encode(bytes);
