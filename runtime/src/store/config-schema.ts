@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { Ajv2020 } from 'ajv/dist/2020.js';
+import { re2RegExpEngine } from './regex.ts';
 
 const CACHE_MAX = 256;
 const DRAFT_07 = /^https?:\/\/json-schema\.org\/draft-07\/schema#?$/;
@@ -13,7 +14,8 @@ const DRAFT_2020 = /^https?:\/\/json-schema\.org\/draft\/2020-12\/schema#?$/;
 
 // strict: unknown keywords are schema errors (a typo must not silently accept everything); the
 // type-level strictness checks only warn, and warnings must not go to the daemon's stdout.
-const OPTIONS = { strict: true, strictTypes: false, strictTuples: false, strictRequired: false, allErrors: false, logger: false } as const;
+// Patterns run in RE2 (linear time): a tenant's schema must not be a way to stall the daemon (ReDoS).
+const OPTIONS = { strict: true, strictTypes: false, strictTuples: false, strictRequired: false, allErrors: false, logger: false, code: { regExp: re2RegExpEngine } } as const;
 let ajv2020: Ajv2020 | undefined;
 let ajv07: Ajv | undefined;
 const cache = new Map<string, ValidateFunction>();

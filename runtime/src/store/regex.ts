@@ -28,3 +28,21 @@ export function compileRouteRegex(source: string): RouteRegex {
   }
   return { source, test: (value) => re.matches(value) };
 }
+
+/**
+ * Ajv's `code.regExp` engine backed by RE2: JSON Schema `pattern` / `patternProperties` in tenants'
+ * plugin config schemas run in linear time too (they are evaluated in the daemon at PUT …/chain and
+ * …/active). Unanchored search, as JSON Schema defines `pattern`.
+ */
+export const re2RegExpEngine = Object.assign(
+  (pattern: string, _flags: string): { test(s: string): boolean; toString(): string } => {
+    let re: RE2JS;
+    try {
+      re = RE2JS.compile(pattern);
+    } catch (err) {
+      throw new Error(`pattern ${JSON.stringify(pattern.slice(0, 64))} is not a valid regular expression in RE2 syntax: ${(err as Error).message}`);
+    }
+    return { test: (s: string) => re.matcher(s).find(), toString: () => `re2:${pattern}` };
+  },
+  { code: 'RE2JS.compile' },
+);
