@@ -34,7 +34,12 @@ export class Daemon {
     collectDefaultMetrics({ register: this.registry, prefix: 'isomesh_process_' });
     this.store = store;
     this.adminToken = adminToken;
-    this.host = new PluginHost({ logger: logger.child({ component: 'host' }), registry: this.registry });
+    this.host = new PluginHost({
+      logger: logger.child({ component: 'host' }),
+      registry: this.registry,
+      // ctx.fetch goes through the built-in proxy's path (the proxy is created just below).
+      fetch: (tenant, req) => this.proxy.fetch(tenant, req),
+    });
     this.proxy = new ProxyServer({
       host: this.host,
       logger: logger.child({ component: 'proxy' }),

@@ -45,7 +45,13 @@ export interface ProxyContext {
   readonly host: PluginHostApi;
   readonly logger: pino.Logger;
   readonly rateLimits: RateLimitCounters;
-  originalDestination(socket: Socket): string | undefined;
+  originalDestination(socket: Socket | undefined): string | undefined;
+}
+
+/** A plugin's ctx.fetch: straight to `service`, no routing, rate limits or chain. */
+export interface DirectTarget {
+  service: string;
+  timeoutMs: number;
 }
 
 // Sentinel passed to UpstreamCall.abort() so onError can tell our head timeout apart.
@@ -97,8 +103,8 @@ const St = {
 } as const;
 type State = (typeof St)[keyof typeof St];
 
-export function startExchange(ctx: ProxyContext, tenant: TenantRuntime, stream: DownstreamStream): void {
-  new Exchange(ctx, tenant, stream).start();
+export function startExchange(ctx: ProxyContext, tenant: TenantRuntime, stream: DownstreamStream, direct?: DirectTarget): void {
+  new Exchange(ctx, tenant, stream, direct).start();
 }
 
 class Exchange implements CallSink, BodySink {
@@ -149,11 +155,14 @@ class Exchange implements CallSink, BodySink {
   headTimer: NodeJS.Timeout | undefined;
   retryTimer: NodeJS.Timeout | undefined;
 
-  constructor(ctx: ProxyContext, tenant: TenantRuntime, stream: DownstreamStream) {
+  readonly direct: DirectTarget | undefined;
+
+  constructor(ctx: ProxyContext, tenant: TenantRuntime, stream: DownstreamStream, direct?: DirectTarget) {
     this.ctx = ctx;
     this.tenant = tenant;
     this.snapshot = tenant.snapshot;
     this.stream = stream;
+    this.direct = direct;
     this.requestId = saneRequestId(headerOf(stream.req.raw, 'x-request-id')) ?? crypto.randomUUID();
   }
 
@@ -190,6 +199,10 @@ class Exchange implements CallSink, BodySink {
 
     const authority = req.authority;
     const method = req.method;
+    if (this.direct !== undefined) {
+      this.startDirect(this.direct);
+      return;
+    }
     const originalDestination = ctx.originalDestination(req.socket);
     const table = this.snapshot.table;
     const host = stripPort(authority.toLowerCase());
@@ -251,6 +264,22 @@ class Exchange implements CallSink, BodySink {
       }
     }
     this.requestChain();
+  }
+
+  /** ctx.fetch: the named service, the plugin's timeout, no chain. */
+  startDirect(direct: DirectTarget): void {
+    const req = this.stream.req;
+    this.service = this.snapshot.services.get(direct.service);
+    if (this.service === undefined) {
+      this.unknownService(direct.service);
+      return;
+    }
+    const own = this.service.service.timeoutMs;
+    this.timeoutMs = own > 0 ? Math.min(own, direct.timeoutMs) : direct.timeoutMs;
+    this.requestHeaders = requestHeaderList(req.raw, req.authority, req.remoteAddress, this.requestId, viaOf(req.protocol));
+    this.headersUntouched = false;
+    this.state = St.Upstream;
+    this.attempt();
   }
 
   requestChain(): void {
@@ -481,6 +510,10 @@ class Exchange implements CallSink, BodySink {
     this.resCodings = codings;
     this.resLength = contentLengthOf(raw);
     const run = this.run!;
+    if (this.direct !== undefined) {
+      this.deliver(status, responseHeadersFlat(raw, this.requestId, viaOf(this.stream.req.protocol)), this.resLength);
+      return;
+    }
     this.resLimit = this.ctx.host.bodyLimit(run, 'response', this.choice?.route);
     if (this.resLimit > 0 && !this.bodylessResponse(status)) {
       const length = contentLengthOf(raw);

@@ -16,6 +16,7 @@ import { ProxyMetrics } from './metrics.ts';
 import { compileSnapshot, EMPTY_SNAPSHOT, TenantRuntime } from './tenant.ts';
 import { ConnectionLedger, defaultMaxConnections, DEFAULT_TIMEOUTS, Sweeper, TenantServer } from './listener.ts';
 import { startExchange, type ProxyContext } from './exchange.ts';
+import { MemoryStream, type FetchRequest, type FetchResult } from './plugin-fetch.ts';
 import type { Http1Timeouts } from './http1/connection.ts';
 import { RateLimitCounters } from '../host/index.ts';
 
@@ -215,6 +216,19 @@ export class ProxyServer {
     });
   }
 
+  /**
+   * The ctx.fetch backend (host/contract.ts PluginFetch): one request of a plugin of `tenant` to its own
+   * service, through the proxy path but not the chain. Counted in the tenant's admission quotas.
+   */
+  fetch(tenant: string, req: FetchRequest): Promise<FetchResult> {
+    const t = this.#tenants.get(tenant);
+    if (t === undefined) return Promise.reject(new Error(`tenant ${tenant} is not served here`));
+    return new Promise((resolve, reject) => {
+      const stream = new MemoryStream(req, req.service, resolve, reject);
+      startExchange(this.#context, t, stream, { service: req.service, timeoutMs: req.timeoutMs });
+    });
+  }
+
   /** Stop accepting everywhere, drain in-flight requests (bounded), close upstream pools. */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -280,9 +294,9 @@ export class ProxyServer {
     return p.finally(() => this.#draining.delete(p));
   }
 
-  #originalDestination(socket: Socket): string | undefined {
+  #originalDestination(socket: Socket | undefined): string | undefined {
     const resolver = this.#resolver;
-    if (resolver === undefined) return undefined;
+    if (resolver === undefined || socket === undefined) return undefined;
     const cached = this.#destinations.get(socket);
     if (cached !== undefined) return cached ?? undefined;
     let dst: string | undefined;

@@ -26,7 +26,8 @@ export interface DownstreamRequest {
   readonly upgrade: string | undefined;
   readonly expectContinue: boolean;
   readonly remoteAddress: string;
-  readonly socket: Socket;
+  /** The client connection (undefined for a plugin's ctx.fetch, which has none). */
+  readonly socket: Socket | undefined;
 }
 
 /** Where the request body goes once the exchange asks for it. */
