@@ -26,7 +26,9 @@ import type { UpstreamErrorKind } from './metrics.ts';
 import { isIdempotent, type UpstreamService } from './upstream.ts';
 import type { TenantRuntime, TenantSnapshot } from './tenant.ts';
 import { stripPort, type RouteChoice } from './route-table.ts';
-import { CONNECT_TIMEOUT, RequestBody, requestHead, UpstreamCall, type CallSink, type RequestBodyMode } from './origin.ts';
+import { CONNECT_TIMEOUT, RequestBody, requestHead, UpstreamCall, type CallSink, type RequestBodyMode, type UpstreamAttempt } from './origin.ts';
+import { H2UpstreamCall } from './origin-h2.ts';
+import { grpcStatusFor, grpcTimeoutMs, grpcTrailersOnly, isGrpc } from './grpc.ts';
 import { normalizePath } from './path.ts';
 import type { ParseError } from './http1/parser.ts';
 import type { BodySink, DownstreamStream } from './stream.ts';
@@ -38,6 +40,7 @@ import {
   saneRequestId,
   upstreamRequestHeaders,
   errorBody,
+  h2RequestHeaders,
   headerOf,
 } from './headers.ts';
 
@@ -139,7 +142,7 @@ class Exchange implements CallSink, BodySink {
   streaming = false;
   attempts = 0;
   staleRetried = false;
-  call: UpstreamCall | undefined;
+  call: UpstreamAttempt | undefined;
   /** The current call's response head was accepted (body streaming, or a response hook running). */
   responding = false;
   /** Response body buffered for a plugin. */
@@ -156,6 +159,10 @@ class Exchange implements CallSink, BodySink {
   retryTimer: NodeJS.Timeout | undefined;
 
   readonly direct: DirectTarget | undefined;
+  /** The client speaks gRPC (HTTP/2, content-type application/grpc*): isomesh's own errors are gRPC statuses. */
+  grpc = false;
+  /** gRPC status of the answer (from the upstream's trailers or head, or isomesh's own). */
+  grpcStatus: number | undefined;
 
   constructor(ctx: ProxyContext, tenant: TenantRuntime, stream: DownstreamStream, direct?: DirectTarget) {
     this.ctx = ctx;
@@ -173,6 +180,7 @@ class Exchange implements CallSink, BodySink {
     tenant.inFlight++;
     tenant.series.inFlight.inc();
     stream.onClose(this.onClose);
+    if (req.protocol === 'h2') this.grpc = isGrpc(headerOf(req.raw, 'content-type'));
 
     const target = req.target;
     const q = target.indexOf('?');
@@ -219,6 +227,10 @@ class Exchange implements CallSink, BodySink {
       return;
     }
     this.timeoutMs = choice?.timeoutMs ?? this.service.service.timeoutMs;
+    if (this.grpc) {
+      const deadline = grpcTimeoutMs(headerOf(req.raw, 'grpc-timeout'));
+      if (deadline !== undefined) this.timeoutMs = this.timeoutMs > 0 ? Math.min(this.timeoutMs, deadline) : deadline;
+    }
 
     if (req.upgrade !== undefined) {
       const allowed = choice?.upgrades ?? ['websocket'];
@@ -441,27 +453,42 @@ class Exchange implements CallSink, BodySink {
       this.fail(503, 'ISOMESH_ERR_PROXY_NO_ENDPOINT', `service ${svc.name} has no endpoint`);
       return;
     }
-    let head = this.upstreamHead;
-    if (head === undefined) {
-      try {
-        head = this.upstreamHead = this.buildHead(ep.authority);
-      } catch (err) {
-        // Invalid header names/values (most likely set by a plugin) cannot go on the wire.
-        this.fail(502, 'ISOMESH_ERR_PLUGIN_BAD_RESULT', `request headers rejected: ${(err as Error).message}`);
-        return;
-      }
+    const protocol = svc.service.protocol ?? 'http1';
+    let call: UpstreamAttempt;
+    try {
+      call = protocol === 'http1' ? this.h1Call(ep.authority) : this.h2Call(ep.authority, protocol === 'grpc');
+    } catch (err) {
+      // Invalid header names/values (most likely set by a plugin) cannot go on the wire.
+      this.fail(502, 'ISOMESH_ERR_PLUGIN_BAD_RESULT', `request headers rejected: ${(err as Error).message}`);
+      return;
     }
-    const call = new UpstreamCall(this, head, req.method === 'HEAD', this.bodyMode(), svc.service.connectTimeoutMs, req.upgrade !== undefined);
     call.ep = ep;
     call.svc = svc;
     this.call = call;
     this.responding = false;
     svc.active++;
     ep.inFlight++;
-    this.tenant.pool.endpoint(svc, ep).dispatch(call);
+    if (call instanceof UpstreamCall) this.tenant.pool.endpoint(svc, ep).dispatch(call);
+    else this.tenant.pool.h2Endpoint(svc, ep).dispatch(call as H2UpstreamCall);
   }
 
-  onAssigned(call: UpstreamCall): void {
+  h1Call(authority: string): UpstreamCall {
+    const req = this.stream.req;
+    const head = (this.upstreamHead ??= this.buildHead(authority));
+    return new UpstreamCall(this, head, req.method === 'HEAD', this.bodyMode(), this.service!.service.connectTimeoutMs, req.upgrade !== undefined);
+  }
+
+  h2Call(authority: string, grpc: boolean): H2UpstreamCall {
+    const req = this.stream.req;
+    const mode = this.bodyMode();
+    let length: number | undefined;
+    if (this.body !== undefined) length = this.body.length;
+    else if (mode === RequestBody.Length) length = req.contentLength;
+    const headers = h2RequestHeaders(this.requestHeaders!, req.method, this.upstreamTarget, authority, length, grpc);
+    return new H2UpstreamCall(this, headers, req.method === 'HEAD', mode, this.service!.service.connectTimeoutMs);
+  }
+
+  onAssigned(call: UpstreamAttempt): void {
     if (call !== this.call) return;
     if (call.bodyMode === RequestBody.None) {
       this.armHeadTimer(call);
@@ -477,15 +504,15 @@ class Exchange implements CallSink, BodySink {
     this.stream.readBody(this);
   }
 
-  onBodyDrain(call: UpstreamCall): void {
+  onBodyDrain(call: UpstreamAttempt): void {
     if (call === this.call && this.streaming) this.stream.resumeBody();
   }
 
-  onSent(call: UpstreamCall): void {
+  onSent(call: UpstreamAttempt): void {
     this.armHeadTimer(call);
   }
 
-  armHeadTimer(call: UpstreamCall): void {
+  armHeadTimer(call: UpstreamAttempt): void {
     if (!(this.timeoutMs > 0) || call !== this.call || this.responding) return;
     clearTimeout(this.headTimer);
     this.headTimer = setTimeout(() => {
@@ -493,7 +520,7 @@ class Exchange implements CallSink, BodySink {
     }, this.timeoutMs);
   }
 
-  onHead(call: UpstreamCall, status: number, raw: string[], codings: string): void {
+  onHead(call: UpstreamAttempt, status: number, raw: string[], codings: string): void {
     if (call !== this.call || this.clientGone) {
       call.discard();
       return;
@@ -565,7 +592,7 @@ class Exchange implements CallSink, BodySink {
     this.fail(502, 'ISOMESH_ERR_UPSTREAM_BODY_TOO_LARGE', `response body is larger than ${this.resLimit} bytes, the limit a plugin of the chain declared`);
   }
 
-  onUpgrade(call: UpstreamCall, raw: string[], socket: Socket, rest: Buffer | undefined): void {
+  onUpgrade(call: UpstreamAttempt, raw: string[], socket: Socket, rest: Buffer | undefined): void {
     if (call !== this.call || this.clientGone || this.stream.tunnel === undefined) {
       socket.destroy();
       return;
@@ -613,7 +640,11 @@ class Exchange implements CallSink, BodySink {
       return;
     }
     this.state = St.Delivering;
-    this.stream.writeHead(status, headers, { length, codings: this.resCodings });
+    const h2 = call instanceof H2UpstreamCall;
+    const trailersOnly = h2 && call.endAfterHead;
+    if (trailersOnly) length = 0; // e.g. a gRPC error: keep it one HEADERS frame with END_STREAM
+    if (this.grpc && trailersOnly) this.grpcStatus = Number(headerOf(headers, 'grpc-status') ?? 0);
+    this.stream.writeHead(status, headers, { length, codings: this.resCodings, trailers: (h2 && !trailersOnly) || length < 0 });
     call.stream(this.stream);
   }
 
@@ -626,7 +657,7 @@ class Exchange implements CallSink, BodySink {
     stream.end(trailers);
   }
 
-  onEnd(call: UpstreamCall, trailers: string[] | undefined): void {
+  onEnd(call: UpstreamAttempt, trailers: string[] | undefined): void {
     if (call !== this.call || this.clientGone) return;
     if (this.state === St.ResponseBody) {
       // The whole body is here: the response chain sees it.
@@ -641,15 +672,19 @@ class Exchange implements CallSink, BodySink {
       return;
     }
     this.state = St.Done;
+    if (this.grpc && trailers !== undefined) {
+      const g = headerOf(trailers, 'grpc-status');
+      if (g !== undefined) this.grpcStatus = Number(g);
+    }
     this.stream.end(trailers);
   }
 
-  onDone(call: UpstreamCall): void {
+  onDone(call: UpstreamAttempt): void {
     call.svc!.active--;
     call.ep!.inFlight--;
   }
 
-  onError(call: UpstreamCall, err: Error): void {
+  onError(call: UpstreamAttempt, err: Error): void {
     if (call !== this.call || this.clientGone) return;
     const kind = classify(err);
     if (this.responding) {
@@ -701,6 +736,11 @@ class Exchange implements CallSink, BodySink {
   // ---- answers made here ---------------------------------------------------------------------
 
   respond(status: number, headers: HeaderList, body: string): void {
+    if (this.grpc && status !== 200) {
+      // A plugin's answer to a gRPC client: its status as gRPC's (401 → UNAUTHENTICATED, 403 → PERMISSION_DENIED, ...).
+      this.grpcAnswer(grpcStatusFor(status), body !== '' ? body : `plugin answered ${status}`, []);
+      return;
+    }
     let flat: string[];
     try {
       flat = flattenResponseHeaders(headers, this.requestId, viaOf(this.stream.req.protocol));
@@ -711,12 +751,28 @@ class Exchange implements CallSink, BodySink {
     this.sendWhole(status, flat, Buffer.from(body), undefined);
   }
 
+  /** A trailers-only gRPC answer made by isomesh (HTTP 200, grpc-status, grpc-message). */
+  grpcAnswer(grpcStatus: number, message: string, extra: string[]): void {
+    const stream = this.stream;
+    this.state = St.Done;
+    this.grpcStatus = grpcStatus;
+    stream.discardBody();
+    stream.writeHead(200, grpcTrailersOnly(grpcStatus, message, [...extra, 'x-request-id', this.requestId, 'via', viaOf(stream.req.protocol)]), { length: 0 });
+    stream.end();
+  }
+
   fail(status: number, code: ErrorCode, message: string, retryAfterSec?: number): void {
     const stream = this.stream;
     if (stream.closed) return;
     if (stream.headSent && !stream.retract()) {
       // Too late to change the status: cut the stream so the client sees a truncated response.
       stream.abort();
+      return;
+    }
+    if (this.grpc) {
+      const extra = ['x-isomesh-error', code];
+      if (retryAfterSec !== undefined) extra.push('retry-after', String(Math.max(0, Math.ceil(retryAfterSec))));
+      this.grpcAnswer(grpcStatusFor(status, code), `${code}: ${message}`, extra);
       return;
     }
     this.state = St.Done;

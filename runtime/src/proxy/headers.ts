@@ -180,3 +180,39 @@ export function headerOf(raw: readonly string[], name: string): string | undefin
   }
   return out;
 }
+
+/** Fields HTTP/2 forbids (RFC 9113 §8.2.2) besides the hop-by-hop set. */
+const H2_FORBIDDEN = new Set(['host', 'content-length', 'expect']);
+
+/**
+ * A request HeaderList as HTTP/2 request headers toward an upstream: pseudo-headers from the request,
+ * :authority from its host field, connection-specific fields dropped, framing (content-length) from
+ * the downstream only; `te: trailers` for gRPC (its servers require it).
+ */
+export function h2RequestHeaders(
+  list: HeaderList,
+  method: string,
+  path: string,
+  fallbackAuthority: string,
+  contentLength: number | undefined,
+  grpc: boolean,
+): Record<string, string | string[]> {
+  let authority = fallbackAuthority;
+  const out: Record<string, string | string[]> = { ':method': method, ':scheme': 'http', ':path': path };
+  for (let i = 0; i < list.length; i++) {
+    const [name, value] = list[i]!;
+    if (name === 'host') {
+      authority = value;
+      continue;
+    }
+    if (HOP_BY_HOP.has(name) || H2_FORBIDDEN.has(name) || name.charCodeAt(0) === 58) continue;
+    const prev = out[name];
+    if (prev === undefined) out[name] = value;
+    else if (name === 'cookie') out[name] = `${prev as string}; ${value}`;
+    else out[name] = Array.isArray(prev) ? [...prev, value] : [prev, value];
+  }
+  out[':authority'] = authority;
+  if (contentLength !== undefined && contentLength >= 0) out['content-length'] = String(contentLength);
+  if (grpc) out.te = 'trailers';
+  return out;
+}

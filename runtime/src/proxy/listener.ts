@@ -13,6 +13,7 @@ import net from 'node:net';
 import { IsomeshError } from '../errors.ts';
 import { errorResponse, Http1Connection, type Http1Owner, type Http1Timeouts } from './http1/connection.ts';
 import type { DownstreamStream } from './stream.ts';
+import { Http2Sessions } from './http2/server.ts';
 
 export const DEFAULT_TIMEOUTS: Readonly<Http1Timeouts> = Object.freeze({ headersMs: 10_000, idleMs: 60_000, bodyMs: 30_000 });
 const SWEEP_MS = 200;
@@ -89,18 +90,41 @@ export interface TenantServerHooks {
   onRequest(stream: DownstreamStream): void;
 }
 
-/** One listening address of one tenant and its connections. */
+/** One listening address of one tenant and its connections (HTTP/1.1, and HTTP/2 sessions). */
 export class TenantServer implements Http1Owner {
   readonly tenant: string;
   readonly server: net.Server;
   readonly connections = new Set<Http1Connection>();
+  /** Sockets handed to HTTP/2 (still counted in the ledger until they close). */
+  readonly #h2Sockets = new Set<net.Socket>();
   readonly #hooks: TenantServerHooks;
+  #h2: Http2Sessions | undefined;
   #draining = false;
 
   constructor(tenant: string, hooks: TenantServerHooks) {
     this.tenant = tenant;
     this.#hooks = hooks;
     this.server = net.createServer({ noDelay: true }, this.#onConnection);
+  }
+
+  toHttp2(conn: Http1Connection, initial: Buffer): void {
+    this.connections.delete(conn);
+    const socket = conn.socket;
+    this.#h2Sockets.add(socket);
+    socket.once('close', () => {
+      if (this.#h2Sockets.delete(socket)) this.#hooks.ledger.release(this.tenant);
+    });
+    this.#h2 ??= new Http2Sessions({
+      timeouts: this.#hooks.timeouts,
+      onRequest: (stream) => this.#hooks.onRequest(stream),
+      onSessionClosed: () => {},
+    });
+    this.#h2.adopt(socket, initial);
+  }
+
+  /** Open client connections of this server (both protocols). */
+  get size(): number {
+    return this.connections.size + this.#h2Sockets.size;
   }
 
   get timeouts(): Http1Timeouts {
@@ -162,6 +186,7 @@ export class TenantServer implements Http1Owner {
   close(): void {
     this.#draining = true;
     if (this.server.listening) this.server.close();
+    this.#h2?.close();
   }
 
   /**
@@ -177,12 +202,14 @@ export class TenantServer implements Http1Owner {
           if (conn.stream === undefined) conn.destroy();
           else conn.closeAfter = true;
         }
-        if (this.connections.size === 0) {
+        if (this.size === 0) {
           resolve();
           return;
         }
         if (Date.now() >= deadline) {
           for (const conn of this.connections) conn.destroy();
+          this.#h2?.destroy();
+          for (const s of this.#h2Sockets) s.destroy();
           resolve();
           return;
         }

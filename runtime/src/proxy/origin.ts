@@ -40,27 +40,46 @@ function hangUp(): Error {
   return Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
 }
 
+/** One attempt at an upstream, whatever protocol it speaks (UpstreamCall: HTTP/1.1; H2UpstreamCall). */
+export interface UpstreamAttempt {
+  readonly sink: CallSink;
+  readonly bodyMode: RequestBodyMode;
+  readonly upgrade: boolean;
+  reusedSocket: boolean;
+  headReceived: boolean;
+  sentAll: boolean;
+  broken: boolean;
+  closed: boolean;
+  ep: EndpointState | undefined;
+  svc: { active: number } | undefined;
+  sendBody(chunk: Buffer): boolean;
+  endBody(trailers?: string[]): void;
+  stream(target: BodyTarget): void;
+  discard(): void;
+  abort(err?: Error): void;
+}
+
 /** What the exchange hears from one upstream call. Nothing is called after onDone. */
 export interface CallSink {
   /** A connection took the call: its request body (if any) may flow now (sendBody). */
-  onAssigned(call: UpstreamCall): void;
+  onAssigned(call: UpstreamAttempt): void;
   /** sendBody returned false earlier; the socket can take more. */
-  onBodyDrain(call: UpstreamCall): void;
+  onBodyDrain(call: UpstreamAttempt): void;
   /**
    * The final response head (interim 1xx skipped); raw = [name, value, ...]; `codings` = transfer
    * codings before the final chunked ("" when none).
    */
-  onHead(call: UpstreamCall, status: number, raw: string[], codings: string): void;
+  onHead(call: UpstreamAttempt, status: number, raw: string[], codings: string): void;
   /** The upstream accepted an upgrade (101): the socket is the exchange's now (rest = bytes after the head). */
-  onUpgrade(call: UpstreamCall, raw: string[], socket: net.Socket, rest: Buffer | undefined): void;
+  onUpgrade(call: UpstreamAttempt, raw: string[], socket: net.Socket, rest: Buffer | undefined): void;
   /** The request (head and body) has been handed to the socket. */
-  onSent(call: UpstreamCall): void;
+  onSent(call: UpstreamAttempt): void;
   /** Failure before the head, or while streaming the body (the client then gets a truncated response). */
-  onError(call: UpstreamCall, err: Error): void;
+  onError(call: UpstreamAttempt, err: Error): void;
   /** The whole response body went to the target; trailers [name, value, ...] of a chunked body. */
-  onEnd(call: UpstreamCall, trailers: string[] | undefined): void;
+  onEnd(call: UpstreamAttempt, trailers: string[] | undefined): void;
   /** Exactly once, when the call is over however it ended. */
-  onDone(call: UpstreamCall): void;
+  onDone(call: UpstreamAttempt): void;
 }
 
 /** How the request body is framed toward the upstream. */
@@ -96,7 +115,7 @@ const State = { Idle: 0, Head: 1, Body: 2, Done: 3 } as const;
 type Num<T> = T[keyof T];
 
 /** One request/response on a pooled connection. */
-export class UpstreamCall {
+export class UpstreamCall implements UpstreamAttempt {
   readonly sink: CallSink;
   readonly head: string;
   readonly isHead: boolean;

@@ -6,6 +6,7 @@
 import type { Service } from '../store/model.ts';
 import { EndpointPicker, type EndpointState } from './balancer.ts';
 import { EndpointPool } from './origin.ts';
+import { H2EndpointPool } from './origin-h2.ts';
 
 /** Sockets per endpoint when the service sets no circuit breaker. */
 export const DEFAULT_MAX_SOCKETS = 256;
@@ -41,25 +42,40 @@ export class UpstreamService {
 }
 
 export class UpstreamPool {
-  readonly #pools = new Map<string, EndpointPool>();
+  readonly #pools = new Map<string, EndpointPool | H2EndpointPool>();
   #closed = false;
 
   static key(service: UpstreamService, ep: EndpointState): string {
-    return `${service.name}|${ep.authority}|${service.maxSockets}`;
+    return `${service.name}|${ep.authority}|${service.maxSockets}|${service.service.protocol ?? 'http1'}`;
   }
 
-  /** The endpoint's pool; cached on the EndpointState so the request path does not build the key. */
+  /** The endpoint's HTTP/1.1 pool; cached on the EndpointState so the request path does not build the key. */
   endpoint(service: UpstreamService, ep: EndpointState): EndpointPool {
     const cached = (ep as { pool?: EndpointPool }).pool;
     if (cached !== undefined && !cached.retired) return cached;
     const key = UpstreamPool.key(service, ep);
-    let pool = this.#pools.get(key);
+    let pool = this.#pools.get(key) as EndpointPool | undefined;
     if (pool === undefined) {
       pool = new EndpointPool(ep.address, ep.port, service.maxSockets, FREE_SOCKET_TIMEOUT_MS);
       if (this.#closed) pool.retire();
       else this.#pools.set(key, pool);
     }
     (ep as { pool?: EndpointPool }).pool = pool;
+    return pool;
+  }
+
+  /** The endpoint's HTTP/2 sessions (protocol http2/grpc): circuitBreaker.maxConnections bounds them, else 4. */
+  h2Endpoint(service: UpstreamService, ep: EndpointState): H2EndpointPool {
+    const cached = (ep as { h2?: H2EndpointPool }).h2;
+    if (cached !== undefined && !cached.retired) return cached;
+    const key = UpstreamPool.key(service, ep);
+    let pool = this.#pools.get(key) as H2EndpointPool | undefined;
+    if (pool === undefined) {
+      pool = new H2EndpointPool(ep.address, ep.port, service.service.circuitBreaker?.maxConnections ?? 4);
+      if (this.#closed) pool.retire();
+      else this.#pools.set(key, pool);
+    }
+    (ep as { h2?: H2EndpointPool }).h2 = pool;
     return pool;
   }
 

@@ -14,6 +14,7 @@
 import type { Socket } from 'node:net';
 import type { BodySink, DownstreamRequest, DownstreamStream, ResponseFraming } from '../stream.ts';
 import { RequestParser, type ParseError, type ParserEvents, type RequestHead } from './parser.ts';
+import { sniffPreface } from '../http2/server.ts';
 
 export interface Http1Timeouts {
   /** From the first byte of a request head (or the accept) until the whole head: else 408 and close. */
@@ -31,6 +32,8 @@ export interface Http1Owner {
   onRequest(stream: DownstreamStream): void;
   /** The connection is gone. */
   onClosed(conn: Http1Connection): void;
+  /** The client opened with the HTTP/2 preface: take the socket over (`initial` = bytes read so far). */
+  toHttp2(conn: Http1Connection, initial: Buffer): void;
 }
 
 const Phase = { Idle: 0, Head: 1, Active: 2, Tunnel: 3, Closed: 4 } as const;
@@ -343,12 +346,32 @@ export class Http1Connection implements ParserEvents {
 
   // ---- input ---------------------------------------------------------------------------------
 
+  /** Until the first bytes tell HTTP/1.x from the HTTP/2 preface. */
+  #sniffing = true;
+
   readonly #onData = (chunk: Buffer): void => {
     if (this.phase === Phase.Tunnel || this.phase === Phase.Closed) return;
     if (this.#buf !== undefined && this.#bufAt < this.#buf.length) {
       this.#buf = Buffer.concat([this.#buf.subarray(this.#bufAt), chunk]);
     } else this.#buf = chunk;
     this.#bufAt = 0;
+    if (this.#sniffing) {
+      const kind = sniffPreface(this.#buf);
+      if (kind === 'maybe') return; // a prefix of the preface so far: wait for more
+      this.#sniffing = false;
+      if (kind === 'yes') {
+        const initial = this.#buf;
+        this.#buf = undefined;
+        this.phase = Phase.Closed;
+        this.#disarm();
+        this.socket.off('data', this.#onData);
+        this.socket.off('error', this.#onError);
+        this.socket.off('close', this.#onClose);
+        this.socket.off('drain', this.#onDrain);
+        this.owner.toHttp2(this, initial);
+        return;
+      }
+    }
     if (this.phase === Phase.Idle) {
       this.phase = Phase.Head;
       this.#arm(Deadline.Head, this.owner.timeouts.headersMs);
