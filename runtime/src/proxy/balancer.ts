@@ -49,8 +49,12 @@ export class EndpointPicker {
   #ringHashes: Uint32Array = new Uint32Array(0);
   #ringOwners: Uint16Array = new Uint16Array(0);
 
-  constructor(service: Pick<Service, 'endpoints' | 'lb' | 'circuitBreaker'>) {
-    this.endpoints = service.endpoints.map((e) => ({
+  /**
+   * `states` gives the live state of each endpoint (the tenant's LiveRegistry, so health and counts
+   * survive a new configuration); without it each endpoint gets fresh state.
+   */
+  constructor(service: Pick<Service, 'endpoints' | 'lb' | 'circuitBreaker'>, states?: (e: Endpoint) => EndpointState) {
+    this.endpoints = service.endpoints.map((e) => states?.(e) ?? {
       address: e.address,
       port: e.port,
       weight: Number.isFinite(e.weight) && e.weight >= 0 ? e.weight : 1,
@@ -59,7 +63,7 @@ export class EndpointPicker {
       currentWeight: 0,
       consecutiveFailures: 0,
       ejectedUntil: 0,
-    }));
+    });
     // If every weight is 0, treat them as equal rather than refusing traffic.
     if (this.endpoints.length > 0 && this.endpoints.every((e) => e.weight === 0)) {
       for (const e of this.endpoints) (e as { weight: number }).weight = 1;

@@ -463,7 +463,7 @@ class Exchange implements CallSink, BodySink {
       return;
     }
     call.ep = ep;
-    call.svc = svc;
+    call.svc = svc.live;
     this.call = call;
     this.responding = false;
     svc.active++;

@@ -157,9 +157,9 @@ export class ProxyServer {
 
   /** Install a tenant's config (new requests use it at once) and bind its listener if needed. */
   async configure(config: TenantConfig): Promise<void> {
-    const snapshot = compileSnapshot(config); // throws before anything changes
     const t = this.#tenant(config.name);
-    t.install(snapshot);
+    const snapshot = compileSnapshot(config, t.live); // throws before anything changes
+    t.install(snapshot, config);
     const wanted = config.listenerPort;
     if (t.servers.size === 0 || (wanted !== 0 && wanted !== t.port)) await this.bind(config.name, wanted);
   }

@@ -6,6 +6,7 @@ import { DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS, type RateLimit, type TenantConf
 import type { TenantServer } from './listener.ts';
 import { RouteTable } from './route-table.ts';
 import { UpstreamPool, UpstreamService } from './upstream.ts';
+import { LiveRegistry } from './registry.ts';
 import type { TenantSeries } from './metrics.ts';
 
 export interface TenantSnapshot {
@@ -29,11 +30,14 @@ export const EMPTY_SNAPSHOT: TenantSnapshot = Object.freeze({
   maxConnections: DEFAULT_QUOTA.maxConnections,
 });
 
-/** Compile a TenantConfig; throws ISOMESH_ERR_ROUTE_INVALID (and leaves nothing changed) on a bad route. */
-export function compileSnapshot(config: TenantConfig): TenantSnapshot {
+/**
+ * Compile a TenantConfig over the tenant's live state; throws ISOMESH_ERR_ROUTE_INVALID (and leaves
+ * nothing changed) on a bad route.
+ */
+export function compileSnapshot(config: TenantConfig, registry?: LiveRegistry): TenantSnapshot {
   const table = new RouteTable(config.routes, config.services);
   const services = new Map<string, UpstreamService>();
-  for (const s of config.services) services.set(s.name, new UpstreamService(s));
+  for (const s of config.services) services.set(s.name, new UpstreamService(s, registry));
   return {
     generation: config.generation,
     table,
@@ -48,6 +52,8 @@ export class TenantRuntime {
   readonly name: string;
   readonly series: TenantSeries;
   readonly pool = new UpstreamPool();
+  /** Endpoint health and counts, across configuration snapshots. */
+  readonly live = new LiveRegistry();
   snapshot: TenantSnapshot = EMPTY_SNAPSHOT;
   /** Port all of this tenant's listeners share; 0 until bound. */
   port = 0;
@@ -73,8 +79,9 @@ export class TenantRuntime {
     return next;
   }
 
-  install(snapshot: TenantSnapshot): void {
+  install(snapshot: TenantSnapshot, config: TenantConfig): void {
     this.snapshot = snapshot;
     this.pool.retain(snapshot.services.values());
+    this.live.retain(config.services);
   }
 }

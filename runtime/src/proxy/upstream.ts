@@ -5,6 +5,7 @@
 
 import type { Service } from '../store/model.ts';
 import { EndpointPicker, type EndpointState } from './balancer.ts';
+import type { LiveRegistry, LiveService } from './registry.ts';
 import { EndpointPool } from './origin.ts';
 import { H2EndpointPool } from './origin-h2.ts';
 
@@ -19,21 +20,31 @@ export function isIdempotent(method: string): boolean {
   return IDEMPOTENT.has(method);
 }
 
-/** A service of one TenantConfig: its policy and its endpoint picker (balancer state). */
+/** A service of one TenantConfig: its policy and its endpoint picker over the tenant's live state. */
 export class UpstreamService {
   readonly name: string;
   readonly service: Service;
   readonly picker: EndpointPicker;
-  /** Requests currently sent (or queued) to this service; the circuit breaker's overflow gauge. */
-  active = 0;
+  /** Live counts, shared with every snapshot that has this service (LiveRegistry). */
+  readonly live: LiveService;
   readonly maxActive: number;
 
-  constructor(service: Service) {
+  constructor(service: Service, registry?: LiveRegistry) {
     this.name = service.name;
     this.service = service;
-    this.picker = new EndpointPicker(service);
+    this.live = registry?.service(service.name) ?? { active: 0 };
+    this.picker = new EndpointPicker(service, registry === undefined ? undefined : (e) => registry.endpoint(service.name, e));
     const cb = service.circuitBreaker;
     this.maxActive = cb ? Math.max(1, cb.maxConnections) * Math.max(1, service.endpoints.length) + Math.max(0, cb.maxPending) : Infinity;
+  }
+
+  /** Requests currently sent (or queued) to this service; the circuit breaker's overflow gauge. */
+  get active(): number {
+    return this.live.active;
+  }
+
+  set active(n: number) {
+    this.live.active = n;
   }
 
   get maxSockets(): number {
