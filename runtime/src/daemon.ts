@@ -11,6 +11,7 @@ import type { DaemonConfig } from './config.ts';
 import { NodeDatapath } from './datapath/index.ts';
 import { PluginHost } from './host/index.ts';
 import { ProxyServer } from './proxy/index.ts';
+import { Telemetry } from './telemetry/index.ts';
 import { Store } from './store/index.ts';
 
 export class Daemon {
@@ -20,6 +21,7 @@ export class Daemon {
   readonly store: Store;
   readonly host: PluginHost;
   readonly proxy: ProxyServer;
+  readonly telemetry: Telemetry;
   readonly adminToken: string;
   #admin: FastifyInstance | undefined;
   #datapath: NodeDatapath | undefined;
@@ -34,6 +36,8 @@ export class Daemon {
     collectDefaultMetrics({ register: this.registry, prefix: 'isomesh_process_' });
     this.store = store;
     this.adminToken = adminToken;
+    // Access lines go through the root logger (no component binding); spans over OTLP when OTEL_* say so.
+    this.telemetry = Telemetry.fromEnv(process.env, logger, { registry: this.registry });
     this.host = new PluginHost({
       logger: logger.child({ component: 'host' }),
       registry: this.registry,
@@ -46,6 +50,7 @@ export class Daemon {
       registry: this.registry,
       listenAddress: config.listenAddress,
       timeouts: config.timeouts,
+      telemetry: this.telemetry,
       ...(config.maxConnections !== undefined ? { maxConnections: config.maxConnections } : {}),
     });
   }
@@ -156,6 +161,7 @@ export class Daemon {
     // pins stay: redirection of new connections resumes as soon as the next run's listener is up
     this.#datapath?.close();
     await this.host.close();
+    await this.telemetry.shutdown();
     this.store.close();
   }
 }

@@ -59,6 +59,18 @@ export type PluginFetch = (
   req: { service: string; method: string; path: string; headers: HeaderList; body?: Uint8Array; timeoutMs: number },
 ) => Promise<{ status: number; headers: HeaderList; body: Uint8Array }>;
 
+/** One plugin call of a request, for tracing (recordCalls). */
+export interface PluginCallTiming {
+  plugin: string;
+  version: number;
+  phase: 'onRequest' | 'onResponse';
+  /** Epoch ms when the call started. */
+  startMs: number;
+  durationMs: number;
+  /** "continue", "respond", or the isomesh error code when it failed. */
+  outcome: string;
+}
+
 /** Opaque per-request handle: pins the plugin versions a request started with, holds its admission. */
 export interface ChainRun {
   readonly tenant: string;
@@ -102,6 +114,10 @@ export interface PluginHostApi {
    * after onRequest's route is known (onRequest phase: with the route the request matched).
    */
   bodyLimit(run: ChainRun, phase: 'request' | 'response', route?: string): number;
+  /** Keep a timing record of this run's plugin calls (only asked for when the request is traced). */
+  recordCalls?(run: ChainRun): void;
+  /** The recorded plugin calls of a run (after recordCalls). */
+  calls?(run: ChainRun): PluginCallTiming[] | undefined;
   close(): Promise<void>;
 }
 

@@ -24,6 +24,7 @@ import type {
   PluginFetch,
   PluginHealth,
   PluginHostAdmin,
+  PluginCallTiming,
   PluginHostApi,
   RequestOutcome,
   ResponseOutcome,
@@ -109,6 +110,8 @@ interface Run extends ChainRun {
   /** The route onRequest saw; onResponse applies the same entries. */
   route?: string;
   routed: boolean;
+  /** Timings of the run's plugin calls, when recordCalls() asked for them (traced requests). */
+  calls?: PluginCallTiming[];
 }
 
 /** A pass as sent, with the version each of its entries stands for (metrics and health are per version). */
@@ -117,6 +120,8 @@ interface Plan {
   versions: Array<StepVersion | undefined>;
   /** Some entry declared body access for this phase. */
   body: boolean;
+  /** Epoch ms the pass was sent (traced runs only). */
+  startMs?: number;
 }
 
 function base64(bytes: Uint8Array): string {
@@ -467,7 +472,16 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   }
 
   /** Runs a pass (in this process or one round trip to the cordon) and accounts for every entry. */
+  recordCalls(run: ChainRun): void {
+    (run as Run).calls ??= [];
+  }
+
+  calls(run: ChainRun): PluginCallTiming[] | undefined {
+    return (run as Run).calls;
+  }
+
   #runPass(r: Run, plan: Plan): RequestOutcome | ResponseOutcome | Promise<RequestOutcome | ResponseOutcome> {
+    if (r.calls !== undefined) plan.startMs = performance.timeOrigin + performance.now();
     const reply = r.state.sandbox.runPass(plan.pass);
     if (reply instanceof Promise) return reply.then((rep) => this.#settle(r, plan, rep));
     return this.#settle(r, plan, reply);
@@ -514,9 +528,16 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
 
   #account(r: Run, plan: Plan, result: PassResult): void {
     r.budgetUsedMs += result.budgetUsedMs;
+    // Entries run one after another: each starts where the one before it ended.
+    let at = plan.startMs ?? 0;
     for (const report of result.reports) {
       const v = plan.versions[report.entry];
-      if (v !== undefined) this.#apply(r, v, report);
+      if (v === undefined) continue;
+      this.#apply(r, v, report);
+      if (r.calls !== undefined && r.calls.length < 256) {
+        r.calls.push({ plugin: v.plugin, version: v.version, phase: plan.pass.phase, startMs: at, durationMs: report.wallMs, outcome: report.code ?? (report.outcome === 'ok' ? 'continue' : report.outcome) });
+        at += report.wallMs;
+      }
     }
   }
 

@@ -30,6 +30,7 @@ import { CONNECT_TIMEOUT, RequestBody, requestHead, UpstreamCall, type CallSink,
 import { H2UpstreamCall } from './origin-h2.ts';
 import { grpcStatusFor, grpcTimeoutMs, grpcTrailersOnly, isGrpc } from './grpc.ts';
 import { normalizePath } from './path.ts';
+import { epochMs, type Telemetry, type TraceContext } from '../telemetry/index.ts';
 import type { ParseError } from './http1/parser.ts';
 import type { BodySink, DownstreamStream } from './stream.ts';
 import {
@@ -48,6 +49,7 @@ export interface ProxyContext {
   readonly host: PluginHostApi;
   readonly logger: pino.Logger;
   readonly rateLimits: RateLimitCounters;
+  readonly telemetry: Telemetry;
   originalDestination(socket: Socket | undefined): string | undefined;
 }
 
@@ -157,6 +159,17 @@ class Exchange implements CallSink, BodySink {
   resTrailers: string[] | undefined;
   headTimer: NodeJS.Timeout | undefined;
   retryTimer: NodeJS.Timeout | undefined;
+  // telemetry
+  trace!: TraceContext;
+  bytesIn = 0;
+  /** performance.now() of the first upstream attempt; upstreamMs once its head (or failure) came. */
+  upstreamStart = 0;
+  upstreamMs: number | undefined;
+  pluginMs = 0;
+  hookStart = 0;
+  /** The isomesh code of an answer isomesh made. */
+  errorCode: string | undefined;
+  lastEndpoint: string | undefined;
 
   readonly direct: DirectTarget | undefined;
   /** The client speaks gRPC (HTTP/2, content-type application/grpc*): isomesh's own errors are gRPC statuses. */
@@ -181,6 +194,7 @@ class Exchange implements CallSink, BodySink {
     tenant.series.inFlight.inc();
     stream.onClose(this.onClose);
     if (req.protocol === 'h2') this.grpc = isGrpc(headerOf(req.raw, 'content-type'));
+    this.trace = ctx.telemetry.trace(headerOf(req.raw, 'traceparent'), headerOf(req.raw, 'tracestate'));
 
     const target = req.target;
     const q = target.indexOf('?');
@@ -200,6 +214,7 @@ class Exchange implements CallSink, BodySink {
         return;
       }
       this.run = admission.run;
+      if (this.trace.sampled && ctx.telemetry.exporting) ctx.host.recordCalls?.(admission.run);
     } catch (err) {
       this.internalError('plugin host begin() threw', err);
       return;
@@ -259,7 +274,7 @@ class Exchange implements CallSink, BodySink {
       }
     }
 
-    this.requestHeaders = requestHeaderList(req.raw, authority, req.remoteAddress, this.requestId, viaOf(req.protocol));
+    this.requestHeaders = requestHeaderList(req.raw, authority, req.remoteAddress, this.requestId, viaOf(req.protocol), this.trace.traceparent);
     if (req.hasBody) {
       this.bodyLimit = ctx.host.bodyLimit(this.run, 'request', choice?.route);
       if (this.bodyLimit > 0) {
@@ -288,7 +303,7 @@ class Exchange implements CallSink, BodySink {
     }
     const own = this.service.service.timeoutMs;
     this.timeoutMs = own > 0 ? Math.min(own, direct.timeoutMs) : direct.timeoutMs;
-    this.requestHeaders = requestHeaderList(req.raw, req.authority, req.remoteAddress, this.requestId, viaOf(req.protocol));
+    this.requestHeaders = requestHeaderList(req.raw, req.authority, req.remoteAddress, this.requestId, viaOf(req.protocol), this.trace.traceparent);
     this.headersUntouched = false;
     this.state = St.Upstream;
     this.attempt();
@@ -300,6 +315,7 @@ class Exchange implements CallSink, BodySink {
     const target = req.target;
     const q = target.indexOf('?');
     this.hookPending = true;
+    this.hookStart = performance.now();
     this.ctx.host
       .onRequest(this.run!, {
         method: req.method,
@@ -319,6 +335,7 @@ class Exchange implements CallSink, BodySink {
   // ---- request body (BodySink) ---------------------------------------------------------------
 
   data(chunk: Buffer): boolean {
+    this.bytesIn += chunk.length;
     if (this.state === St.RequestBody) {
       this.bodyBytes += chunk.length;
       if (this.bodyBytes > this.bodyLimit) {
@@ -365,6 +382,7 @@ class Exchange implements CallSink, BodySink {
 
   readonly onRequestOutcome = (outcome: RequestOutcome): void => {
     this.hookPending = false;
+    this.pluginMs += performance.now() - this.hookStart;
     if (this.clientGone) {
       this.endRun();
       return;
@@ -464,10 +482,12 @@ class Exchange implements CallSink, BodySink {
     }
     call.ep = ep;
     call.svc = svc.live;
+    this.lastEndpoint = ep.authority;
     this.call = call;
     this.responding = false;
     svc.active++;
     ep.inFlight++;
+    if (this.upstreamStart === 0) this.upstreamStart = performance.now();
     if (call instanceof UpstreamCall) this.tenant.pool.endpoint(svc, ep).dispatch(call);
     else this.tenant.pool.h2Endpoint(svc, ep).dispatch(call as H2UpstreamCall);
   }
@@ -527,7 +547,9 @@ class Exchange implements CallSink, BodySink {
     }
     this.clearTimers();
     const svc = this.service!;
-    svc.picker.report(call.ep!, status < 500, performance.now());
+    const now = performance.now();
+    this.upstreamMs = now - this.upstreamStart;
+    svc.picker.report(call.ep!, status < 500, now);
     if (status >= 500 && this.mayRetry('5xx')) {
       call.discard();
       this.retryLater();
@@ -559,6 +581,7 @@ class Exchange implements CallSink, BodySink {
     if (this.ctx.host.hasResponseHooks(run)) {
       this.state = St.ResponseChain;
       this.hookPending = true;
+      this.hookStart = performance.now();
       this.ctx.host
         .onResponse(run, { status, headers: responseHeaderList(raw, this.requestId) })
         .then(this.onResponseOutcome, this.onHookError);
@@ -608,6 +631,7 @@ class Exchange implements CallSink, BodySink {
 
   readonly onResponseOutcome = (outcome: ResponseOutcome): void => {
     this.hookPending = false;
+    this.pluginMs += performance.now() - this.hookStart;
     if (this.clientGone) {
       this.endRun();
       return;
@@ -666,6 +690,7 @@ class Exchange implements CallSink, BodySink {
       const body = Buffer.concat(this.resChunks!);
       this.resChunks = [body];
       this.hookPending = true;
+      this.hookStart = performance.now();
       this.ctx.host
         .onResponse(this.run!, { status: this.resStatus, headers: this.resHeaders!, body })
         .then(this.onResponseOutcome, this.onHookError);
@@ -769,6 +794,7 @@ class Exchange implements CallSink, BodySink {
       stream.abort();
       return;
     }
+    this.errorCode = code;
     if (this.grpc) {
       const extra = ['x-isomesh-error', code];
       if (retryAfterSec !== undefined) extra.push('retry-after', String(Math.max(0, Math.ceil(retryAfterSec))));
@@ -824,8 +850,44 @@ class Exchange implements CallSink, BodySink {
     series.inFlight.dec();
     this.tenant.inFlight--;
     this.state = St.Done;
+    this.report(status);
     if (!this.hookPending) this.endRun();
   };
+
+  /** The access log line and spans of the finished exchange (built only when something wants them). */
+  report(status: number): void {
+    const telemetry = this.ctx.telemetry;
+    const accessLog = this.snapshot.settings.accessLog;
+    if (!accessLog.enabled && !(this.trace.sampled && telemetry.exporting)) return;
+    const req = this.stream.req;
+    const q = req.target.indexOf('?');
+    telemetry.finish({
+      tenant: this.tenant.name,
+      route: this.choice?.route,
+      service: this.service?.name,
+      endpoint: this.lastEndpoint,
+      method: req.method,
+      path: this.path,
+      query: q === -1 ? '' : req.target.slice(q + 1),
+      authority: req.authority,
+      protocol: req.protocol,
+      status,
+      grpcStatus: this.grpcStatus,
+      error: this.errorCode,
+      bytesIn: this.bytesIn,
+      bytesOut: this.stream.bytesOut,
+      startMs: epochMs(this.startedAt),
+      durationMs: performance.now() - this.startedAt,
+      upstreamMs: this.upstreamMs ?? (this.upstreamStart > 0 ? performance.now() - this.upstreamStart : undefined),
+      pluginMs: this.pluginMs,
+      retries: Math.max(0, this.attempts - 1),
+      requestId: this.requestId,
+      remoteAddress: req.remoteAddress,
+      userAgent: headerOf(req.raw, 'user-agent'),
+      trace: this.trace,
+      pluginCalls: this.run !== undefined ? this.ctx.host.calls?.(this.run) : undefined,
+    }, accessLog);
+  }
 }
 
 function viaOf(protocol: string): string {

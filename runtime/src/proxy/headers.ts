@@ -19,7 +19,7 @@ const HOP_BY_HOP = new Set([
 ]);
 
 /** Request headers the proxy answers or replaces itself, never forwarded as received. */
-const REQUEST_OWNED = new Set(['expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-request-id', 'host', 'via']);
+const REQUEST_OWNED = new Set(['expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-request-id', 'host', 'via', 'traceparent']);
 
 const REQUEST_ID_RE = /^[\x21-\x7e]{1,200}$/;
 
@@ -49,9 +49,10 @@ function isHopByHop(name: string, extra: Set<string> | undefined): boolean {
  * The end-to-end request headers as plugins see them and the upstream receives them: hop-by-hop
  * headers removed; host set to the request's authority (an absolute-form target's authority replaces
  * Host, RFC 9112 §3.2.2; h2's :authority becomes host); x-forwarded-for appended with the client
- * address; x-forwarded-proto, x-request-id set; our `via` appended to the client's.
+ * address; x-forwarded-proto, x-request-id set; our `via` appended to the client's; `traceparent`
+ * replaced by ours (the same trace, our span as the parent; tracestate passes through).
  */
-export function requestHeaderList(raw: readonly string[], authority: string, clientAddress: string, requestId: string, via: string): HeaderList {
+export function requestHeaderList(raw: readonly string[], authority: string, clientAddress: string, requestId: string, via: string, traceparent: string): HeaderList {
   const extra = connectionTokens(raw);
   const out: HeaderList = [];
   if (authority !== '') out.push(['host', authority]);
@@ -71,6 +72,7 @@ export function requestHeaderList(raw: readonly string[], authority: string, cli
   out.push(['x-forwarded-proto', 'http']);
   out.push(['x-request-id', requestId]);
   out.push(['via', viaIn === '' ? via : `${viaIn}, ${via}`]);
+  out.push(['traceparent', traceparent]);
   return out;
 }
 

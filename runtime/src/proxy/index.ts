@@ -19,6 +19,7 @@ import { startExchange, type ProxyContext } from './exchange.ts';
 import { MemoryStream, type FetchRequest, type FetchResult } from './plugin-fetch.ts';
 import type { Http1Timeouts } from './http1/connection.ts';
 import { RateLimitCounters } from '../host/index.ts';
+import { Telemetry } from '../telemetry/index.ts';
 
 export { DEFAULT_TIMEOUTS, defaultMaxConnections } from './listener.ts';
 export type { Http1Timeouts } from './http1/connection.ts';
@@ -37,6 +38,8 @@ export interface ProxyServerOptions {
   maxConnections?: number;
   /** Rate-limit counters (shared with the rate-limit service); default: the proxy's own. */
   rateLimits?: RateLimitCounters;
+  /** Access log and tracing; default: no export, access lines through `logger`. */
+  telemetry?: Telemetry;
 }
 
 export interface ProxyListener {
@@ -89,6 +92,7 @@ export class ProxyServer {
       host: this.#host,
       logger: this.#logger,
       rateLimits: opts.rateLimits ?? new RateLimitCounters(),
+      telemetry: opts.telemetry ?? Telemetry.fromEnv({}, opts.logger),
       originalDestination: (socket) => this.#originalDestination(socket),
     };
     this.#timeouts = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };

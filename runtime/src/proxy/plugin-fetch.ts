@@ -32,6 +32,7 @@ export class MemoryStream implements DownstreamStream {
   readonly service: string;
   readonly timeoutMs: number;
   status = 0;
+  bytesOut = 0;
   headSent = false;
   closed = false;
   #headers: string[] = [];
@@ -87,6 +88,7 @@ export class MemoryStream implements DownstreamStream {
 
   write(chunk: Buffer): boolean {
     this.#bytes += chunk.length;
+    this.bytesOut += chunk.length;
     if (this.#bytes > MAX_BODY) {
       this.abort();
       return true;

@@ -57,6 +57,8 @@ export interface DownstreamStream {
   readonly closed: boolean;
   /** The response status written (0 before writeHead). */
   readonly status: number;
+  /** Response body bytes written so far. */
+  readonly bytesOut: number;
   /** Start (or keep) delivering the request body to `sink`. */
   readBody(sink: BodySink): void;
   resumeBody(): void;

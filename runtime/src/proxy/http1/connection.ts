@@ -72,6 +72,7 @@ class Http1Stream implements DownstreamStream {
   sink: BodySink | undefined;
   /** Response state. */
   status = 0;
+  bytesOut = 0;
   headSent = false;
   headWritten = false;
   chunked = false;
@@ -154,6 +155,7 @@ class Http1Stream implements DownstreamStream {
 
   write(chunk: Buffer): boolean {
     if (this.detached || this.ended || this.bodyless || chunk.length === 0) return true;
+    this.bytesOut += chunk.length;
     if (this.chunked) {
       this.#gather(`${chunk.length.toString(16)}\r\n`);
       this.#gather(chunk);

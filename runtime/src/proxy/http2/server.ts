@@ -43,6 +43,7 @@ class Http2DownstreamStream implements DownstreamStream {
   readonly req: DownstreamRequest;
   readonly #s: http2.ServerHttp2Stream;
   status = 0;
+  bytesOut = 0;
   headSent = false;
   closed = false;
   #headWritten = false;
@@ -128,6 +129,7 @@ class Http2DownstreamStream implements DownstreamStream {
 
   write(chunk: Buffer): boolean {
     if (this.closed || this.#ended || chunk.length === 0) return true;
+    this.bytesOut += chunk.length;
     if (!this.headSent) {
       (this.#pendingBody ??= []).push(chunk);
       return true;
