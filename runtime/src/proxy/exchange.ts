@@ -461,11 +461,12 @@ class Exchange implements CallSink, BodySink {
     this.attempts++;
     if (svc.active >= svc.maxActive) {
       this.tenant.series.upstreamError(svc.name, 'overflow');
+      this.tenant.series.overflow(svc.name);
       this.fail(503, 'ISOMESH_ERR_PROXY_CIRCUIT_OPEN', `service ${svc.name} has ${svc.active} requests pending (limit ${svc.maxActive})`);
       return;
     }
     const req = this.stream.req;
-    const ep = svc.picker.pick(req.remoteAddress || this.requestId, performance.now());
+    const ep = svc.picker.pick(this.hashKey(), performance.now());
     if (ep === undefined) {
       this.tenant.series.upstreamError(svc.name, 'no_endpoint');
       this.fail(503, 'ISOMESH_ERR_PROXY_NO_ENDPOINT', `service ${svc.name} has no endpoint`);
@@ -490,6 +491,22 @@ class Exchange implements CallSink, BodySink {
     if (this.upstreamStart === 0) this.upstreamStart = performance.now();
     if (call instanceof UpstreamCall) this.tenant.pool.endpoint(svc, ep).dispatch(call);
     else this.tenant.pool.h2Endpoint(svc, ep).dispatch(call as H2UpstreamCall);
+  }
+
+  /** What ring_hash hashes (service hashOn): a header, a cookie, or the client address (default). */
+  hashKey(): string {
+    const req = this.stream.req;
+    const on = this.service!.service.hashOn;
+    if (on !== undefined && on !== 'sourceIp' && this.service!.service.lb === 'ring_hash') {
+      if ('header' in on) {
+        const v = headerOf(req.raw, on.header);
+        if (v !== undefined) return v;
+      } else {
+        const v = cookieOf(headerOf(req.raw, 'cookie'), on.cookie);
+        if (v !== undefined) return v;
+      }
+    }
+    return req.remoteAddress || this.requestId;
   }
 
   h1Call(authority: string): UpstreamCall {
@@ -751,6 +768,7 @@ class Exchange implements CallSink, BodySink {
 
   retryLater(): void {
     this.call = undefined;
+    this.tenant.series.retry(this.service!.name);
     const delay = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** (this.attempts - 1)) * (0.5 + Math.random());
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
@@ -847,6 +865,8 @@ class Exchange implements CallSink, BodySink {
     const series = this.tenant.series;
     series.byClass[status >= 100 && status < 600 ? (status / 100) | 0 : 0]!.inc();
     series.duration.observe((performance.now() - this.startedAt) / 1000);
+    series.routeRequest(this.choice?.route ?? '', this.service?.name ?? '', status);
+    if (this.grpc && this.grpcStatus !== undefined) series.grpc(this.service?.name ?? '', this.grpcStatus);
     series.inFlight.dec();
     this.tenant.inFlight--;
     this.state = St.Done;
@@ -892,6 +912,16 @@ class Exchange implements CallSink, BodySink {
 
 function viaOf(protocol: string): string {
   return protocol === 'h2' ? '2 isomesh' : protocol === 'http/1.0' ? '1.0 isomesh' : '1.1 isomesh';
+}
+
+/** A cookie's value from a Cookie header ("a=1; b=2"). */
+function cookieOf(header: string | undefined, name: string): string | undefined {
+  if (header === undefined) return undefined;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq !== -1 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
 }
 
 function contentLengthOf(raw: readonly string[]): number {

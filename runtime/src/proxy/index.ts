@@ -86,6 +86,16 @@ export class ProxyServer {
     this.#host = opts.host;
     this.#logger = opts.logger;
     this.#metrics = new ProxyMetrics(opts.registry);
+    this.#metrics.ejections = () => {
+      const out: Array<{ tenant: string; service: string; ejected: number }> = [];
+      const now = performance.now();
+      for (const t of this.#tenants.values()) {
+        for (const svc of t.snapshot.services.values()) {
+          out.push({ tenant: t.name, service: svc.name, ejected: svc.picker.endpoints.filter((e) => e.ejectedUntil > now).length });
+        }
+      }
+      return out;
+    };
     this.#listenAddress = opts.listenAddress ?? '127.0.0.1';
     this.#drainTimeoutMs = opts.drainTimeoutMs ?? 10_000;
     this.#context = {

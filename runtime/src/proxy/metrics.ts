@@ -22,6 +22,12 @@ export interface TenantSeries {
   byClass: Array<{ inc(): void }>;
   upstreamError(service: string, kind: UpstreamErrorKind): void;
   rateLimit(name: string, result: 'ok' | 'over' | 'shadow_over'): void;
+  /** One finished request: by route (""' when none matched), service and status code. */
+  routeRequest(route: string, service: string, code: number): void;
+  retry(service: string): void;
+  /** The circuit breaker refused a request (maxConnections × endpoints + maxPending in flight). */
+  overflow(service: string): void;
+  grpc(service: string, status: number): void;
   /** Connections refused by the tenant's or the node's connection cap. */
   connectionRefused(reason: 'tenant' | 'node'): void;
 }
@@ -37,6 +43,12 @@ export class ProxyMetrics {
   readonly #inFlight: prom.Gauge<'tenant'>;
   readonly #rateLimits: prom.Counter<'tenant' | 'ratelimit' | 'result'>;
   readonly #refused: prom.Counter<'tenant' | 'reason'>;
+  readonly #routes: prom.Counter<'tenant' | 'route' | 'service' | 'code'>;
+  readonly #retries: prom.Counter<'tenant' | 'service'>;
+  readonly #overflows: prom.Counter<'tenant' | 'service'>;
+  readonly #grpc: prom.Counter<'tenant' | 'service' | 'grpc_status'>;
+  /** Set by the proxy: currently ejected endpoints per (tenant, service), read at scrape time. */
+  ejections: () => Array<{ tenant: string; service: string; ejected: number }> = () => [];
 
   constructor(registry: prom.Registry) {
     const registers = [registry];
@@ -71,6 +83,41 @@ export class ProxyMetrics {
       labelNames: ['tenant', 'ratelimit', 'result'] as const,
       registers,
     }));
+    this.#routes = metric(registry, 'isomesh_route_requests_total', () => new prom.Counter({
+      name: 'isomesh_route_requests_total',
+      help: 'Requests answered, by route (empty: no route matched), service and HTTP status code.',
+      labelNames: ['tenant', 'route', 'service', 'code'] as const,
+      registers,
+    }));
+    this.#retries = metric(registry, 'isomesh_upstream_rq_retry_total', () => new prom.Counter({
+      name: 'isomesh_upstream_rq_retry_total',
+      help: 'Upstream request retries (each retry after the first attempt).',
+      labelNames: ['tenant', 'service'] as const,
+      registers,
+    }));
+    this.#overflows = metric(registry, 'isomesh_upstream_cx_overflow_total', () => new prom.Counter({
+      name: 'isomesh_upstream_cx_overflow_total',
+      help: 'Requests refused by the service circuit breaker (503 ISOMESH_ERR_PROXY_CIRCUIT_OPEN).',
+      labelNames: ['tenant', 'service'] as const,
+      registers,
+    }));
+    this.#grpc = metric(registry, 'isomesh_grpc_requests_total', () => new prom.Counter({
+      name: 'isomesh_grpc_requests_total',
+      help: 'gRPC requests answered, by service and grpc-status.',
+      labelNames: ['tenant', 'service', 'grpc_status'] as const,
+      registers,
+    }));
+    const self = this;
+    metric(registry, 'isomesh_upstream_ejections_active', () => new prom.Gauge({
+      name: 'isomesh_upstream_ejections_active',
+      help: 'Endpoints currently ejected by outlier detection (consecutive5xx).',
+      labelNames: ['tenant', 'service'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const e of self.ejections()) this.labels(e.tenant, e.service).set(e.ejected);
+      },
+    }));
     this.#refused = metric(registry, 'isomesh_connections_refused_total', () => new prom.Counter({
       name: 'isomesh_connections_refused_total',
       help: "Client connections refused because the tenant (quota maxConnections) or the node was at its connection cap.",
@@ -81,6 +128,20 @@ export class ProxyMetrics {
 
   tenant(tenant: string): TenantSeries {
     const errors = this.#upstreamErrors;
+    const routes = this.#routes;
+    const retries = this.#retries;
+    const overflows = this.#overflows;
+    const grpc = this.#grpc;
+    // Label children resolved once per distinct label set of the tenant (no hashing per request).
+    const children = new Map<string, { inc(): void }>();
+    const child = (key: string, make: () => { inc(): void }): { inc(): void } => {
+      let c = children.get(key);
+      if (c === undefined) {
+        c = make();
+        if (children.size < 10_000) children.set(key, c);
+      }
+      return c;
+    };
     const rateLimits = this.#rateLimits;
     const refused = this.#refused;
     return {
@@ -95,6 +156,18 @@ export class ProxyMetrics {
       },
       connectionRefused(reason) {
         refused.labels(tenant, reason).inc();
+      },
+      routeRequest(route, service, code) {
+        child(`r\u0000${route}\u0000${service}\u0000${code}`, () => routes.labels(tenant, route, service, String(code))).inc();
+      },
+      retry(service) {
+        child(`t\u0000${service}`, () => retries.labels(tenant, service)).inc();
+      },
+      overflow(service) {
+        child(`o\u0000${service}`, () => overflows.labels(tenant, service)).inc();
+      },
+      grpc(service, status) {
+        child(`g\u0000${service}\u0000${status}`, () => grpc.labels(tenant, service, String(status))).inc();
       },
     };
   }

@@ -217,3 +217,24 @@ test('connectTimeoutMs: 504 when the TCP connect does not complete in time', asy
   assert.ok(took >= 140 && took < 1500, `took ${took} ms`);
   assert.equal(await metricValue(registry, 'isomesh_upstream_errors_total', { tenant: 'acme', service: 'stuck', kind: 'connect_timeout' }), 1);
 });
+
+test('ring_hash on a header or a cookie: the same key always reaches the same endpoint; keys spread', async (t) => {
+  const ups = await Promise.all([0, 1, 2].map((i) => startUpstream(t, `ep${i}`)));
+  for (const [hashOn, build] of [
+    [{ header: 'x-user' }, (k: string) => ({ 'x-user': k })],
+    [{ cookie: 'session' }, (k: string) => ({ cookie: `theme=dark; session=${k}` })],
+  ] as const) {
+    const { port } = await proxyTo(t, service('ring', ups.map((u) => u.port), { lb: 'ring_hash', hashOn }));
+    const owner = new Map<string, string>();
+    for (let i = 0; i < 20; i++) {
+      const key = `user-${i}`;
+      for (let n = 0; n < 3; n++) {
+        const r = await send(port, { headers: build(key) });
+        const served = r.headers['x-upstream'] as string;
+        assert.equal(owner.get(key) ?? served, served, `${JSON.stringify(hashOn)} ${key} sticks to one endpoint`);
+        owner.set(key, served);
+      }
+    }
+    assert.ok(new Set(owner.values()).size >= 2, `20 keys spread over the endpoints (${JSON.stringify(hashOn)})`);
+  }
+});
