@@ -14,7 +14,8 @@ export interface RawResult {
 
 /**
  * Connects, sends the steps in order (strings/buffers written, `{delayMs}` waits), then reads until the
- * server closes, `idleMs` pass without data, or `timeoutMs` is up. `end: true` half-closes after the steps.
+ * server closes, `idleMs` pass without data after some arrived, or `timeoutMs` is up. `end: true`
+ * half-closes after the steps.
  */
 export async function raw(port: number, steps: RawStep[], opts: { idleMs?: number; timeoutMs?: number; end?: boolean; host?: string } = {}): Promise<RawResult> {
   const socket = net.connect(port, opts.host ?? '127.0.0.1');
@@ -45,7 +46,8 @@ export async function raw(port: number, steps: RawStep[], opts: { idleMs?: numbe
   if (opts.end) socket.end();
   const deadline = Date.now() + (opts.timeoutMs ?? 5000);
   const idleMs = opts.idleMs ?? 500;
-  while (!closed && Date.now() < deadline && Date.now() - lastData < idleMs) {
+  // Idle counts only once something arrived: a slow first answer (a loaded machine) is waited for.
+  while (!closed && Date.now() < deadline && (chunks.length === 0 || Date.now() - lastData < idleMs)) {
     await Promise.race([done, sleep(20)]);
   }
   socket.destroy();
