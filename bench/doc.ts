@@ -3,7 +3,7 @@
 // Also prints the compact tables run.ts shows after each benchmark (and a before/after comparison).
 import fs from 'node:fs';
 import path from 'node:path';
-import type { CpuSummary, Verdict } from './cpu.ts';
+import { cpuVerdicts, type CpuSummary, type Verdict } from './cpu.ts';
 import type { OpenLoopSummary } from './openloop.ts';
 import type { ProfileResult } from './profile.ts';
 import { hbarChartSvg, markdownTable, type Table } from './lib/report.ts';
@@ -49,8 +49,14 @@ function openLoopTable(ol: Json, rate: number): Table {
   };
 }
 
+/** Verdicts recomputed from the summaries, so a fix to a goal's rule applies to stored results too. */
+function cpuGoals(cpu: Json): Verdict[] {
+  const workers = 'workersReported' in cpu ? cpu.workersReported : (cpu.notes as string[]).some((n) => /not implemented/.test(n)) ? undefined : 2;
+  return cpuVerdicts(cpu.summaries, workers);
+}
+
 function verdictRows(v: Verdict[]): string[][] {
-  return v.map((x) => [x.goal, x.measured, x.met === undefined ? '—' : x.met ? 'met' : `**missed**${x.by ? ` (${x.by})` : ''}`]);
+  return v.map((x) => [x.goal, x.measured, x.met === undefined ? 'not judged' : x.met ? 'met' : `**missed**${x.by ? ` (${x.by})` : ''}`]);
 }
 
 function openLoopVerdict(ol: Json): string[][] {
@@ -101,10 +107,10 @@ function profileSection(pr: Json): string[] {
       out.push(`  Top self time: ${p.top.slice(0, 8).map((f) => `\`${f.name}\` ${f.pct} % (${f.location})`).join(', ')}.`);
     }
     if (!('skipped' in r.perf)) {
-      out.push(`- **perf** on the proxy CPU (cordon workers included, which the V8 profile cannot see once they are killed): ${r.perf.byProcess.filter((x) => x.pct >= 0.5).map((x) => `${x.process} ${x.pct} % (kernel ${x.kernelPct} %)`).join(', ')}; top symbols: ${r.perf.top.filter((s) => s.thread !== 'swapper').slice(0, 6).map((s) => `\`${s.kernel ? '[k] ' : ''}${s.symbol.length > 60 ? `${s.symbol.slice(0, 57)}…` : s.symbol}\` ${s.pct} %`).join(', ')}.`);
+      out.push(`- **perf** on the proxy CPU (it also sees the cordon workers, which exit without writing a V8 profile): ${r.perf.byProcess.filter((x) => x.pct >= 0.5).map((x) => `${x.process} ${x.pct} % (kernel ${x.kernelPct} %)`).join(', ')}; top symbols: ${r.perf.top.filter((s) => s.thread !== 'swapper').slice(0, 6).map((s) => `\`${s.kernel ? '[k] ' : ''}${s.symbol.length > 60 ? `${s.symbol.slice(0, 57)}…` : s.symbol}\` ${s.pct} %`).join(', ')}.`);
     } else out.push(`- perf: ${r.perf.skipped}`);
     if (!('skipped' in r.strace)) {
-      for (const p of r.strace.processes) out.push(`- **syscalls per request**, ${p.process}: ${p.totalPerRequest} — ${p.syscalls.filter((s) => s.perRequest >= 0.05).slice(0, 8).map((s) => `${s.name} ${s.perRequest}`).join(', ')}.`);
+      for (const p of r.strace.processes.filter((x) => x.totalPerRequest >= 0.01)) out.push(`- **syscalls per request**, ${p.process}: ${p.totalPerRequest} — ${p.syscalls.filter((s) => s.perRequest >= 0.05).slice(0, 8).map((s) => `${s.name} ${s.perRequest}`).join(', ')}.`);
     } else out.push(`- strace: ${r.strace.skipped}`);
     out.push('');
   }
@@ -140,7 +146,7 @@ export function writeDoc(dir: string): string {
   }
   if (cpu !== undefined || ol !== undefined) {
     L.push('## Goals vs results', '');
-    L.push(markdownTable({ title: 'Issue "The hot path at near-nginx cost"', columns: ['goal', 'measured (median)', 'verdict'], rows: [...verdictRows(cpu?.verdicts ?? []), ...(ol ? openLoopVerdict(ol) : [])] }));
+    L.push(markdownTable({ title: 'Issue "The hot path at near-nginx cost"', columns: ['goal', 'measured (median)', 'verdict'], rows: [...verdictRows(cpu ? cpuGoals(cpu) : []), ...(ol ? openLoopVerdict(ol) : [])] }));
     for (const n of cpu?.notes ?? []) L.push(`- ${n}`);
     L.push('');
   }
@@ -155,7 +161,7 @@ export function writeDoc(dir: string): string {
   }
   if (ol !== undefined) {
     L.push('## The seeds\' experiment: fixed rate, open loop (seed 000)', '');
-    L.push('Seed 000 measured the mean latency of a steady 10K req/s between two pods with and without sidecars; here the same shape at 2,000 and 5,000 req/s on one machine, with the CPU of every process on the path. "Mesh CPU" is the proxies\' CPU per request (both nginx for the sidecar pattern; the daemon and its cordon workers for isomesh); "client" is the generator (the sk_msg redirect moves kernel work into the sender). A target marked *saturated* could not serve the offered rate: its latency is then queueing time, bounded by the generator (one second of backlog, then requests are not sent).', '');
+    L.push(`Seed 000 measured the mean latency of a steady 10K req/s between two pods with and without sidecars; here the same shape at ${(ol.rates as number[]).map((r) => r.toLocaleString('en-US')).join(', ')} req/s on one machine, with the CPU of every process on the path. "Mesh CPU" is the proxies' CPU per request (both nginx for the sidecar pattern; the daemon and its cordon workers for isomesh); "client" is the generator (the sk_msg redirect moves kernel work into the sender). A target marked *saturated* could not serve the offered rate: its latency is then queueing time, bounded by the generator (one second of backlog, then requests are not sent).`, '');
     if (ol.ebpf?.ran === false) L.push(`The eBPF rows did not run: ${String(ol.ebpf.reason).split('\n')[0]}`, '');
     else L.push('eBPF rows: a network namespace with the real daemon (datapath on, in its own proxy cgroup), an upstream nginx, and a workload cgroup whose connects to the tenant\'s VIP are redirected to the tenant listener on 127.0.0.1 (cgroup/connect4); "explicit" dials the listener directly from the same namespace (the control), "sk_msg" adds the sockops/sk_msg short-circuit of the app↔proxy hop.', '');
     for (const rate of ol.rates as number[]) {
@@ -181,7 +187,10 @@ export function writeDoc(dir: string): string {
     L.push('## Where the µs go', '');
     L.push('From `bench/profile.ts` (default host mode, 16 connections, small body): the V8 CPU profile of the daemon restricted to the load window, `perf record -e cpu-clock` on the proxy\'s CPU (kernel and native symbols, cordon workers included) and `strace -c -f` per process (which slows the daemon; the counts per request are what matter).', '');
     L.push(...profileSection(pr));
-    L.push(`Reading it (an interpretation written for the code at \`${pr.revision ?? 'unknown'}\`; the figures above are regenerated, this paragraph is not): without plugins the cost is node's HTTP server path and the kernel's loopback TCP — the response \`writev\`, the upstream \`write\` and the \`read\`s listed above, the same syscalls nginx makes per request — while isomesh's own JavaScript is a minor share. With the chain in the default host mode the cordon worker is the larger consumer: each chain phase is a message to the worker and back (JSON serialisation and parsing on both sides, pipe writes, futex wake-ups between the worker's threads and the isolate's thread, and the crash-blame \`pwrite\`s of each entry), and jwt-auth's verification is an asynchronous host capability, one more thread hand-off per request.`, '');
+    if (pr.nginx !== undefined && !('skipped' in pr.nginx)) {
+      for (const p of pr.nginx.processes) L.push(`Reference, same load through ${p.process}: ${p.totalPerRequest} syscalls per request — ${p.syscalls.filter((s: Json) => s.perRequest >= 0.05).slice(0, 8).map((s: Json) => `${s.name} ${s.perRequest}`).join(', ')}.`, '');
+    }
+    L.push(`Reading it (an interpretation written for the code at \`${pr.revision ?? 'unknown'}\`; the figures above are regenerated, this paragraph is not): without plugins the cost is node's HTTP server path and the kernel's loopback TCP — the response \`writev\`, the upstream \`write\` and the \`read\`s listed above (compare nginx's reference line) — while isomesh's own JavaScript is a minor share. With the chain in the default host mode the cordon worker is the larger consumer: each chain phase is a message to the worker and back (JSON serialisation and parsing on both sides, pipe writes, futex wake-ups between the worker's threads and the isolate's thread, and the crash-blame \`pwrite\`s of each entry), and jwt-auth's verification is an asynchronous host capability, one more thread hand-off per request.`, '');
   }
   L.push('## Plugin host, noisy neighbour, eBPF hop', '');
   L.push(...embedded(dir, 'host', 'Plugin host (`host`)', ref));
@@ -191,11 +200,35 @@ export function writeDoc(dir: string): string {
   return DOC;
 }
 
+/** Rewrites README.md's summary block (between the bench-summary markers) from the same results. */
+export function writeReadmeSummary(dir: string): boolean {
+  const readme = path.join(ROOT, 'README.md');
+  const text = fs.readFileSync(readme, 'utf8');
+  const start = '<!-- bench-summary:start -->';
+  const end = '<!-- bench-summary:end -->';
+  const a = text.indexOf(start);
+  const b = text.indexOf(end);
+  if (a < 0 || b < a) return false;
+  const cpu = read(dir, 'cpu');
+  const ol = read(dir, 'openloop');
+  const mem = read(dir, 'memory');
+  const rows = [...verdictRows(cpu ? cpuGoals(cpu) : []), ...(ol ? openLoopVerdict(ol) : [])];
+  const lines = [start, `Generated from bench/results/*.json by \`npm run bench\`${cpu ? ` (${String(cpu.date).slice(0, 10)}, ${cpu.machine.cpus} × ${cpu.machine.model})` : ''}:`, ''];
+  lines.push('| goal | measured | verdict |', '|---|---|---|', ...rows.map((r) => `| ${r.join(' | ')} |`));
+  const node = (mem?.rows as Json[] | undefined)?.find((r) => String(r.model).startsWith('isomesh per node, 30 tenants [cordon]'));
+  const envoy = (mem?.rows as Json[] | undefined)?.find((r) => r.model === 'sidecar: Envoy per pod');
+  const ngx = (mem?.rows as Json[] | undefined)?.find((r) => r.model === 'sidecar: nginx per pod');
+  if (node && envoy) lines.push('', `Memory for 500 nodes × 30 pods: isomesh ${fmt(node.clusterGiB, 1)} GiB (one daemon per node, every pod its own tenant); sidecars ${ngx ? `${fmt(ngx.clusterGiB, 1)} GiB as idle nginx, ` : ''}${fmt(envoy.clusterGiB, 1)} GiB as Envoy at seed 000's 70 MB each.`);
+  lines.push(end);
+  fs.writeFileSync(readme, text.slice(0, a) + lines.join('\n') + text.slice(b + end.length));
+  return true;
+}
+
 /** The compact tables run.ts prints after a benchmark; with `compare`, before → after for cpu. */
 export function printSummary(name: string, r: Json, compare?: string): string {
   if (name === 'cpu') {
     const out = [...new Set((r.summaries as CpuSummary[]).map((s) => s.body))].map((b) => markdownTable(cpuTable(r, b)));
-    out.push(markdownTable({ title: 'Goals', columns: ['goal', 'measured', 'verdict'], rows: verdictRows(r.verdicts) }));
+    out.push(markdownTable({ title: 'Goals', columns: ['goal', 'measured', 'verdict'], rows: verdictRows(cpuGoals(r)) }));
     if (compare !== undefined) {
       const before = JSON.parse(fs.readFileSync(compare, 'utf8')) as Json;
       const rows = (r.summaries as CpuSummary[]).map((s) => {

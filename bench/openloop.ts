@@ -1,5 +1,5 @@
 // `openloop`: the seeds' experiment (seed 000: a fixed request rate over a fixed set of connections,
-// mean latency, with and without the mesh in the path) at 2,000 and 5,000 req/s over 64 keep-alive
+// mean latency, with and without the mesh in the path) at 1,000, 2,000 and 5,000 req/s over 64 keep-alive
 // connections, for: direct, one nginx hop, the sidecar pattern (two nginx hops), isomesh without
 // plugins and with the 3-plugin chain (default host mode) — and, in a network namespace of its own,
 // isomesh with the chain reached through the eBPF redirect, with and without sk_msg acceleration
@@ -19,7 +19,9 @@ import { ProcessGroup, atInterrupt, cpuCount, pinSelf } from './lib/processes.ts
 import { spread, type Spread } from './lib/stats.ts';
 import type { BenchContext } from './run.ts';
 
-const RATES = [2000, 5000];
+// 2,000 and 5,000 are the issue's rates; 1,000 is below the 3-plugin chain's capacity on one core
+// today, so the eBPF redirect vs explicit comparison measures the path, not a queue.
+const RATES = [1000, 2000, 5000];
 const CONNECTIONS = 64;
 
 interface Target {

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { removeStateDir, setupTenant, startDaemon, type BenchDaemon } from './lib/daemon.ts';
-import { LARGE_PATH, SMALL_PATH, startNginxUpstream } from './lib/peers.ts';
+import { LARGE_PATH, SMALL_PATH, startNginxProxy, startNginxUpstream } from './lib/peers.ts';
 import { NOOP, realisticChain } from './lib/plugins.ts';
 import { ProcessGroup, cpuCount, pinSelf, processTree } from './lib/processes.ts';
 import { aggregateProfile, type ProfileSummary } from './lib/cpuprofile.ts';
@@ -283,7 +283,28 @@ export function formatProfile(r: ProfileResult): string {
   return `${lines.join('\n')}\n`;
 }
 
-/** run.ts entry: the plain proxy and the realistic chain in the default host mode. */
+/** The reference: syscalls per request of one nginx hop under the same load (strace -c). */
+export async function nginxSyscalls(seconds: number): Promise<ProfileResult['strace']> {
+  const pinned = cpuCount() >= 2;
+  const group = new ProcessGroup();
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'isomesh-bench-profile-nginx-'));
+  try {
+    if (pinned) pinSelf('1');
+    const upstream = await startNginxUpstream(group, root, pinned ? '1' : undefined);
+    const nginx = await startNginxProxy(group, root, upstream.port, pinned ? '0' : undefined);
+    const load = () => runWrk({ url: `http://127.0.0.1:${nginx.port}${SMALL_PATH}`, connections: 16, durationSec: seconds, headers: realisticChain().headers, ...(pinned ? { cpus: '1' } : {}) });
+    await load();
+    const r = await stracePhase(root, [nginx.proc.pid], nginx.proc.pid, load);
+    if (!('skipped' in r)) for (const p of r.processes) p.process = 'nginx (one hop)';
+    return r;
+  } finally {
+    await group.close();
+    fs.rmSync(root, { recursive: true, force: true });
+    if (pinned) pinSelf(`0-${cpuCount() - 1}`);
+  }
+}
+
+/** run.ts entry: the plain proxy and the realistic chain in the default host mode, and nginx's syscalls. */
 export async function profileBench(ctx: BenchContext): Promise<Record<string, unknown>> {
   const runs: ProfileResult[] = [];
   for (const scenario of ['iso0', 'chain3'] as const) {
@@ -291,7 +312,8 @@ export async function profileBench(ctx: BenchContext): Promise<Record<string, un
     process.stderr.write(formatProfile(r));
     runs.push(r);
   }
-  return { runs };
+  const nginx = await nginxSyscalls(ctx.quick ? 2 : 3);
+  return { runs, nginx };
 }
 
 if (import.meta.main) {

@@ -146,8 +146,9 @@ for (const n of names) {
   }
 }
 if (!partial || names.includes('doc')) {
-  const { writeDoc } = await import('./doc.ts');
+  const { writeDoc, writeReadmeSummary } = await import('./doc.ts');
   const file = writeDoc(RESULTS);
+  writeReadmeSummary(RESULTS);
   process.stderr.write(`== doc: ${path.relative(ROOT, file)} regenerated from bench/results/*.json\n`);
 }
 process.exit(failed ? 1 : 0);
