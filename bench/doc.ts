@@ -174,8 +174,8 @@ export function writeDoc(dir: string): string {
     L.push('## Memory: 500 nodes × 30 pods (seed 000\'s model)', '');
     L.push(markdownTable({
       title: `${mem.model.nodes} nodes × ${mem.model.podsPerNode} pods`,
-      columns: ['model', 'per proxy / node (MiB)', 'count', 'cluster (GiB)', 'source'],
-      rows: (mem.rows as Json[]).map((r) => [r.model, fmt(r.perUnitMiB, 1), r.units.toLocaleString('en-US'), fmt(r.clusterGiB, 1), r.source]),
+      columns: ['model', 'MiB each', 'count', 'per node (MiB)', 'cluster (GiB)', 'source'],
+      rows: (mem.rows as Json[]).map((r) => [r.model, fmt(r.perUnitMiB, 1), r.units.toLocaleString('en-US'), fmt((r.perUnitMiB * r.units) / mem.model.nodes, 0), fmt(r.clusterGiB, 1), r.source]),
       notes: [
         `Idle RSS measured here: ${Object.entries(mem.idle as Record<string, Json>).map(([k, v]) => `${k} ${fmt(v.rssMiB, 1)} MiB (${v.processes} process${v.processes > 1 ? 'es' : ''})`).join(', ')}.`,
         mem.host?.missing ? mem.host.missing : `isomesh rows from the host benchmark of ${String(mem.host.date).slice(0, 10)} (${mem.host.machine}): the daemon and its child processes, each tenant with a service, a route and one active plugin that has served a request. "30 tenants" treats every pod as its own tenant — the worst case; tenants sharing a namespace share one isolate.`,
@@ -233,8 +233,9 @@ export function printSummary(name: string, r: Json, compare?: string): string {
       const before = JSON.parse(fs.readFileSync(compare, 'utf8')) as Json;
       const rows = (r.summaries as CpuSummary[]).map((s) => {
         const b = (before.summaries as CpuSummary[] | undefined)?.find((x) => x.target === s.target && x.body === s.body);
-        const d = b === undefined ? '—' : `${(((s.cpuUs.median - b.cpuUs.median) / b.cpuUs.median) * 100).toFixed(1)} %`;
-        return [`${s.label} [${s.body}]`, b ? fmtSpread(b.cpuUs) : '—', fmtSpread(s.cpuUs), d, b ? fmt(b.rps.median, 0) : '—', fmt(s.rps.median, 0)];
+        const proxied = s.target !== 'direct';
+        const d = b === undefined || !proxied ? '—' : `${(((s.cpuUs.median - b.cpuUs.median) / b.cpuUs.median) * 100).toFixed(1)} %`;
+        return [`${s.label} [${s.body}]`, b && proxied ? fmtSpread(b.cpuUs) : '—', proxied ? fmtSpread(s.cpuUs) : '—', d, b ? fmt(b.rps.median, 0) : '—', fmt(s.rps.median, 0)];
       });
       out.push(markdownTable({ title: `Before (${compare}, ${String(before.date).slice(0, 16)}) → now`, columns: ['target', 'CPU µs before', 'CPU µs now', 'Δ CPU', 'req/s before', 'req/s now'], rows }));
     }
