@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine (root, Node 20) to run and test isomesh:
 # Debian packages, Node.js 24, npm dependencies. Idempotent; safe to re-run.
-#   --with-bench   also install the benchmark peers (nginx, haproxy, wrk, h2load)
+#   --with-bench   also install the benchmark peers and tools (nginx, haproxy, wrk, h2load; strace and
+#                  perf for bench/profile.ts; the open-loop generator is built with clang)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ISOMESH_ROOT"
 
 PKGS=(curl iproute2 libbpf1 clang llvm libbpf-dev bpftool util-linux nghttp2-client)
-if [ "${1:-}" = "--with-bench" ]; then PKGS+=(nginx haproxy wrk nghttp2-client); fi
+if [ "${1:-}" = "--with-bench" ]; then PKGS+=(nginx haproxy wrk nghttp2-client strace linux-perf); fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,5 +1,6 @@
 // An isomesh daemon as a child process (`node runtime/src/main.ts run`, datapath off, explicit
 // traffic to tenant listeners on loopback), configured only through the management API.
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -28,6 +29,8 @@ export interface DaemonOptions {
   hostMode?: 'cordon' | 'inline' | undefined;
   listenerPorts?: number;
   env?: Record<string, string>;
+  /** Node options before the script (e.g. --cpu-prof); cordon workers inherit them. */
+  nodeArgs?: string[];
 }
 
 export async function startDaemon(group: ProcessGroup, opts: DaemonOptions = {}): Promise<BenchDaemon> {
@@ -35,8 +38,8 @@ export async function startDaemon(group: ProcessGroup, opts: DaemonOptions = {})
   const adminPort = await freePort();
   const grpcPort = await freePort();
   const ports = await freePortRange(opts.listenerPorts ?? 20);
-  const token = `bench-${Math.random().toString(36).slice(2)}`;
-  const proc = group.start('isomesh', process.execPath, [path.join(ROOT, 'runtime/src/main.ts'), 'run'], {
+  const token = `bench-${randomBytes(16).toString('hex')}`; // the daemon wants ≥ 16 characters
+  const proc = group.start('isomesh', process.execPath, [...(opts.nodeArgs ?? []), path.join(ROOT, 'runtime/src/main.ts'), 'run'], {
     cwd: ROOT,
     ...(opts.cpus === undefined ? {} : { cpus: opts.cpus }),
     env: {
@@ -94,22 +97,25 @@ export function removeStateDir(d: BenchDaemon | undefined): void {
 export interface TenantSetup {
   /** Upstream the catch-all route sends to. */
   upstreamPort: number;
-  /** Plugins published, activated and chained in this order: [name, TypeScript source]. */
-  plugins?: Array<[string, string]>;
+  /** Plugins published, activated and chained in this order: [name, TypeScript source, entry config?]. */
+  plugins?: Array<[string, string] | [string, string, Record<string, unknown>]>;
+  /** Tenant secrets set before the chain (e.g. a JWT key). */
+  secrets?: Record<string, string>;
   quota?: Record<string, number>;
 }
 
 /** Creates a tenant with one service, a catch-all route and a chain; returns its listener port. */
-export async function setupTenant(d: BenchDaemon, tenant: string, s: TenantSetup): Promise<number> {
+export async function setupTenant(d: Pick<BenchDaemon, 'must'>, tenant: string, s: TenantSetup): Promise<number> {
   const t = await d.must('PUT', `/v1/tenants/${tenant}`, {});
   if (s.quota !== undefined) await d.must('PUT', `/v1/tenants/${tenant}/quota`, s.quota);
   await d.must('PUT', `/v1/tenants/${tenant}/services/origin`, { endpoints: [{ address: '127.0.0.1', port: s.upstreamPort }] });
   await d.must('PUT', `/v1/tenants/${tenant}/routes/all`, { match: { pathPrefix: '/' }, to: { service: 'origin' } });
-  const chain: Array<{ plugin: string }> = [];
-  for (const [name, source] of s.plugins ?? []) {
+  for (const [name, value] of Object.entries(s.secrets ?? {})) await d.must('PUT', `/v1/tenants/${tenant}/secrets/${name}`, { value });
+  const chain: Array<{ plugin: string; config?: Record<string, unknown> }> = [];
+  for (const [name, source, config] of s.plugins ?? []) {
     const v = await d.must('POST', `/v1/tenants/${tenant}/plugins/${name}/versions`, { source, language: 'typescript' });
     await d.must('PUT', `/v1/tenants/${tenant}/plugins/${name}/active`, { version: v.version });
-    chain.push({ plugin: name });
+    chain.push({ plugin: name, ...(config === undefined ? {} : { config }) });
   }
   if (chain.length > 0) await d.must('PUT', `/v1/tenants/${tenant}/chain`, chain);
   return t.listenerPort as number;

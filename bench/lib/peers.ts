@@ -10,6 +10,13 @@ export const LARGE_PATH = '/16k.bin';
 export const SMALL_BODY = 'hello, mesh\n';
 export const LARGE_BYTES = 16 * 1024;
 
+export interface PeerOptions {
+  /** Distinguishes several instances of one kind (their directories and names). */
+  name?: string;
+  /** argv prefix, e.g. nsenter into a network namespace (see ProcessGroup.start). */
+  prefix?: string[];
+}
+
 export interface Peer {
   name: string;
   port: number;
@@ -46,8 +53,9 @@ function prepareDir(root: string, name: string): string {
 }
 
 /** nginx serving the small and 16 KiB bodies from files (open_file_cache: no disk on the hot path). */
-export async function startNginxUpstream(group: ProcessGroup, root: string, cpus?: string): Promise<Peer> {
-  const dir = prepareDir(root, 'nginx-upstream');
+export async function startNginxUpstream(group: ProcessGroup, root: string, cpus?: string, opts: PeerOptions = {}): Promise<Peer> {
+  const name = opts.name ?? 'nginx-upstream';
+  const dir = prepareDir(root, name);
   const www = path.join(dir, 'www');
   fs.mkdirSync(www, { recursive: true, mode: 0o755 });
   fs.writeFileSync(path.join(www, SMALL_PATH.slice(1)), SMALL_BODY, { mode: 0o644 });
@@ -67,14 +75,15 @@ ${nginxHttpCommon(dir)}
 }
 `;
   fs.writeFileSync(path.join(dir, 'nginx.conf'), conf);
-  const proc = group.start('nginx-upstream', 'nginx', ['-p', dir, '-c', path.join(dir, 'nginx.conf')], cpus === undefined ? {} : { cpus });
-  await waitForPort(port, proc);
-  return { name: 'nginx-upstream', port, proc };
+  const proc = group.start(name, 'nginx', ['-p', dir, '-c', path.join(dir, 'nginx.conf')], { ...(cpus === undefined ? {} : { cpus }), ...(opts.prefix ? { prefix: opts.prefix } : {}) });
+  await waitForPort(port, proc, 10_000, opts.prefix);
+  return { name, port, proc };
 }
 
 /** nginx reverse proxy with a keep-alive upstream pool (HTTP/1.1, Connection cleared). */
-export async function startNginxProxy(group: ProcessGroup, root: string, upstreamPort: number, cpus?: string): Promise<Peer> {
-  const dir = prepareDir(root, 'nginx-proxy');
+export async function startNginxProxy(group: ProcessGroup, root: string, upstreamPort: number, cpus?: string, opts: PeerOptions = {}): Promise<Peer> {
+  const name = opts.name ?? 'nginx';
+  const dir = prepareDir(root, name === 'nginx' ? 'nginx-proxy' : name);
   const port = await freePort();
   const conf = `${nginxCommon(dir)}
 http {
@@ -95,9 +104,9 @@ ${nginxHttpCommon(dir)}
 }
 `;
   fs.writeFileSync(path.join(dir, 'nginx.conf'), conf);
-  const proc = group.start('nginx-proxy', 'nginx', ['-p', dir, '-c', path.join(dir, 'nginx.conf')], cpus === undefined ? {} : { cpus });
-  await waitForPort(port, proc);
-  return { name: 'nginx', port, proc };
+  const proc = group.start(name, 'nginx', ['-p', dir, '-c', path.join(dir, 'nginx.conf')], { ...(cpus === undefined ? {} : { cpus }), ...(opts.prefix ? { prefix: opts.prefix } : {}) });
+  await waitForPort(port, proc, 10_000, opts.prefix);
+  return { name, port, proc };
 }
 
 /** haproxy in HTTP mode, one thread, server-side connection reuse. */

@@ -1,5 +1,9 @@
-// Plugin sources the benchmarks publish: a no-op, a realistic chain of three (request header,
-// header gate, response header), a light plugin and a CPU burner for the noisy-neighbour run.
+// Plugin sources the benchmarks publish: a no-op, a small chain of three (request header, header
+// gate, response header), the realistic chain of three example plugins (jwt-auth, rate-limit,
+// header-transform), a light plugin and a CPU burner for the noisy-neighbour run.
+import { createHmac } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 
 export const NOOP = `export default { onRequest() {} };`;
 
@@ -20,4 +24,53 @@ export const LIGHT = `export default { onRequest(req, ctx) { req.headers.set('x-
 /** Spins for `ms` of wall time (≈ CPU time: nothing else runs in the isolate) on every request. */
 export function burner(ms: number): string {
   return `export default { onRequest() { const end = Date.now() + ${ms}; let x = 0; while (Date.now() < end) x++; if (x < 0) throw new Error('never'); } };`;
+}
+
+// The realistic chain: the example plugins as users publish them (plugins/<name>/src/index.ts),
+// in the order an operator would put them: authenticate, then rate-limit, then rewrite headers.
+const PLUGINS_DIR = path.resolve(import.meta.dirname, '..', '..', 'plugins');
+const JWT_SECRET_NAME = 'jwt-key';
+const JWT_KEY = 'bench-hs256-key-0123456789abcdef0123456789abcdef';
+
+function exampleSource(name: string): string {
+  return fs.readFileSync(path.join(PLUGINS_DIR, name, 'src', 'index.ts'), 'utf8');
+}
+
+export interface RealisticChain {
+  plugins: Array<[string, string, Record<string, unknown>]>;
+  secrets: Record<string, string>;
+  /** Request header lines every client sends (to every target alike, so the request is the same). */
+  headers: string[];
+  /** Response header that proves the whole chain ran (header-transform's onResponse). */
+  proofHeader: string;
+}
+
+function b64url(x: string | Buffer): string {
+  return Buffer.from(x).toString('base64url');
+}
+
+/** An HS256 JWT valid for `ttlSec`, signed with the bench tenant's key. */
+export function benchToken(ttlSec = 86_400): string {
+  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const now = Math.floor(Date.now() / 1000);
+  const body = b64url(JSON.stringify({ sub: 'user-42', aud: 'bench', iss: 'isomesh-bench', iat: now, exp: now + ttlSec }));
+  const sig = createHmac('sha256', JWT_KEY).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${sig}`;
+}
+
+export function realisticChain(): RealisticChain {
+  return {
+    plugins: [
+      ['jwt-auth', exampleSource('jwt-auth'), { secret: JWT_SECRET_NAME, audience: 'bench', issuer: 'isomesh-bench', algorithms: ['HS256'], forwardClaims: { sub: 'x-user-id' } }],
+      // A limit no benchmark reaches: the bucket is consulted and updated on every request all the same.
+      ['rate-limit', exampleSource('rate-limit'), { limit: 1_000_000_000, windowMs: 1000, key: 'client-ip' }],
+      ['header-transform', exampleSource('header-transform'), {
+        request: { set: { 'x-tenant': '{tenant}', 'x-request-id': '{requestId}' }, remove: ['x-debug'] },
+        response: { set: { 'x-served-by': 'isomesh' }, remove: ['server'] },
+      }],
+    ],
+    secrets: { [JWT_SECRET_NAME]: JWT_KEY },
+    headers: [`authorization: Bearer ${benchToken()}`],
+    proofHeader: 'x-served-by',
+  };
 }

@@ -3,6 +3,7 @@
 // SIGKILL after a grace period — from the caller's finally block.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -21,13 +22,45 @@ export interface StartOptions {
   cpus?: string;
   env?: NodeJS.ProcessEnv;
   cwd?: string;
+  /** argv put before everything (e.g. nsenter into a netns); it must exec, so the PID stays the process's. */
+  prefix?: string[];
+}
+
+const cleanups = new Set<() => Promise<void> | void>();
+let trapped = false;
+
+/**
+ * Registers a clean-up to run if the benchmark is interrupted (SIGINT/SIGTERM) before its own
+ * finally block runs: processes stopped by PID, namespaces and cgroups removed. Returns the unregister.
+ */
+export function atInterrupt(fn: () => Promise<void> | void): () => void {
+  cleanups.add(fn);
+  if (!trapped) {
+    trapped = true;
+    const onSignal = async (sig: NodeJS.Signals): Promise<void> => {
+      process.stderr.write(`bench: ${sig}: cleaning up\n`);
+      for (const f of [...cleanups].reverse()) {
+        try {
+          await f();
+        } catch {
+          // keep cleaning
+        }
+      }
+      process.exit(130);
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+  }
+  return () => cleanups.delete(fn);
 }
 
 export class ProcessGroup {
   readonly #procs: Started[] = [];
+  readonly #unregister = atInterrupt(() => this.stopAll());
 
   start(name: string, cmd: string, args: string[], opts: StartOptions = {}): Started {
-    const [file, argv] = opts.cpus === undefined ? [cmd, args] : ['taskset', ['-c', opts.cpus, cmd, ...args]];
+    const full = [...(opts.prefix ?? []), ...(opts.cpus === undefined ? [] : ['taskset', '-c', opts.cpus]), cmd, ...args];
+    const [file, argv] = [full[0]!, full.slice(1)];
     const proc = spawn(file, argv, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     const keep = (d: Buffer): void => {
@@ -71,27 +104,44 @@ export class ProcessGroup {
   async stopAll(): Promise<void> {
     for (const s of [...this.#procs].reverse()) await this.stop(s);
   }
+
+  /** stopAll, and forget the interrupt hook (the group is done). */
+  async close(): Promise<void> {
+    await this.stopAll();
+    this.#unregister();
+  }
 }
 
 export { freePort, freePortRange } from '../../test/support/ports.ts';
 
-/** Waits until something accepts TCP connections on 127.0.0.1:port. */
-export async function waitForPort(port: number, s: Started, timeoutMs = 10_000): Promise<void> {
+/**
+ * Waits until something accepts TCP connections on 127.0.0.1:port — in this network namespace, or,
+ * given the nsenter `prefix` the process was started with, in that one (probed with bash's /dev/tcp).
+ */
+export async function waitForPort(port: number, s: Started, timeoutMs = 10_000, prefix?: string[]): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (s.proc.exitCode !== null) throw new Error(`${s.name} exited with ${s.proc.exitCode}:\n${s.logs()}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = net.connect(port, '127.0.0.1');
-      c.once('connect', () => {
-        c.destroy();
-        resolve(true);
-      });
-      c.once('error', () => resolve(false));
-    });
+    const ok = prefix !== undefined ? probeIn(prefix, port) : await probe(port);
     if (ok) return;
     await sleep(25);
   }
   throw new Error(`${s.name} did not listen on ${port} within ${timeoutMs} ms:\n${s.logs()}`);
+}
+
+function probe(port: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const c = net.connect(port, '127.0.0.1');
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+}
+
+function probeIn(prefix: string[], port: number): boolean {
+  return spawnSync(prefix[0]!, [...prefix.slice(1), 'bash', '-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`], { stdio: 'ignore', timeout: 5000 }).status === 0;
 }
 
 /** Pins every thread of this process to `cpus` (taskset -a); the isolated-vm and libuv threads too. */
@@ -103,8 +153,9 @@ export function pinSelf(cpus: string): void {
   }
 }
 
+/** CPUs online — not nproc, which counts only the CPUs this (possibly pinned) process may use. */
 export function cpuCount(): number {
-  return Number(execFileSync('nproc').toString().trim());
+  return os.cpus().length;
 }
 
 /** First line `cmd args` prints (stdout or stderr: nginx -v writes to stderr), or "unknown". */

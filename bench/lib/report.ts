@@ -3,7 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-export const RESULTS_DIR = path.resolve(import.meta.dirname, '../results');
+// ISOMESH_BENCH_RESULTS: run.ts sends quick and partial runs to bench/results/scratch/.
+export const RESULTS_DIR = process.env.ISOMESH_BENCH_RESULTS ?? path.resolve(import.meta.dirname, '../results');
 
 export interface Table {
   title: string;
@@ -124,4 +125,78 @@ export function writeReport(r: BenchReport): string {
   }
   process.stdout.write(`\n${md}\n`);
   return md;
+}
+
+export interface HBarRow {
+  label: string;
+  /** Stacked segments, drawn left to right (e.g. user, then kernel). */
+  segments: Array<{ name: string; value: number }>;
+  /** Range of the total over repetitions, drawn as a whisker. */
+  min?: number;
+  max?: number;
+  /** Text after the bar (default: the total). */
+  note?: string;
+}
+
+export interface HBarChart {
+  title: string;
+  unit: string;
+  rows: HBarRow[];
+  goal?: { value: number; label: string };
+  /** Bars longer than this are cut (their note still gives the real value). */
+  clip?: number;
+}
+
+/** A hand-written SVG horizontal stacked bar chart with min–max whiskers. */
+export function hbarChartSvg(c: HBarChart): string {
+  const names = [...new Set(c.rows.flatMap((r) => r.segments.map((s) => s.name)))];
+  const left = 300;
+  const barH = 14;
+  const rowH = 20;
+  const top = 44;
+  const plotW = 420;
+  const width = left + plotW + 150;
+  const height = top + c.rows.length * rowH + 40;
+  const totals = c.rows.map((r) => r.segments.reduce((a, s) => a + (Number.isFinite(s.value) ? s.value : 0), 0));
+  const rawMax = Math.max(c.goal?.value ?? 0, ...totals, ...c.rows.map((r) => r.max ?? 0));
+  const max = niceMax(c.clip !== undefined ? Math.min(rawMax, c.clip) : rawMax);
+  const x = (v: number): number => left + (Math.min(Math.max(0, v), max) / max) * plotW;
+  const out: string[] = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`);
+  out.push('<rect width="100%" height="100%" fill="#fff"/>');
+  out.push(`<text x="${width / 2}" y="16" text-anchor="middle" font-size="14" font-weight="bold">${esc(c.title)}</text>`);
+  names.forEach((n, i) => {
+    const lx = left + i * 120;
+    out.push(`<rect x="${lx}" y="24" width="10" height="10" fill="${PALETTE[i % PALETTE.length]}"/><text x="${lx + 14}" y="33">${esc(n)}</text>`);
+  });
+  for (let i = 0; i <= 4; i++) {
+    const v = (max * i) / 4;
+    out.push(`<line x1="${x(v)}" x2="${x(v)}" y1="${top - 4}" y2="${top + c.rows.length * rowH}" stroke="#ddd"/>`);
+    out.push(`<text x="${x(v)}" y="${top + c.rows.length * rowH + 14}" text-anchor="middle">${esc(formatTick(v))}</text>`);
+  }
+  out.push(`<text x="${left + plotW / 2}" y="${height - 6}" text-anchor="middle">${esc(c.unit)}</text>`);
+  c.rows.forEach((r, ri) => {
+    const y = top + ri * rowH;
+    out.push(`<text x="${left - 6}" y="${y + barH - 3}" text-anchor="end">${esc(r.label)}</text>`);
+    let acc = 0;
+    for (const s of r.segments) {
+      const v = Number.isFinite(s.value) ? s.value : 0;
+      const x0 = x(acc);
+      acc += v;
+      out.push(`<rect x="${x0}" y="${y}" width="${Math.max(0, x(acc) - x0)}" height="${barH}" fill="${PALETTE[names.indexOf(s.name) % PALETTE.length]}"><title>${esc(`${r.label} ${s.name}: ${v}`)}</title></rect>`);
+    }
+    if (r.min !== undefined && r.max !== undefined && r.max > r.min) {
+      const cy = y + barH / 2;
+      out.push(`<line x1="${x(r.min)}" x2="${x(r.max)}" y1="${cy}" y2="${cy}" stroke="#333"/><line x1="${x(r.min)}" x2="${x(r.min)}" y1="${cy - 4}" y2="${cy + 4}" stroke="#333"/><line x1="${x(r.max)}" x2="${x(r.max)}" y1="${cy - 4}" y2="${cy + 4}" stroke="#333"/>`);
+    }
+    const clipped = totals[ri]! > max;
+    out.push(`<text x="${Math.max(x(totals[ri]!), x(r.max ?? 0)) + 4}" y="${y + barH - 3}">${esc(`${clipped ? '» ' : ''}${r.note ?? formatTick(totals[ri]!)}`)}</text>`);
+  });
+  if (c.goal !== undefined) {
+    const gx = x(c.goal.value);
+    out.push(`<line x1="${gx}" x2="${gx}" y1="${top - 6}" y2="${top + c.rows.length * rowH}" stroke="#c00" stroke-dasharray="5 3"/>`);
+    out.push(`<text x="${gx + 3}" y="${top - 8}" fill="#c00">${esc(c.goal.label)}</text>`);
+  }
+  out.push('</svg>');
+  return `${out.join('\n')}\n`;
 }

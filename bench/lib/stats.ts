@@ -52,3 +52,26 @@ export function fmt(x: number | undefined, digits = 2): string {
   if (Math.abs(x) >= 1000) return Math.round(x).toLocaleString('en-US');
   return x.toFixed(digits);
 }
+
+/** Median and range of repeated measurements of one figure (each repetition one value). */
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  n: number;
+}
+
+export function spread(xs: number[], digits = 2): Spread {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return { median: NaN, min: NaN, max: NaN, n: 0 };
+  const mid = s.length >> 1;
+  const median = s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+  return { median: round(median, digits), min: round(s[0]!, digits), max: round(s[s.length - 1]!, digits), n: s.length };
+}
+
+/** "12.3 (11.9–13.0)": median and range, for tables. */
+export function fmtSpread(s: Spread | undefined, digits = 1): string {
+  if (s === undefined || s.n === 0) return '—';
+  if (s.n === 1 || s.min === s.max) return fmt(s.median, digits);
+  return `${fmt(s.median, digits)} (${fmt(s.min, digits)}–${fmt(s.max, digits)})`;
+}

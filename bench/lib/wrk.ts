@@ -19,6 +19,8 @@ export interface WrkOptions {
   /** taskset CPU list for the load generator. */
   cpus?: string;
   timeoutSec?: number;
+  /** Extra request header lines ("name: value"). */
+  headers?: string[];
 }
 
 const UNIT_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000 };
@@ -58,6 +60,7 @@ export function runWrk(o: WrkOptions): Promise<WrkResult> {
     `--timeout`,
     `${o.timeoutSec ?? 5}s`,
     '--latency',
+    ...(o.headers ?? []).flatMap((h) => ['-H', h]),
     o.url,
   ];
   const [file, argv] = o.cpus === undefined ? ['wrk', args] : ['taskset', ['-c', o.cpus, 'wrk', ...args]];
