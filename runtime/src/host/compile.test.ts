@@ -77,11 +77,10 @@ test('throwing at load → ISOMESH_ERR_PLUGIN_LOAD with a location', async () =>
   assert.ok((d?.line ?? 0) > 0);
 });
 
-test('a plugin that loops at load is stopped (~200 ms) → ISOMESH_ERR_PLUGIN_LOAD', async () => {
-  const t0 = performance.now();
+test('a plugin that loops at load is stopped (PROBE_TIMEOUT_MS) → ISOMESH_ERR_PLUGIN_LOAD', async () => {
   const e = await compileError('for (;;) {}\nexport default { onRequest() {} };');
   assert.equal(e.code, 'ISOMESH_ERR_PLUGIN_LOAD');
-  assert.ok(performance.now() - t0 < 2000);
+  assert.match(e.message, /did not finish loading within \d+ ms/, 'stopped by the trial load timeout, not by anything else');
 });
 
 test('language bundle is loaded as is; its require() of anything but the SDK is refused', async () => {

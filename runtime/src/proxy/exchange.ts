@@ -191,7 +191,7 @@ class Exchange implements CallSink, BodySink {
     const req = stream.req;
     tenant.requests++;
     tenant.inFlight++;
-    tenant.series.inFlight.inc();
+    tenant.series.inFlight++;
     stream.onClose(this.onClose);
     if (req.protocol === 'h2') this.grpc = isGrpc(headerOf(req.raw, 'content-type'));
     this.trace = ctx.telemetry.trace(headerOf(req.raw, 'traceparent'), headerOf(req.raw, 'tracestate'));
@@ -863,11 +863,9 @@ class Exchange implements CallSink, BodySink {
     if (call !== undefined && !call.closed) call.abort();
     const status = this.stream.headSent ? this.stream.status : 0;
     const series = this.tenant.series;
-    series.byClass[status >= 100 && status < 600 ? (status / 100) | 0 : 0]!.inc();
-    series.duration.observe((performance.now() - this.startedAt) / 1000);
-    series.routeRequest(this.choice?.route ?? '', this.service?.name ?? '', status);
+    series.finished(status, (performance.now() - this.startedAt) / 1000, this.choice?.route ?? '', this.service?.name ?? '');
     if (this.grpc && this.grpcStatus !== undefined) series.grpc(this.service?.name ?? '', this.grpcStatus);
-    series.inFlight.dec();
+    series.inFlight--;
     this.tenant.inFlight--;
     this.state = St.Done;
     this.report(status);
