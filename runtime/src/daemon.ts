@@ -1,7 +1,9 @@
 // The daemon: opens the store, starts the plugin host, the built-in proxy, the eBPF datapath (when the
-// node allows it) and the management API, and keeps the data plane in step with the store: every
-// committed change becomes a new TenantConfig snapshot applied to the host and the proxy.
+// node allows it), the gRPC server (xDS and friends) and the management API, and keeps the data plane
+// in step with the store: every committed change becomes a new TenantConfig snapshot applied to the
+// host and the proxy.
 import fs from 'node:fs';
+import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
@@ -13,6 +15,7 @@ import { PluginHost } from './host/index.ts';
 import { ProxyServer } from './proxy/index.ts';
 import { Telemetry } from './telemetry/index.ts';
 import { Store } from './store/index.ts';
+import { GrpcServer } from './xds/index.ts';
 
 export class Daemon {
   readonly config: DaemonConfig;
@@ -23,6 +26,8 @@ export class Daemon {
   readonly proxy: ProxyServer;
   readonly telemetry: Telemetry;
   readonly adminToken: string;
+  /** ADS, ext_proc and RLS on ISOMESH_GRPC_ADDR and <stateDir>/grpc.sock; more services via addService(). */
+  readonly grpc: GrpcServer;
   #admin: FastifyInstance | undefined;
   #datapath: NodeDatapath | undefined;
   #ready = false;
@@ -52,6 +57,13 @@ export class Daemon {
       timeouts: config.timeouts,
       telemetry: this.telemetry,
       ...(config.maxConnections !== undefined ? { maxConnections: config.maxConnections } : {}),
+    });
+    this.grpc = new GrpcServer({
+      tcp: config.grpc,
+      socketPath: path.join(config.stateDir, 'grpc.sock'),
+      store,
+      adminToken,
+      logger: logger.child({ component: 'grpc' }),
     });
   }
 
@@ -106,6 +118,7 @@ export class Daemon {
     this.store.onChange((tenant) => {
       void this.#enqueue(tenant);
     });
+    await this.grpc.start();
     this.#admin = await buildAdminServer({
       store: this.store,
       host: this.host,
@@ -156,6 +169,7 @@ export class Daemon {
   async stop(): Promise<void> {
     this.#ready = false;
     await this.#admin?.close();
+    await this.grpc.stop();
     await Promise.allSettled([...this.#applying.values()]);
     await this.proxy.close();
     // pins stay: redirection of new connections resumes as soon as the next run's listener is up
