@@ -32,7 +32,9 @@ export const PROTO_FILES: readonly string[] = [
   'envoy/extensions/filters/http/router/v3/router.proto',
   'envoy/extensions/filters/http/ext_proc/v3/ext_proc.proto',
   'envoy/extensions/filters/http/ratelimit/v3/rate_limit.proto',
+  'envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.proto',
   'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
+  'envoy/extensions/http/early_header_mutation/header_mutation/v3/header_mutation.proto',
   'google/rpc/status.proto',
 ];
 
