@@ -15,7 +15,8 @@ import { PluginHost } from './host/index.ts';
 import { ProxyServer } from './proxy/index.ts';
 import { Telemetry } from './telemetry/index.ts';
 import { Store } from './store/index.ts';
-import { GrpcServer } from './xds/index.ts';
+import type { TenantConfig } from './store/model.ts';
+import { GrpcServer, XdsControlPlane } from './xds/index.ts';
 
 export class Daemon {
   readonly config: DaemonConfig;
@@ -28,6 +29,8 @@ export class Daemon {
   readonly adminToken: string;
   /** ADS, ext_proc and RLS on ISOMESH_GRPC_ADDR and <stateDir>/grpc.sock; more services via addService(). */
   readonly grpc: GrpcServer;
+  /** Serves the tenants to Envoy and proxyless gRPC clients over ADS (both data-plane modes). */
+  readonly xds: XdsControlPlane;
   #admin: FastifyInstance | undefined;
   #datapath: NodeDatapath | undefined;
   #ready = false;
@@ -65,6 +68,19 @@ export class Daemon {
       adminToken,
       logger: logger.child({ component: 'grpc' }),
     });
+    this.xds = new XdsControlPlane({
+      grpc: this.grpc,
+      logger: logger.child({ component: 'xds' }),
+      registry: this.registry,
+      listenAddresses: (tenant) => this.#listenAddresses(tenant),
+    });
+  }
+
+  /** Where a tenant's listener accepts: the node's listen address, then its workloads' proxy addresses. */
+  #listenAddresses(tenant: string): string[] {
+    const out = new Set([this.config.listenAddress]);
+    for (const w of this.store.listWorkloads(tenant)) out.add(w.proxyAddress);
+    return [...out];
   }
 
   static async start(config: DaemonConfig, logger?: pino.Logger): Promise<Daemon> {
@@ -131,6 +147,7 @@ export class Daemon {
       datapath: this.#datapath,
       // The truth today: one data-plane process (this one) running the built-in proxy.
       node: () => ({ workers: 1, dataplane: { mode: 'builtin' } }),
+      xds: () => this.xds.status(),
     });
     await this.#admin.listen({ host: this.config.admin.host, port: this.config.admin.port });
     this.#ready = true;
@@ -151,6 +168,7 @@ export class Daemon {
   async #apply(tenant: string): Promise<void> {
     try {
       const cfg = this.store.tenantConfig(tenant);
+      this.#applyXds(tenant, cfg);
       if (!cfg) {
         this.#datapath?.syncTenant(tenant, undefined);
         this.host.removeTenant(tenant);
@@ -166,9 +184,20 @@ export class Daemon {
     }
   }
 
+  /** xDS is kept apart: a config the translator refuses must not stop the built-in proxy, nor the reverse. */
+  #applyXds(tenant: string, cfg: TenantConfig | undefined): void {
+    try {
+      if (cfg) this.xds.apply(cfg);
+      else this.xds.remove(tenant);
+    } catch (err) {
+      this.logger.error({ err, tenant }, 'failed to apply tenant configuration to xDS');
+    }
+  }
+
   async stop(): Promise<void> {
     this.#ready = false;
     await this.#admin?.close();
+    this.xds.close();
     await this.grpc.stop();
     await Promise.allSettled([...this.#applying.values()]);
     await this.proxy.close();

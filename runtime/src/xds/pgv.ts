@@ -1,315 +1,372 @@
 // protoc-gen-validate, read from the vendored protos' own annotations: every `(validate.rules)` on a
 // field, `(validate.required)` on a oneof and `(validate.disabled|ignored)` on a message, checked against
 // a resource object before it is encoded — Envoy runs these same checks on every resource it receives
-// and NACKs on the first failure. Also checked, because protobufjs would silently drop them: fields the
+// and NACKs on the first failure. Also checked, because an encoder would drop or mangle them: fields the
 // message does not have, values of the wrong kind, enum names that do not exist, Any payloads of types
-// that are not loaded. Rule kinds implemented: message required; string len/min_len/max_len/min_bytes/
-// max_bytes/pattern/prefix/suffix/contains/not_contains/in/not_in/const/well_known_regex (HTTP header
-// name/value); bytes len/min_len/max_len; every number kind const/lt/lte/gt/gte/in/not_in; bool const;
-// enum defined_only/in/not_in/const; duration required/lt/lte/gt/gte/const; any required/in/not_in;
-// repeated min_items/max_items/unique/items; map min_pairs/max_pairs/keys/values; ignore_empty; rules on
-// wrapper types apply to the wrapped value. Rules compile once per message type.
+// that are not loaded. Rule kinds implemented: message required/skip; string len/min_len/max_len/
+// min_bytes/max_bytes/pattern/prefix/suffix/contains/not_contains/in/not_in/const/well_known_regex (HTTP
+// header name/value); bytes len/min_len/max_len; every number kind const/lt/lte/gt/gte/in/not_in; bool
+// const; enum defined_only/in/not_in/const; duration required/lt/lte/gt/gte/const; any required/in/
+// not_in; repeated min_items/max_items/unique/items; map min_pairs/max_pairs/keys/values; ignore_empty;
+// rules on wrapper types apply to the wrapped value.
+//
+// Each message type compiles once into a checker closure holding only the checks its rules need; the
+// field path is kept as a stack and joined only when reporting an error.
 
 import protobuf from 'protobufjs';
 import { TYPE_URL_PREFIX, type EnvoyProtos } from './protos.ts';
 
 type Rules = Record<string, any>;
-type Check = (value: unknown, path: string, errors: string[]) => void;
+type Obj = Record<string, unknown>;
 
-interface FieldPlan {
-  field: protobuf.Field;
-  /** Rules of the field's kind (string, uint32, message, repeated, …), merged from every annotation. */
-  rules: Rules;
-  /** Set when the field sits in a (non-synthetic) oneof: absent means "not chosen", not "default". */
-  inOneof: boolean;
-  /** proto3 `optional`: absence is meaningful. */
-  optional: boolean;
+/** Collects errors; `path` is the field path stack of the value being checked. */
+class Report {
+  readonly errors: string[] = [];
+  readonly path: string[] = [];
+  add(msg: string): void {
+    this.errors.push(`${this.path.join('')}: ${msg}`);
+  }
 }
 
-interface TypePlan {
-  fields: Map<string, FieldPlan>;
-  requiredOneofs: Array<{ name: string; fields: string[] }>;
-  /** Fields whose rules must hold when the field is absent (proto3 defaults, required messages, min_items). */
-  absentChecks: FieldPlan[];
-  skip: boolean;
-}
+type Check = (v: unknown, r: Report) => void;
+/** A data-plane rule for one message type; `fail` reports a violation at the message's path. */
+export type Hook = (obj: Obj, fail: (message: string) => void) => void;
 
 const WRAPPERS = new Set(['DoubleValue', 'FloatValue', 'Int64Value', 'UInt64Value', 'Int32Value', 'UInt32Value', 'BoolValue', 'StringValue', 'BytesValue'].map((n) => `.google.protobuf.${n}`));
 const NUMBER_KINDS = new Set(['double', 'float', 'int32', 'int64', 'uint32', 'uint64', 'sint32', 'sint64', 'fixed32', 'fixed64', 'sfixed32', 'sfixed64']);
 const HEADER_NAME_RE = /^:?[0-9a-zA-Z!#$%&'*+\-.^_|~`]+$/;
 const NO_CTL_RE = /^[^\u0000\u000a\u000d]*$/;
 const HEADER_VALUE_STRICT_RE = /^[^\u0000-\u0008\u000a-\u001f\u007f]*$/;
+const SURROGATE_RE = /[\ud800-\udfff]/;
 
-function mergedRules(options: Array<Record<string, unknown>> | undefined): Rules | undefined {
-  if (!options) return undefined;
-  let out: Rules | undefined;
-  for (const o of options) {
+function mergedRules(options: Array<Record<string, unknown>> | undefined): Rules {
+  let out: Rules = {};
+  for (const o of options ?? []) {
     const r = o['(validate.rules)'];
-    if (r !== undefined) out = { ...(out ?? {}), ...(r as Rules) };
+    if (r !== undefined) out = { ...out, ...(r as Rules) };
   }
   return out;
 }
 
-function durationNs(d: unknown): number {
+const durationNs = (d: unknown): number => {
   const o = (d ?? {}) as { seconds?: number | string; nanos?: number };
   return Number(o.seconds ?? 0) * 1e9 + Number(o.nanos ?? 0);
-}
+};
 
 function isEmpty(v: unknown): boolean {
   return v === undefined || v === null || v === '' || v === 0 || v === false || (Array.isArray(v) && v.length === 0) || (v instanceof Uint8Array && v.length === 0);
 }
 
-/** Numeric (and duration) bounds, with PGV's exclusive-range reading when the lower bound exceeds the upper. */
-function checkBounds(r: Rules, n: number, toN: (x: unknown) => number, path: string, errors: string[]): void {
+const charLength = (s: string): number => (SURROGATE_RE.test(s) ? [...s].length : s.length);
+
+/** Bounds, const, in, not_in of a number (or duration, via toN); PGV reads lower > upper as an exclusive range. */
+function boundsChecks(r: Rules, toN: (x: unknown) => number): Check[] {
+  const checks: Check[] = [];
   const lo = r.gt !== undefined ? { v: toN(r.gt), strict: true } : r.gte !== undefined ? { v: toN(r.gte), strict: false } : undefined;
   const hi = r.lt !== undefined ? { v: toN(r.lt), strict: true } : r.lte !== undefined ? { v: toN(r.lte), strict: false } : undefined;
-  const aboveLo = lo === undefined || (lo.strict ? n > lo.v : n >= lo.v);
-  const belowHi = hi === undefined || (hi.strict ? n < hi.v : n <= hi.v);
-  const ok = lo !== undefined && hi !== undefined && lo.v > hi.v ? aboveLo || belowHi : aboveLo && belowHi;
-  if (!ok) errors.push(`${path}: ${n} is out of range ${JSON.stringify({ gt: r.gt, gte: r.gte, lt: r.lt, lte: r.lte })}`);
-  if (r.const !== undefined && n !== toN(r.const)) errors.push(`${path}: must equal ${JSON.stringify(r.const)}`);
-  if (Array.isArray(r.in) && r.in.length > 0 && !r.in.map(toN).includes(n)) errors.push(`${path}: must be one of ${JSON.stringify(r.in)}`);
-  if (Array.isArray(r.not_in) && r.not_in.map(toN).includes(n)) errors.push(`${path}: must not be one of ${JSON.stringify(r.not_in)}`);
+  if (lo || hi) {
+    const desc = JSON.stringify({ gt: r.gt, gte: r.gte, lt: r.lt, lte: r.lte });
+    const exclusive = lo !== undefined && hi !== undefined && lo.v > hi.v;
+    checks.push((v, rep) => {
+      const n = toN(v);
+      const aboveLo = lo === undefined || (lo.strict ? n > lo.v : n >= lo.v);
+      const belowHi = hi === undefined || (hi.strict ? n < hi.v : n <= hi.v);
+      if (!(exclusive ? aboveLo || belowHi : aboveLo && belowHi)) rep.add(`${n} is out of range ${desc}`);
+    });
+  }
+  if (r.const !== undefined) checks.push((v, rep) => void (toN(v) !== toN(r.const) && rep.add(`must equal ${JSON.stringify(r.const)}`)));
+  if (Array.isArray(r.in) && r.in.length > 0) {
+    const allowed = new Set(r.in.map(toN));
+    checks.push((v, rep) => void (!allowed.has(toN(v)) && rep.add(`must be one of ${JSON.stringify(r.in)}`)));
+  }
+  if (Array.isArray(r.not_in) && r.not_in.length > 0) {
+    const denied = new Set(r.not_in.map(toN));
+    checks.push((v, rep) => void (denied.has(toN(v)) && rep.add(`must not be one of ${JSON.stringify(r.not_in)}`)));
+  }
+  return checks;
 }
 
-function checkString(r: Rules, s: string, path: string, errors: string[]): void {
-  const chars = [...s].length;
-  const bytes = Buffer.byteLength(s);
-  if (r.len !== undefined && chars !== Number(r.len)) errors.push(`${path}: length must be ${r.len}`);
-  if (r.min_len !== undefined && chars < Number(r.min_len)) errors.push(`${path}: must be at least ${r.min_len} characters`);
-  if (r.max_len !== undefined && chars > Number(r.max_len)) errors.push(`${path}: must be at most ${r.max_len} characters`);
-  if (r.min_bytes !== undefined && bytes < Number(r.min_bytes)) errors.push(`${path}: must be at least ${r.min_bytes} bytes`);
-  if (r.max_bytes !== undefined && bytes > Number(r.max_bytes)) errors.push(`${path}: must be at most ${r.max_bytes} bytes`);
-  if (r.pattern !== undefined && !new RegExp(r.pattern, 'u').test(s)) errors.push(`${path}: must match ${r.pattern}`);
-  if (r.prefix !== undefined && !s.startsWith(r.prefix)) errors.push(`${path}: must start with ${JSON.stringify(r.prefix)}`);
-  if (r.suffix !== undefined && !s.endsWith(r.suffix)) errors.push(`${path}: must end with ${JSON.stringify(r.suffix)}`);
-  if (r.contains !== undefined && !s.includes(r.contains)) errors.push(`${path}: must contain ${JSON.stringify(r.contains)}`);
-  if (r.not_contains !== undefined && s.includes(r.not_contains)) errors.push(`${path}: must not contain ${JSON.stringify(r.not_contains)}`);
-  if (r.const !== undefined && s !== r.const) errors.push(`${path}: must equal ${JSON.stringify(r.const)}`);
-  if (Array.isArray(r.in) && r.in.length > 0 && !r.in.includes(s)) errors.push(`${path}: must be one of ${JSON.stringify(r.in)}`);
-  if (Array.isArray(r.not_in) && r.not_in.includes(s)) errors.push(`${path}: must not be one of ${JSON.stringify(r.not_in)}`);
+function stringChecks(r: Rules): Check[] {
+  const c: Check[] = [];
+  const s = (v: unknown) => v as string;
+  if (r.len !== undefined) c.push((v, rep) => void (charLength(s(v)) !== Number(r.len) && rep.add(`length must be ${r.len}`)));
+  if (r.min_len !== undefined) c.push((v, rep) => void (charLength(s(v)) < Number(r.min_len) && rep.add(`must be at least ${r.min_len} characters`)));
+  if (r.max_len !== undefined) c.push((v, rep) => void (charLength(s(v)) > Number(r.max_len) && rep.add(`must be at most ${r.max_len} characters`)));
+  if (r.min_bytes !== undefined) c.push((v, rep) => void (Buffer.byteLength(s(v)) < Number(r.min_bytes) && rep.add(`must be at least ${r.min_bytes} bytes`)));
+  if (r.max_bytes !== undefined) c.push((v, rep) => void (Buffer.byteLength(s(v)) > Number(r.max_bytes) && rep.add(`must be at most ${r.max_bytes} bytes`)));
+  if (r.pattern !== undefined) {
+    const re = new RegExp(r.pattern, 'u');
+    c.push((v, rep) => void (!re.test(s(v)) && rep.add(`must match ${r.pattern}`)));
+  }
+  if (r.prefix !== undefined) c.push((v, rep) => void (!s(v).startsWith(r.prefix) && rep.add(`must start with ${JSON.stringify(r.prefix)}`)));
+  if (r.suffix !== undefined) c.push((v, rep) => void (!s(v).endsWith(r.suffix) && rep.add(`must end with ${JSON.stringify(r.suffix)}`)));
+  if (r.contains !== undefined) c.push((v, rep) => void (!s(v).includes(r.contains) && rep.add(`must contain ${JSON.stringify(r.contains)}`)));
+  if (r.not_contains !== undefined) c.push((v, rep) => void (s(v).includes(r.not_contains) && rep.add(`must not contain ${JSON.stringify(r.not_contains)}`)));
+  if (r.const !== undefined) c.push((v, rep) => void (s(v) !== r.const && rep.add(`must equal ${JSON.stringify(r.const)}`)));
+  if (Array.isArray(r.in) && r.in.length > 0) c.push((v, rep) => void (!r.in.includes(s(v)) && rep.add(`must be one of ${JSON.stringify(r.in)}`)));
+  if (Array.isArray(r.not_in) && r.not_in.length > 0) c.push((v, rep) => void (r.not_in.includes(s(v)) && rep.add(`must not be one of ${JSON.stringify(r.not_in)}`)));
   const strict = r.strict !== false;
-  if (r.well_known_regex === 'HTTP_HEADER_NAME' && !(strict ? HEADER_NAME_RE.test(s) : NO_CTL_RE.test(s))) errors.push(`${path}: not a valid HTTP header name`);
-  if (r.well_known_regex === 'HTTP_HEADER_VALUE' && !(strict ? HEADER_VALUE_STRICT_RE.test(s) : NO_CTL_RE.test(s))) errors.push(`${path}: not a valid HTTP header value`);
+  if (r.well_known_regex === 'HTTP_HEADER_NAME') {
+    const re = strict ? HEADER_NAME_RE : NO_CTL_RE;
+    c.push((v, rep) => void (!re.test(s(v)) && rep.add('not a valid HTTP header name')));
+  }
+  if (r.well_known_regex === 'HTTP_HEADER_VALUE') {
+    const re = strict ? HEADER_VALUE_STRICT_RE : NO_CTL_RE;
+    c.push((v, rep) => void (!re.test(s(v)) && rep.add('not a valid HTTP header value')));
+  }
+  return c;
 }
+
+function bytesChecks(r: Rules): Check[] {
+  const n = (v: unknown) => (typeof v === 'string' ? Buffer.from(v, 'base64').length : (v as Uint8Array).length);
+  const c: Check[] = [];
+  if (r.len !== undefined) c.push((v, rep) => void (n(v) !== Number(r.len) && rep.add(`must be ${r.len} bytes`)));
+  if (r.min_len !== undefined) c.push((v, rep) => void (n(v) < Number(r.min_len) && rep.add(`must be at least ${r.min_len} bytes`)));
+  if (r.max_len !== undefined) c.push((v, rep) => void (n(v) > Number(r.max_len) && rep.add(`must be at most ${r.max_len} bytes`)));
+  return c;
+}
+
+function enumChecks(r: Rules, en: protobuf.Enum): Check[] {
+  const num = (v: unknown): number | undefined => (typeof v === 'string' ? en.values[v] : (v as number));
+  const defined = new Set(Object.values(en.values));
+  const c: Check[] = [];
+  if (r.defined_only) c.push((v, rep) => void (!defined.has(num(v) as number) && rep.add(`${JSON.stringify(v)} is not a defined value`)));
+  const numeric = boundsChecks({ const: r.const, in: r.in, not_in: r.not_in }, (v) => num(v) ?? NaN);
+  return [...c, ...numeric];
+}
+
+/** The rules of one scalar kind as checks (kind: a scalar type name, or "enum"). */
+function scalarRuleChecks(kind: string, r: Rules, en?: protobuf.Enum): Check[] {
+  let checks: Check[];
+  if (kind === 'string') checks = stringChecks(r);
+  else if (kind === 'bytes') checks = bytesChecks(r);
+  else if (kind === 'bool') checks = r.const !== undefined ? [(v, rep) => void (v !== r.const && rep.add(`must be ${r.const}`))] : [];
+  else if (kind === 'enum') checks = enumChecks(r, en!);
+  else if (NUMBER_KINDS.has(kind)) checks = boundsChecks(r, Number);
+  else checks = [];
+  if (r.ignore_empty && checks.length > 0) {
+    const inner = checks;
+    checks = [(v, rep) => void (!isEmpty(v) && inner.forEach((c) => c(v, rep)))];
+  }
+  return checks;
+}
+
+/** Value-kind check for a scalar or enum field. */
+function kindCheck(f: protobuf.Field): Check {
+  const rt = f.resolvedType;
+  if (rt instanceof protobuf.Enum) {
+    return (v, rep) => void (!(typeof v === 'string' ? v in rt.values : typeof v === 'number' && Number.isInteger(v)) && rep.add(`${JSON.stringify(v)} is not a value of ${rt.name}`));
+  }
+  const t = f.type;
+  const ok: (v: unknown) => boolean =
+    t === 'string' ? (v) => typeof v === 'string'
+    : t === 'bool' ? (v) => typeof v === 'boolean'
+    : t === 'bytes' ? (v) => v instanceof Uint8Array || typeof v === 'string'
+    : NUMBER_KINDS.has(t) ? (v) => (typeof v === 'number' && Number.isFinite(v)) || (typeof v === 'string' && /^-?\d+$/.test(v))
+    : () => false;
+  return (v, rep) => void (!ok(v) && rep.add(`${JSON.stringify(v)} is not a ${t}`));
+}
+
+const run = (checks: Check[], v: unknown, rep: Report): void => {
+  for (const c of checks) c(v, rep);
+};
 
 export class ResourceValidator {
   readonly #protos: EnvoyProtos;
-  readonly #plans = new Map<protobuf.Type, TypePlan>();
-  /** Extra checks by message full name (data-plane rules of real clients), run after PGV's. */
-  readonly #hooks = new Map<string, (obj: Record<string, unknown>, path: string, errors: string[]) => void>();
+  readonly #compiled = new Map<protobuf.Type, Check>();
+  readonly #hooks = new Map<string, Hook>();
 
   constructor(protos: EnvoyProtos) {
     this.#protos = protos;
   }
 
-  /** Adds a data-plane rule for every message of type `fullName` (without leading dot). */
-  hook(fullName: string, fn: (obj: Record<string, unknown>, path: string, errors: string[]) => void): this {
+  /** Adds a data-plane rule for every message of type `fullName` (without leading dot); before first use. */
+  hook(fullName: string, fn: Hook): this {
     this.#hooks.set(`.${fullName}`, fn);
     return this;
   }
 
   /** Every violation in `obj` as message `typeName` (a name or type URL); [] when valid. */
   validate(typeName: string, obj: unknown): string[] {
-    const errors: string[] = [];
-    this.#message(this.#protos.type(typeName), obj, typeName.replace(/^.*\//, ''), errors);
-    return errors;
+    const rep = new Report();
+    rep.path.push(typeName.replace(/^.*\//, ''));
+    this.#message(this.#protos.type(typeName))(obj, rep);
+    return rep.errors;
   }
 
-  #plan(t: protobuf.Type): TypePlan {
-    let plan = this.#plans.get(t);
-    if (plan) return plan;
-    const opts = (t.options ?? {}) as Record<string, unknown>;
-    plan = { fields: new Map(), requiredOneofs: [], absentChecks: [], skip: opts['(validate.disabled)'] === true || opts['(validate.ignored)'] === true };
+  /** The checker of a message type (compiled on first use; recursive types resolve lazily). */
+  #message(t: protobuf.Type): Check {
+    let c = this.#compiled.get(t);
+    if (c) return c;
+    let compiled: Check | undefined;
+    c = (v, rep) => (compiled ??= this.#compile(t))(v, rep);
+    this.#compiled.set(t, c);
+    return c;
+  }
+
+  #compile(t: protobuf.Type): Check {
+    const fullName = t.fullName;
+    if (fullName === '.google.protobuf.Any') return this.#anyCheck({});
+    const opts = (t.options ?? {}) as Obj;
+    const skip = opts['(validate.disabled)'] === true || opts['(validate.ignored)'] === true;
+    const present = new Map<string, Check>();
+    const absent: Array<{ name: string; check: (rep: Report) => void }> = [];
+    const requiredOneofs: string[][] = [];
     for (const o of t.oneofsArray) {
-      const synthetic = o.fieldsArray.length === 1 && o.name.startsWith('_') && (o.fieldsArray[0] as protobuf.Field & { options?: Record<string, unknown> }).options?.proto3_optional === true;
-      if (!synthetic && (o.options as Record<string, unknown> | undefined)?.['(validate.required)'] === true) plan.requiredOneofs.push({ name: o.name, fields: o.oneof });
+      const only = o.fieldsArray[0] as (protobuf.Field & { options?: Obj }) | undefined;
+      const synthetic = o.fieldsArray.length === 1 && only?.options?.proto3_optional === true;
+      if (!skip && !synthetic && (o.options as Obj | undefined)?.['(validate.required)'] === true) requiredOneofs.push(o.oneof);
     }
     for (const f of t.fieldsArray) {
       f.resolve();
-      const all = mergedRules(f.parsedOptions as Array<Record<string, unknown>> | undefined) ?? {};
-      const proto3Optional = (f.options as Record<string, unknown> | undefined)?.proto3_optional === true;
-      const fp: FieldPlan = { field: f, rules: all, inOneof: f.partOf !== null && !proto3Optional, optional: proto3Optional };
-      plan.fields.set(f.name, fp);
-      if (!fp.inOneof && !fp.optional && Object.keys(all).length > 0) plan.absentChecks.push(fp);
-    }
-    this.#plans.set(t, plan);
-    return plan;
-  }
-
-  #message(t: protobuf.Type, obj: unknown, path: string, errors: string[]): void {
-    if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
-      errors.push(`${path}: expected a ${t.name} message`);
-      return;
-    }
-    const o = obj as Record<string, unknown>;
-    if (t.fullName === '.google.protobuf.Any') return this.#any(o, {}, path, errors);
-    const plan = this.#plan(t);
-    for (const key of Object.keys(o)) {
-      if (o[key] === undefined) continue;
-      const fp = plan.fields.get(key);
-      if (!fp) {
-        errors.push(`${path}.${key}: ${t.name} has no field "${key}"`);
-        continue;
-      }
-      this.#field(fp, o[key], `${path}.${key}`, errors, plan.skip);
-    }
-    if (!plan.skip) {
-      for (const fp of plan.absentChecks) {
-        const v = o[fp.field.name];
-        if (v === undefined || v === null) this.#absent(fp, `${path}.${fp.field.name}`, errors);
-      }
-      for (const oneof of plan.requiredOneofs) {
-        if (!oneof.fields.some((f) => o[f] !== undefined && o[f] !== null)) errors.push(`${path}: one of ${oneof.fields.join(', ')} is required`);
+      const rules = skip ? {} : mergedRules(f.parsedOptions as Array<Record<string, unknown>> | undefined);
+      present.set(f.name, this.#fieldCheck(f, rules));
+      const optional = (f.options as Obj | undefined)?.proto3_optional === true;
+      const inOneof = f.partOf !== null && !optional;
+      if (!skip && !inOneof && !optional) {
+        const a = this.#absentCheck(f, rules);
+        if (a) absent.push({ name: f.name, check: a });
       }
     }
-    this.#hooks.get(t.fullName)?.(o, path, errors);
+    const hook = this.#hooks.get(fullName);
+    const typeName = t.name;
+    return (v, rep) => {
+      if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Uint8Array) return rep.add(`expected a ${typeName} message`);
+      const o = v as Obj;
+      for (const key in o) {
+        const value = o[key];
+        if (value === undefined) continue;
+        rep.path.push(`.${key}`);
+        const check = present.get(key);
+        if (check) check(value, rep);
+        else rep.add(`${typeName} has no field "${key}"`);
+        rep.path.pop();
+      }
+      for (const a of absent) {
+        if (o[a.name] !== undefined && o[a.name] !== null) continue;
+        rep.path.push(`.${a.name}`);
+        a.check(rep);
+        rep.path.pop();
+      }
+      for (const names of requiredOneofs) if (!names.some((n) => o[n] !== undefined && o[n] !== null)) rep.add(`one of ${names.join(', ')} is required`);
+      if (hook) hook(o, (msg) => rep.add(msg));
+    };
   }
 
-  #any(o: Record<string, unknown>, rules: Rules, path: string, errors: string[]): void {
-    const typeUrl = (o['@type'] ?? o.type_url) as unknown;
-    if (typeof typeUrl !== 'string' || !typeUrl.startsWith(TYPE_URL_PREFIX)) {
-      errors.push(`${path}: Any without a type.googleapis.com/ type URL`);
-      return;
-    }
-    if (Array.isArray(rules.in) && rules.in.length > 0 && !rules.in.includes(typeUrl)) errors.push(`${path}: type ${typeUrl} not allowed here`);
-    if (Array.isArray(rules.not_in) && rules.not_in.includes(typeUrl)) errors.push(`${path}: type ${typeUrl} not allowed here`);
-    if (!this.#protos.has(typeUrl)) {
-      errors.push(`${path}: unknown type ${typeUrl}`);
-      return;
-    }
-    const inner = this.#protos.type(typeUrl);
-    if ('@type' in o) {
-      const { '@type': _drop, ...fields } = o;
-      this.#message(inner, fields, `${path}<${inner.name}>`, errors);
-    } else if (o.value instanceof Uint8Array) {
-      this.#message(inner, this.#protos.decode(typeUrl, o.value), `${path}<${inner.name}>`, errors);
-    } else {
-      errors.push(`${path}: Any.value must be bytes`);
-    }
+  #anyCheck(rules: Rules): Check {
+    return (v, rep) => {
+      if (typeof v !== 'object' || v === null) return rep.add('expected an Any');
+      const o = v as Obj;
+      const typeUrl = o['@type'] ?? o.type_url;
+      if (typeof typeUrl !== 'string' || !typeUrl.startsWith(TYPE_URL_PREFIX)) return rep.add('Any without a type.googleapis.com/ type URL');
+      if (Array.isArray(rules.in) && rules.in.length > 0 && !rules.in.includes(typeUrl)) rep.add(`type ${typeUrl} not allowed here`);
+      if (Array.isArray(rules.not_in) && rules.not_in.includes(typeUrl)) rep.add(`type ${typeUrl} not allowed here`);
+      if (!this.#protos.has(typeUrl)) return rep.add(`unknown type ${typeUrl}`);
+      const inner = this.#protos.type(typeUrl);
+      rep.path.push(`<${inner.name}>`);
+      if ('@type' in o) {
+        const { '@type': _drop, ...fields } = o;
+        this.#message(inner)(fields, rep);
+      } else if (o.value instanceof Uint8Array) {
+        this.#message(inner)(this.#protos.decode(typeUrl, o.value), rep);
+      } else {
+        rep.add('Any.value must be bytes');
+      }
+      rep.path.pop();
+    };
   }
 
-  #absent(fp: FieldPlan, path: string, errors: string[]): void {
-    const r = fp.rules;
-    if (fp.field.repeated || fp.field.map) {
-      const rr = fp.field.map ? r.map : r.repeated;
-      if (rr && !rr.ignore_empty && Number(rr.min_items ?? rr.min_pairs ?? 0) > 0) errors.push(`${path}: at least ${rr.min_items ?? rr.min_pairs} entries required`);
-      return;
+  /** What must hold when field `f` is absent, or undefined when nothing. */
+  #absentCheck(f: protobuf.Field, r: Rules): ((rep: Report) => void) | undefined {
+    if (f.repeated || f.map) {
+      const rr = f.map ? r.map : r.repeated;
+      const min = Number(rr?.min_items ?? rr?.min_pairs ?? 0);
+      return rr && !rr.ignore_empty && min > 0 ? (rep) => rep.add(`at least ${min} entries required`) : undefined;
     }
-    if (fp.field.resolvedType instanceof protobuf.Type) {
-      if (r.message?.required || r.duration?.required || r.any?.required || r.timestamp?.required) errors.push(`${path}: is required`);
-      return;
+    if (f.resolvedType instanceof protobuf.Type) {
+      return r.message?.required || r.duration?.required || r.any?.required || r.timestamp?.required ? (rep) => rep.add('is required') : undefined;
     }
-    // proto3 scalar left unset = its default value, which the rules must accept
-    const defaults: Record<string, unknown> = { string: '', bytes: new Uint8Array(0), bool: false };
-    const v = fp.field.resolvedType instanceof protobuf.Enum ? 0 : (defaults[fp.field.type] ?? 0);
-    this.#scalar(fp, v, path, errors);
+    // a proto3 scalar left unset is its default value, which the rules must accept
+    const en = f.resolvedType instanceof protobuf.Enum ? f.resolvedType : undefined;
+    const kind = en ? 'enum' : f.type;
+    const checks = r[kind] ? scalarRuleChecks(kind, r[kind], en) : [];
+    if (checks.length === 0) return undefined;
+    const dflt = en ? 0 : kind === 'string' ? '' : kind === 'bytes' ? new Uint8Array(0) : kind === 'bool' ? false : 0;
+    return (rep) => run(checks, dflt, rep);
   }
 
-  #field(fp: FieldPlan, v: unknown, path: string, errors: string[], skipRules: boolean): void {
-    const f = fp.field;
+  #fieldCheck(f: protobuf.Field, r: Rules): Check {
     if (f.map) {
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) return void errors.push(`${path}: expected a map`);
-      const entries = Object.entries(v as Record<string, unknown>);
-      const mr = skipRules ? undefined : fp.rules.map;
-      if (mr && !(mr.ignore_empty && entries.length === 0)) {
-        if (mr.min_pairs !== undefined && entries.length < Number(mr.min_pairs)) errors.push(`${path}: at least ${mr.min_pairs} entries required`);
-        if (mr.max_pairs !== undefined && entries.length > Number(mr.max_pairs)) errors.push(`${path}: at most ${mr.max_pairs} entries allowed`);
-      }
-      for (const [k, val] of entries) {
-        if (mr?.keys?.string) checkString(mr.keys.string, k, `${path}[${k}] key`, errors);
-        this.#single(f, mr?.values ?? {}, val, `${path}[${JSON.stringify(k)}]`, errors, skipRules);
-      }
-      return;
+      const mr = r.map ?? {};
+      const keyChecks = mr.keys?.string ? stringChecks(mr.keys.string) : [];
+      const value = this.#valueCheck(f, mr.values ?? {});
+      const counts: Check[] = [];
+      if (mr.min_pairs !== undefined) counts.push((n, rep) => void ((n as number) < Number(mr.min_pairs) && !(mr.ignore_empty && n === 0) && rep.add(`at least ${mr.min_pairs} entries required`)));
+      if (mr.max_pairs !== undefined) counts.push((n, rep) => void ((n as number) > Number(mr.max_pairs) && rep.add(`at most ${mr.max_pairs} entries allowed`)));
+      return (v, rep) => {
+        if (typeof v !== 'object' || v === null || Array.isArray(v)) return rep.add('expected a map');
+        const o = v as Obj;
+        run(counts, Object.keys(o).length, rep);
+        for (const k in o) {
+          rep.path.push(`[${JSON.stringify(k)}]`);
+          run(keyChecks, k, rep);
+          value(o[k], rep);
+          rep.path.pop();
+        }
+      };
     }
     if (f.repeated) {
-      if (!Array.isArray(v)) return void errors.push(`${path}: expected a list`);
-      const rr = skipRules ? undefined : fp.rules.repeated;
-      if (rr && !(rr.ignore_empty && v.length === 0)) {
-        if (rr.min_items !== undefined && v.length < Number(rr.min_items)) errors.push(`${path}: at least ${rr.min_items} items required`);
-        if (rr.max_items !== undefined && v.length > Number(rr.max_items)) errors.push(`${path}: at most ${rr.max_items} items allowed`);
-        if (rr.unique && new Set(v.map((x) => JSON.stringify(x))).size !== v.length) errors.push(`${path}: items must be unique`);
-      }
-      v.forEach((item, i) => this.#single(f, rr?.items ?? {}, item, `${path}[${i}]`, errors, skipRules));
-      return;
+      const rr = r.repeated ?? {};
+      const item = this.#valueCheck(f, rr.items ?? {});
+      const counts: Check[] = [];
+      if (rr.min_items !== undefined) counts.push((v, rep) => void ((v as unknown[]).length < Number(rr.min_items) && !(rr.ignore_empty && (v as unknown[]).length === 0) && rep.add(`at least ${rr.min_items} items required`)));
+      if (rr.max_items !== undefined) counts.push((v, rep) => void ((v as unknown[]).length > Number(rr.max_items) && rep.add(`at most ${rr.max_items} items allowed`)));
+      if (rr.unique) counts.push((v, rep) => void (new Set((v as unknown[]).map((x) => JSON.stringify(x))).size !== (v as unknown[]).length && rep.add('items must be unique')));
+      return (v, rep) => {
+        if (!Array.isArray(v)) return rep.add('expected a list');
+        run(counts, v, rep);
+        for (let i = 0; i < v.length; i++) {
+          rep.path.push(`[${i}]`);
+          item(v[i], rep);
+          rep.path.pop();
+        }
+      };
     }
-    this.#single(f, fp.rules, v, path, errors, skipRules);
+    return this.#valueCheck(f, r);
   }
 
-  /** One value of field `f` (a list item, a map value or the field itself) under `rules`. */
-  #single(f: protobuf.Field, rules: Rules, v: unknown, path: string, errors: string[], skipRules: boolean): void {
+  /** One value of field `f` (the field itself, a list item or a map value) under `rules`. */
+  #valueCheck(f: protobuf.Field, rules: Rules): Check {
     const rt = f.resolvedType;
     if (rt instanceof protobuf.Type) {
-      if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Uint8Array) return void errors.push(`${path}: expected a ${rt.name} message`);
-      const o = v as Record<string, unknown>;
-      if (!skipRules && rules.message?.skip) return;
-      if (rt.fullName === '.google.protobuf.Any') return this.#any(o, skipRules ? {} : (rules.any ?? {}), path, errors);
-      if (!skipRules && rt.fullName === '.google.protobuf.Duration') {
-        this.#message(rt, o, path, errors);
-        if (rules.duration) checkBounds(rules.duration, durationNs(o), durationNs, path, errors);
-        return;
-      }
-      this.#message(rt, o, path, errors);
-      if (!skipRules && WRAPPERS.has(rt.fullName) && o.value !== undefined) {
+      if (rules.message?.skip) return () => {};
+      const fullName = rt.fullName;
+      if (fullName === '.google.protobuf.Any') return this.#anyCheck(rules.any ?? {});
+      const message = this.#message(rt);
+      const extra: Check[] = [];
+      if (fullName === '.google.protobuf.Duration' && rules.duration) extra.push(...boundsChecks(rules.duration, durationNs));
+      if (WRAPPERS.has(fullName)) {
         const kind = Object.keys(rules).find((k) => k !== 'message');
-        if (kind) this.#scalarRules(kind, rules[kind], o.value, path, errors);
+        if (kind) {
+          const inner = scalarRuleChecks(kind, rules[kind]);
+          extra.push((v, rep) => void ((v as Obj).value !== undefined && run(inner, (v as Obj).value, rep)));
+        }
       }
-      return;
+      if (extra.length === 0) return message;
+      return (v, rep) => {
+        const before = rep.errors.length;
+        message(v, rep);
+        if (rep.errors.length === before) run(extra, v, rep);
+      };
     }
-    if (skipRules) return void this.#kind(f, v, path, errors);
-    this.#scalar({ field: f, rules, inOneof: false, optional: false }, v, path, errors);
-  }
-
-  #kind(f: protobuf.Field, v: unknown, path: string, errors: string[]): boolean {
-    const rt = f.resolvedType;
-    if (rt instanceof protobuf.Enum) {
-      const ok = typeof v === 'string' ? v in rt.values : typeof v === 'number' && Number.isInteger(v);
-      if (!ok) errors.push(`${path}: ${JSON.stringify(v)} is not a value of ${rt.name}`);
-      return ok;
-    }
-    const t = f.type;
-    const ok =
-      t === 'string' ? typeof v === 'string'
-      : t === 'bool' ? typeof v === 'boolean'
-      : t === 'bytes' ? v instanceof Uint8Array || typeof v === 'string'
-      : NUMBER_KINDS.has(t) ? (typeof v === 'number' && Number.isFinite(v)) || (typeof v === 'string' && /^-?\d+$/.test(v))
-      : false;
-    if (!ok) errors.push(`${path}: ${JSON.stringify(v)} is not a ${t}`);
-    return ok;
-  }
-
-  #scalar(fp: FieldPlan, v: unknown, path: string, errors: string[]): void {
-    if (!this.#kind(fp.field, v, path, errors)) return;
-    const rt = fp.field.resolvedType;
-    const kind = rt instanceof protobuf.Enum ? 'enum' : fp.field.type;
-    const r = fp.rules[kind];
-    if (r) this.#scalarRules(kind, r, v, path, errors, rt instanceof protobuf.Enum ? rt : undefined);
-  }
-
-  #scalarRules(kind: string, r: Rules, v: unknown, path: string, errors: string[], en?: protobuf.Enum): void {
-    if (r.ignore_empty && isEmpty(v)) return;
-    if (kind === 'string') return checkString(r, String(v), path, errors);
-    if (kind === 'bytes') {
-      const n = typeof v === 'string' ? Buffer.byteLength(v) : (v as Uint8Array).length;
-      if (r.len !== undefined && n !== Number(r.len)) errors.push(`${path}: must be ${r.len} bytes`);
-      if (r.min_len !== undefined && n < Number(r.min_len)) errors.push(`${path}: must be at least ${r.min_len} bytes`);
-      if (r.max_len !== undefined && n > Number(r.max_len)) errors.push(`${path}: must be at most ${r.max_len} bytes`);
-      return;
-    }
-    if (kind === 'bool') {
-      if (r.const !== undefined && v !== r.const) errors.push(`${path}: must be ${r.const}`);
-      return;
-    }
-    if (kind === 'enum') {
-      const n = typeof v === 'string' ? en?.values[v] : (v as number);
-      if (r.defined_only && (n === undefined || !Object.values(en?.values ?? {}).includes(n))) errors.push(`${path}: ${JSON.stringify(v)} is not a defined value`);
-      if (n !== undefined) {
-        if (r.const !== undefined && n !== Number(r.const)) errors.push(`${path}: must be ${r.const}`);
-        if (Array.isArray(r.in) && r.in.length > 0 && !r.in.map(Number).includes(n)) errors.push(`${path}: must be one of ${JSON.stringify(r.in)}`);
-        if (Array.isArray(r.not_in) && r.not_in.map(Number).includes(n)) errors.push(`${path}: must not be one of ${JSON.stringify(r.not_in)}`);
-      }
-      return;
-    }
-    if (NUMBER_KINDS.has(kind)) checkBounds(r, Number(v), Number, path, errors);
+    const en = rt instanceof protobuf.Enum ? rt : undefined;
+    const kind = en ? 'enum' : f.type;
+    const kindOk = kindCheck(f);
+    const checks = rules[kind] ? scalarRuleChecks(kind, rules[kind], en) : [];
+    return (v, rep) => {
+      const before = rep.errors.length;
+      kindOk(v, rep);
+      if (rep.errors.length === before) run(checks, v, rep);
+    };
   }
 }

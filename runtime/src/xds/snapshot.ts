@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import type pino from 'pino';
 import type { TenantConfig } from '../store/model.ts';
 import { RESOURCE_KINDS, TYPE_URLS, type EnvoyProtos, type ResourceKind } from './protos.ts';
-import { TranslateError, translateNode, translateTenant, type Flavor, type NodeFacts, type ResourceSet } from './translate.ts';
+import { TranslateError, translateNode, translateTenant, type Flavor, type NodeFacts, type ResourceSet, type Translation } from './translate.ts';
 import { flavorErrors, type dataPlaneValidator } from './validate.ts';
 import { encodeAny } from './wire.ts';
 
@@ -232,7 +232,7 @@ export class SnapshotCache {
   /** Node-level resources (the isomesh_grpc cluster) from the node facts. */
   setNode(facts: NodeFacts): void {
     for (const flavor of FLAVORS) {
-      const built = this.#build(translateNode(facts, flavor), flavor, null, EMPTY_PART);
+      const built = this.#build(translateNode(facts, flavor), flavor, null, EMPTY_PART, new Map());
       if (typeof built === 'string') throw new Error(`node resources are invalid: ${built}`); // a translator bug
       this.#install(flavor, null, built.resources, built.changed);
     }
@@ -244,18 +244,21 @@ export class SnapshotCache {
     this.#status.set(cfg.name, status);
     const built: Array<{ flavor: Flavor; resources: KindMap<Map<string, Resource>>; changed: ChangeEvent['changed'] }> = [];
     let error: string | undefined;
+    let first: Translation | undefined;
+    const shared = new Map<object, Resource>(); // objects both flavors share (endpoints): built once
     for (const flavor of FLAVORS) {
       let set: ResourceSet;
       try {
-        const tr = translateTenant(cfg, facts, flavor);
+        const tr = translateTenant(cfg, facts, flavor, first);
+        first ??= tr;
         set = tr.resources;
-        if (flavor === 'envoy') status.warnings = tr.warnings;
+        status.warnings = tr.warnings;
       } catch (err) {
         if (!(err instanceof TranslateError)) throw err;
         error = err.message;
         break;
       }
-      const b = this.#build(set, flavor, cfg.name, this.#parts[flavor].get(cfg.name) ?? EMPTY_PART);
+      const b = this.#build(set, flavor, cfg.name, this.#parts[flavor].get(cfg.name) ?? EMPTY_PART, shared);
       if (typeof b === 'string') {
         error = b;
         break;
@@ -289,11 +292,22 @@ export class SnapshotCache {
     }
   }
 
-  #build(set: ResourceSet, flavor: Flavor, tenant: string | null, prev: TenantPart): { resources: KindMap<Map<string, Resource>>; changed: ChangeEvent['changed'] } | string {
+  #build(
+    set: ResourceSet,
+    flavor: Flavor,
+    tenant: string | null,
+    prev: TenantPart,
+    memo: Map<object, Resource>,
+  ): { resources: KindMap<Map<string, Resource>>; changed: ChangeEvent['changed'] } | string {
     const { protos, validator } = this.#o;
     const resources = kinds(() => new Map<string, Resource>());
     for (const kind of RESOURCE_KINDS) {
       for (const [name, obj] of set[kind]) {
+        const done = memo.get(obj);
+        if (done) {
+          resources[kind].set(name, prev.resources[kind].get(name)?.version === done.version ? prev.resources[kind].get(name)! : done);
+          continue;
+        }
         let any: Buffer | undefined;
         try {
           any = encodeAny(TYPE_URLS[kind], protos.encode(TYPE_URLS[kind], obj));
@@ -304,12 +318,15 @@ export class SnapshotCache {
         const old = prev.resources[kind].get(name);
         if (any && old?.version === version) {
           resources[kind].set(name, old); // unchanged content: validated when first built
+          memo.set(obj, old);
           continue;
         }
         const errors = [...validator.validate(TYPE_URLS[kind], obj), ...flavorErrors(kind, flavor, obj)];
         if (errors.length > 0 || !any) return `${flavor} ${kind} ${name}: ${(errors.length > 0 ? errors : ['does not encode']).slice(0, 5).join('; ')}`;
         const sockets = kind === 'listener' && flavor === 'envoy' ? socketsOf(obj) : undefined;
-        resources[kind].set(name, { name, version, any, refs: referencesOf(kind, obj), ...(sockets ? { sockets } : {}) });
+        const r: Resource = { name, version, any, refs: referencesOf(kind, obj), ...(sockets ? { sockets } : {}) };
+        resources[kind].set(name, r);
+        memo.set(obj, r);
       }
     }
     // Every reference must resolve inside this part or the node's: a tenant can only name its own resources.

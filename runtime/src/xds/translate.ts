@@ -74,16 +74,21 @@ function checkUserRegexes(cfg: TenantConfig): void {
   }
 }
 
-/** Resources of one tenant for one flavor; throws TranslateError for a config no client would accept. */
-export function translateTenant(cfg: TenantConfig, facts: NodeFacts, flavor: Flavor): Translation {
+/**
+ * Resources of one tenant for one flavor; throws TranslateError for a config no client would accept.
+ * ClusterLoadAssignments are the same for both flavors: pass the other flavor's Translation as `shared`
+ * to reuse its objects (the snapshot cache then encodes and validates them once).
+ */
+export function translateTenant(cfg: TenantConfig, facts: NodeFacts, flavor: Flavor, shared?: Translation): Translation {
   checkUserRegexes(cfg);
   const out: Translation = { resources: emptySet(), warnings: [] };
   const services = new Map(cfg.services.map((s) => [s.name, s]));
   for (const svc of cfg.services) {
     const name = clusterName(cfg.name, svc.name);
     out.resources.cluster.set(name, cluster(cfg, svc, flavor));
-    out.resources.endpoint.set(name, loadAssignment(cfg.name, svc, facts, out.warnings));
+    out.resources.endpoint.set(name, shared?.resources.endpoint.get(name) ?? loadAssignment(cfg.name, svc, facts, out.warnings));
   }
+  if (shared) out.warnings = shared.warnings;
   if (flavor === 'envoy') {
     out.resources.listener.set(listenerName(cfg.name), envoyListener(cfg, facts));
     out.resources.route.set(routeConfigName(cfg.name), envoyRouteConfig(cfg, services));

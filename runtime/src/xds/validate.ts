@@ -15,53 +15,53 @@ const UINT32_MAX = 2 ** 32 - 1;
 
 export function dataPlaneValidator(protos: EnvoyProtos): ResourceValidator {
   return new ResourceValidator(protos)
-    .hook('google.protobuf.Duration', (d, path, errors) => {
+    .hook('google.protobuf.Duration', (d, fail) => {
       const s = Number(d.seconds ?? 0);
       const n = Number(d.nanos ?? 0);
-      if (!Number.isInteger(s) || Math.abs(s) > MAX_DURATION_S) errors.push(`${path}: seconds out of range`);
-      if (!Number.isInteger(n) || n < 0 || n > 999_999_999) errors.push(`${path}: nanos out of range`);
+      if (!Number.isInteger(s) || Math.abs(s) > MAX_DURATION_S) fail(`seconds out of range`);
+      if (!Number.isInteger(n) || n < 0 || n > 999_999_999) fail(`nanos out of range`);
     })
-    .hook('envoy.config.core.v3.SocketAddress', (a, path, errors) => {
+    .hook('envoy.config.core.v3.SocketAddress', (a, fail) => {
       // EDS and listener addresses must be IP literals (no DNS in isomesh's clusters); 0 is no port.
-      if (isIP(String(a.address ?? '')) === 0) errors.push(`${path}.address: ${JSON.stringify(a.address)} is not an IP address`);
+      if (isIP(String(a.address ?? '')) === 0) fail(`address: ${JSON.stringify(a.address)} is not an IP address`);
       const port = Number(a.port_value ?? 0);
-      if (!(port >= 1 && port <= 65535)) errors.push(`${path}.port_value: ${port} is not a port`);
+      if (!(port >= 1 && port <= 65535)) fail(`port_value: ${port} is not a port`);
     })
-    .hook(EXT.hcm, (h, path, errors) => {
+    .hook(EXT.hcm, (h, fail) => {
       const filters = (h.http_filters ?? []) as Array<{ name?: string }>;
-      if (filters.length === 0) errors.push(`${path}.http_filters: empty (the router must be last)`);
+      if (filters.length === 0) fail(`http_filters: empty (the router must be last)`);
       const names = filters.map((f) => f.name);
-      if (names.at(-1) !== 'envoy.filters.http.router') errors.push(`${path}.http_filters: the router must be the last filter`);
-      if (names.indexOf('envoy.filters.http.router') !== names.length - 1) errors.push(`${path}.http_filters: the router appears before the end`);
-      if (new Set(names).size !== names.length) errors.push(`${path}.http_filters: duplicate filter names`);
-      if (h.rds === undefined && h.route_config === undefined) errors.push(`${path}: neither rds nor route_config is set`);
+      if (names.at(-1) !== 'envoy.filters.http.router') fail(`http_filters: the router must be the last filter`);
+      if (names.indexOf('envoy.filters.http.router') !== names.length - 1) fail(`http_filters: the router appears before the end`);
+      if (new Set(names).size !== names.length) fail(`http_filters: duplicate filter names`);
+      if (h.rds === undefined && h.route_config === undefined) fail(`neither rds nor route_config is set`);
     })
-    .hook('envoy.config.route.v3.WeightedCluster', (w, path, errors) => {
+    .hook('envoy.config.route.v3.WeightedCluster', (w, fail) => {
       const clusters = (w.clusters ?? []) as Array<{ weight?: { value?: number } }>;
       const sum = clusters.reduce((s, c) => s + Number(c.weight?.value ?? 0), 0);
-      if (!(sum > 0 && sum <= UINT32_MAX)) errors.push(`${path}: weights must sum to 1..${UINT32_MAX} (got ${sum})`);
+      if (!(sum > 0 && sum <= UINT32_MAX)) fail(`weights must sum to 1..${UINT32_MAX} (got ${sum})`);
     })
-    .hook('envoy.config.endpoint.v3.ClusterLoadAssignment', (cla, path, errors) => {
+    .hook('envoy.config.endpoint.v3.ClusterLoadAssignment', (cla, fail) => {
       const seen = new Set<string>();
       for (const [i, l] of ((cla.endpoints ?? []) as Array<{ locality?: unknown; priority?: number }>).entries()) {
         const key = JSON.stringify([l.locality ?? {}, l.priority ?? 0]);
-        if (seen.has(key)) errors.push(`${path}.endpoints[${i}]: duplicate locality`);
+        if (seen.has(key)) fail(`endpoints[${i}]: duplicate locality`);
         seen.add(key);
       }
     })
-    .hook('envoy.type.matcher.v3.RegexMatcher', (m, path, errors) => {
+    .hook('envoy.type.matcher.v3.RegexMatcher', (m, fail) => {
       const err = typeof m.regex === 'string' ? re2Error(m.regex) : undefined;
-      if (err !== undefined) errors.push(`${path}.regex: ${JSON.stringify(m.regex)} ${err}`);
+      if (err !== undefined) fail(`regex: ${JSON.stringify(m.regex)} ${err}`);
     })
-    .hook('envoy.config.cluster.v3.Cluster', (c, path, errors) => {
+    .hook('envoy.config.cluster.v3.Cluster', (c, fail) => {
       if (c.type === 'EDS') {
         const eds = (c.eds_cluster_config as { eds_config?: { ads?: unknown; self?: unknown } } | undefined)?.eds_config;
-        if (!eds || (eds.ads === undefined && eds.self === undefined)) errors.push(`${path}.eds_cluster_config.eds_config: must be ads or self`);
+        if (!eds || (eds.ads === undefined && eds.self === undefined)) fail(`eds_cluster_config.eds_config: must be ads or self`);
       }
       const ring = c.ring_hash_lb_config as { minimum_ring_size?: { value?: number }; maximum_ring_size?: { value?: number } } | undefined;
       const min = Number(ring?.minimum_ring_size?.value ?? 1024);
       const max = Number(ring?.maximum_ring_size?.value ?? MAX_RING_SIZE);
-      if (min > max || max > MAX_RING_SIZE) errors.push(`${path}.ring_hash_lb_config: ring sizes out of range`);
+      if (min > max || max > MAX_RING_SIZE) fail(`ring_hash_lb_config: ring sizes out of range`);
     });
 }
 
