@@ -29,7 +29,7 @@ export class AdsServer {
 
   #open(server: GrpcServer, transport: Transport, call: grpc.ServerDuplexStream<unknown, unknown>, protocol: 'sotw' | 'delta'): void {
     const { principal, invalid } = server.authorize(transport, call.metadata);
-    if (invalid) return void call.destroy(grpcError(grpc.status.UNAUTHENTICATED, 'invalid bearer token'));
+    if (invalid) return void call.emit('error', grpcError(grpc.status.UNAUTHENTICATED, 'invalid bearer token'));
     const Ctor = protocol === 'sotw' ? SotwStream : DeltaStream;
     const stream = new Ctor(this.#deps, call, principal, (s) => this.#streams.delete(s));
     if (!stream.closed) this.#streams.add(stream);

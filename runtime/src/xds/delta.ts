@@ -47,6 +47,7 @@ export class DeltaStream extends AdsStream {
         for (const name of flight.removed) st.held.delete(name);
         st.ackedVersion = flight.version;
         st.nacked = undefined;
+        this.released(kind);
       }
     }
     this.#subscribe(kind, st, req, first);

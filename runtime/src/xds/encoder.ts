@@ -70,8 +70,9 @@ export class MessageEncoder {
   encode(name: string, obj: Obj): Buffer {
     const codec = this.#named(name);
     const sizes: Sizes = { list: [], next: 0 };
-    const w: Out = { buf: Buffer.allocUnsafe(this.#size(codec, obj, sizes)), pos: 0 };
-    this.#write(codec, obj, sizes, w);
+    const tagged = '@type' in obj; // the object of an Any written with its "@type": encode its fields
+    const w: Out = { buf: Buffer.allocUnsafe(this.#size(codec, obj, sizes, tagged)), pos: 0 };
+    this.#write(codec, obj, sizes, w, tagged);
     return w.buf;
   }
 

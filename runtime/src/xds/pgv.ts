@@ -212,7 +212,10 @@ export class ResourceValidator {
     const present = new Map<string, Check>();
     const absent: Array<{ name: string; check: (rep: Report) => void }> = [];
     const requiredOneofs: string[][] = [];
+    /** Decoded messages (proto-loader's `oneofs: true`) name the chosen member under the oneof's name. */
+    const oneofNames = new Map<string, Set<string>>();
     for (const o of t.oneofsArray) {
+      oneofNames.set(o.name, new Set(o.oneof));
       const only = o.fieldsArray[0] as (protobuf.Field & { options?: Obj }) | undefined;
       const synthetic = o.fieldsArray.length === 1 && only?.options?.proto3_optional === true;
       if (!skip && !synthetic && (o.options as Obj | undefined)?.['(validate.required)'] === true) requiredOneofs.push(o.oneof);
@@ -233,13 +236,14 @@ export class ResourceValidator {
     return (v, rep) => {
       if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Uint8Array) return rep.add(`expected a ${typeName} message`);
       const o = v as Obj;
+      const before = rep.errors.length;
       for (const key in o) {
         const value = o[key];
         if (value === undefined) continue;
         rep.path.push(`.${key}`);
         const check = present.get(key);
         if (check) check(value, rep);
-        else rep.add(`${typeName} has no field "${key}"`);
+        else if (!(typeof value === 'string' && oneofNames.get(key)?.has(value))) rep.add(`${typeName} has no field "${key}"`);
         rep.path.pop();
       }
       for (const a of absent) {
@@ -249,7 +253,8 @@ export class ResourceValidator {
         rep.path.pop();
       }
       for (const names of requiredOneofs) if (!names.some((n) => o[n] !== undefined && o[n] !== null)) rep.add(`one of ${names.join(', ')} is required`);
-      if (hook) hook(o, (msg) => rep.add(msg));
+      // data-plane rules run on messages PGV accepted, as clients check PGV first
+      if (hook && rep.errors.length === before) hook(o, (msg) => rep.add(msg));
     };
   }
 

@@ -42,6 +42,7 @@ export class SotwStream extends AdsStream {
         else for (const [name, r] of flight.sent) st.held.set(name, r);
         st.ackedVersion = flight.version;
         st.nacked = undefined;
+        this.released(kind);
       }
     } else if (nonce === '') {
       st.mustAnswer = true; // a new stream's (or a re-sent) first request is always answered
@@ -55,12 +56,12 @@ export class SotwStream extends AdsStream {
     if (explicit.length > 0) st.explicit = true;
     const wildcard = wildcardKind && (names.includes('*') || (names.length === 0 && !st.explicit));
     const next = new Set(explicit);
-    const changed = wildcard !== st.wildcard || next.size !== st.names.size || [...next].some((n) => !st.names.has(n));
-    if (!changed) return;
+    // Only a subscription that grows needs an answer: the client drops what it unsubscribed by itself.
+    const grew = (wildcard && !st.wildcard) || [...next].some((n) => !st.names.has(n));
     st.wildcard = wildcard;
     st.names = next;
-    st.mustAnswer = true;
-    if (!wildcardKind) for (const n of [...st.held.keys()]) if (!next.has(n)) st.held.delete(n); // unsubscribed: forgotten
+    if (grew) st.mustAnswer = true;
+    if (!wildcard) for (const n of [...st.held.keys()]) if (!next.has(n)) st.held.delete(n); // unsubscribed: forgotten
   }
 
   protected respond(kind: ResourceKind, st: KindState, snap: Snapshot): void {

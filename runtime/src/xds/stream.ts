@@ -104,8 +104,9 @@ export abstract class AdsStream {
       this.deps.metrics.stream(this.protocol, -1);
     }
     this.#onClose(this);
-    if (err) this.call.destroy(err);
-    else if (!this.call.destroyed) this.call.end();
+    // grpc-js ends a server stream with an error status through its 'error' event
+    if (err) this.call.emit('error', err);
+    else if (!this.call.destroyed && !this.call.writableEnded) this.call.end();
   }
 
   #onRequest(req: { node?: NodeInfo; type_url?: string }): void {
@@ -216,6 +217,15 @@ export abstract class AdsStream {
       }
     }
     return keep;
+  }
+
+  /**
+   * After the client acknowledged new listeners or routes, clusters kept only because the old ones
+   * named them may go: look at the clusters again.
+   */
+  protected released(kind: ResourceKind): void {
+    const clusters = this.kinds.get('cluster');
+    if ((kind === 'listener' || kind === 'route') && clusters) clusters.dirty = true;
   }
 
   /** Which of the response's changed resources a NACK blames: those its message names, else all of them. */
