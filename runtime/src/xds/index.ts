@@ -19,3 +19,9 @@ export {
   routeConfigName,
 } from './translate.ts';
 export type { Flavor, NodeFacts } from './translate.ts';
+export { ExtProcServer, DEFAULT_MAX_STREAMS, EXT_PROC_SERVICE } from './ext-proc.ts';
+export type { ExtProcOptions } from './ext-proc.ts';
+export { REQUEST_ATTRIBUTES } from './ext-proc-wire.ts';
+export { RateLimitService, RLS_SERVICE } from './rls.ts';
+export type { RateLimitServiceOptions } from './rls.ts';
+export { dataPlaneValidator } from './validate.ts';

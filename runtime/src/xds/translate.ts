@@ -18,6 +18,7 @@ import type { ChainEntry, Endpoint, HashOn, PluginVersionDeclarations, RateLimit
 import { routesInPrecedence } from '../store/index.ts';
 import { EXT, TYPE_URL_PREFIX, duration, type ResourceKind } from './protos.ts';
 import { re2Error } from './validate.ts';
+import { REQUEST_ATTRIBUTES } from './ext-proc-wire.ts';
 
 export type Flavor = 'envoy' | 'proxyless';
 export type ResourceSet = Record<ResourceKind, Map<string, Record<string, unknown>>>;
@@ -211,11 +212,25 @@ function httpFilters(cfg: TenantConfig): Array<Record<string, unknown>> {
         failure_mode_allow: false,
         processing_mode: processingMode(chainNeeds(cfg, undefined)),
         message_timeout: duration(EXT_PROC_MESSAGE_TIMEOUT_MS),
+        ...extProcServerNeeds(),
       }),
     });
   }
   filters.push({ name: 'envoy.filters.http.router', typed_config: any(EXT.router) });
   return filters;
+}
+
+/**
+ * What the ext_proc server (ext-proc.ts) relies on beyond the processing mode: the client address and
+ * the weighted pick as attributes, mode_override (a run's exact body/response needs), and plugin
+ * changes to `host` (:authority) applied as the built-in proxy applies them.
+ */
+function extProcServerNeeds(): Record<string, unknown> {
+  return {
+    request_attributes: [...REQUEST_ATTRIBUTES],
+    allow_mode_override: true,
+    mutation_rules: { allow_all_routing: { value: true } },
+  };
 }
 
 function pathOptions(cfg: TenantConfig): Record<string, unknown> {
@@ -451,7 +466,7 @@ function envoyRouteConfig(cfg: TenantConfig, services: Map<string, Service>): Re
     // clears the route cache; these routes then pick the service.
     for (const svc of cfg.services) {
       const match = { prefix: '/', headers: [{ name: UPSTREAM_HEADER, string_match: { exact: svc.name } }] };
-      routes.push({ name: `isomesh.upstream.${svc.name}`, match, route: routeAction(cfg, [{ svc, weight: 1 }], undefined, 'envoy') });
+      routes.push({ name: `isomesh.upstream.${svc.name}`, match, route: routeAction(cfg, [{ svc, weight: 1 }], undefined, 'envoy'), request_headers_to_remove: [UPSTREAM_HEADER] });
     }
   }
   for (const r of routesInPrecedence(cfg.routes)) {
