@@ -123,7 +123,10 @@ export async function processRequest(client: grpc.Client, req: EnvoyRequest, opt
   const immediate = (a: any, upstream?: UpstreamSeen): Outcome => {
     done();
     const ir = a.immediate_response;
-    const headers = applyWireMutation([], ir.headers);
+    // Envoy's local reply starts with content-type: text/plain when it has a body (not for gRPC)
+    const grpcReply = ir.grpc_status !== undefined;
+    const start: HeaderList = !grpcReply && ir.body && ir.body.length > 0 ? [['content-type', 'text/plain']] : [];
+    const headers = applyWireMutation(start, ir.headers);
     const grpcStatus = ir.grpc_status?.status;
     const out: Outcome = {
       kind: 'immediate',

@@ -181,7 +181,12 @@ export function immediateResponse(r: Immediate): Record<string, unknown> {
     body: r.body,
     details: r.details,
   };
-  if (r.headers.length > 0) out.headers = { set_headers: r.headers.map(([n, v]) => option(n, v, true)) };
+  if (r.headers.length > 0) {
+    // The first value of a name replaces what Envoy's local reply has (its default content-type:
+    // text/plain); further values of the name are appended (set-cookie twice stays twice).
+    const seen = new Set<string>();
+    out.headers = { set_headers: r.headers.map(([n, v]) => option(n, v, seen.has(n) || !seen.add(n))) };
+  }
   if (r.grpcStatus !== undefined) out.grpc_status = { status: r.grpcStatus };
   return { immediate_response: out };
 }
