@@ -9,12 +9,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
-import type { Admission, ChainRun, HookRequest, HookResponse, PluginHostApi, RequestOutcome, ResponseOutcome } from '../host/contract.ts';
-import { newHost, tenantConfig } from '../host/fixtures.ts';
-import { processRequest, extProcClient, type EnvoyRequest, type Outcome } from './ext-proc-client.ts';
-import { ExtProcServer } from './ext-proc.ts';
-import { envoyProtos } from './protos.ts';
-import { GrpcServer } from './server.ts';
+import type { Admission, ChainRun, HookRequest, HookResponse, PluginHostApi, RequestOutcome, ResponseOutcome } from '../runtime/src/host/contract.ts';
+import { newHost, tenantConfig } from '../runtime/src/host/fixtures.ts';
+import { processRequest, extProcClient, type EnvoyRequest, type Outcome } from '../runtime/src/xds/ext-proc-client.ts';
+import { ExtProcServer } from '../runtime/src/xds/ext-proc.ts';
+import { envoyProtos } from '../runtime/src/xds/protos.ts';
+import { GrpcServer } from '../runtime/src/xds/server.ts';
 
 const ADMIN = 'ext-proc-admin-token-0123456789';
 const TENANT_TOKEN = 'tenant-token-0123456789abcdef';
