@@ -4,7 +4,6 @@
 // as Envoy's ratelimit and ext_proc filters do (runtime/src/xds/ext-proc-client.ts). Each case must
 // give the same client-visible result and the same upstream request on both.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import http from 'node:http';
 import type net from 'node:net';
 import path from 'node:path';
@@ -13,11 +12,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { processRequest, extProcClient, type UpstreamSeen } from '../../runtime/src/xds/ext-proc-client.ts';
 import { envoyProtos } from '../../runtime/src/xds/index.ts';
-import { ROOT, startDaemon, type TestDaemon } from '../support/daemon.ts';
+import { startDaemon, type TestDaemon } from '../support/daemon.ts';
 import { request } from '../support/http.ts';
-
-/** Body access (definePlugin `body`, req.setBody) comes with the plugin-capabilities work. */
-const BODY_SUPPORTED = fs.readFileSync(path.join(ROOT, 'sdk/src/index.ts'), 'utf8').includes('setBody');
 
 interface Case {
   name: string;
@@ -32,7 +28,6 @@ interface Case {
   upstreamHeaders: string[];
   responseHeaders: string[];
   expect: (r: Result) => void;
-  skip?: string;
 }
 
 interface Result {
@@ -100,7 +95,6 @@ const CASES: Case[] = [
   },
   {
     name: 'body replace',
-    skip: BODY_SUPPORTED ? undefined : 'plugin body access (definePlugin body, req.setBody) is not on this branch yet',
     plugins: [P('body', `import { definePlugin } from '@isomesh/sdk';
       export default definePlugin({ body: { request: 1024 }, async onRequest(req) { req.setBody('[' + (await req.text()) + ']'); } });`)],
     requests: 1,
@@ -193,7 +187,6 @@ before(async () => {
   const Rls = grpc.makeGenericClientConstructor(envoyProtos().service('envoy.service.ratelimit.v3.RateLimitService'), 'RLS');
   rls = new Rls(socket, grpc.credentials.createInsecure());
   for (const [i, c] of CASES.entries()) {
-    if (c.skip) continue;
     const t = `parity-${i}`;
     const put = async (p: string, body: unknown, status = [200, 201]) => {
       const r = await d.api('PUT', `/v1/tenants/${t}${p}`, body);
@@ -326,7 +319,7 @@ async function viaEnvoy(t: string, c: Case): Promise<Result> {
 }
 
 for (const [i, c] of CASES.entries()) {
-  test(`parity: ${c.name} — the built-in proxy and Envoy (RLS + ext_proc) give the same result`, { skip: c.skip ?? false }, async () => {
+  test(`parity: ${c.name} — the built-in proxy and Envoy (RLS + ext_proc) give the same result`, async () => {
     const t = `parity-${i}`;
     const builtin = await viaBuiltin(t, c);
     const envoy = await viaEnvoy(t, c);

@@ -135,29 +135,22 @@ export function wireMutation(m: HeaderMutation): Record<string, unknown> | undef
   return out;
 }
 
-/** HTTP → gRPC status for a response isomesh makes to a gRPC request (API.md "Protocols"). */
+/**
+ * HTTP → gRPC status for an answer isomesh makes to a gRPC request (API.md "Protocols"), the built-in
+ * proxy's table (proxy/grpc.ts): timeouts → DEADLINE_EXCEEDED, 429 and 413 → RESOURCE_EXHAUSTED,
+ * 401 → UNAUTHENTICATED, 403 → PERMISSION_DENIED, 404/502/503 (a closed chain failure) → UNAVAILABLE,
+ * 400/431 → INTERNAL, 501 → UNIMPLEMENTED.
+ */
 export function grpcStatusFor(status: number, code?: ErrorCode): number {
-  if (code !== undefined && (code.startsWith('ISOMESH_ERR_QUOTA_') || code === 'ISOMESH_ERR_RATELIMIT_OVER')) return 8; // RESOURCE_EXHAUSTED
-  switch (status) {
-    case 401:
-      return 16; // UNAUTHENTICATED
-    case 403:
-      return 7; // PERMISSION_DENIED
-    case 429:
-    case 413:
-      return 8; // RESOURCE_EXHAUSTED
-    case 504:
-      return 4; // DEADLINE_EXCEEDED
-    case 502:
-    case 503:
-      return 14; // UNAVAILABLE
-    case 404:
-      return 12; // UNIMPLEMENTED, as Envoy maps it
-    case 400:
-      return 13; // INTERNAL, as Envoy maps it
-    default:
-      return status < 300 ? 0 : 2; // OK / UNKNOWN
-  }
+  if (code === 'ISOMESH_ERR_PROXY_UPSTREAM_TIMEOUT' || status === 504 || status === 408) return 4;
+  if (status === 429 || status === 413) return 8;
+  if (status === 401) return 16;
+  if (status === 403) return 7;
+  if (status === 404 || status === 502 || status === 503) return 14;
+  if (status === 400 || status === 431) return 13;
+  if (status === 501) return 12;
+  if (status >= 200 && status < 300) return 0;
+  return 2;
 }
 
 export function isGrpc(list: HeaderList): boolean {

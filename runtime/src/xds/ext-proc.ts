@@ -399,7 +399,9 @@ class ExtProcStream {
     }
     if (!out.some(([n]) => n === 'x-request-id')) out.push(['x-request-id', this.#requestId]);
     const r = { status, headers: out, body: Buffer.from(body), details: `isomesh_plugin_${status}` };
-    return immediateResponse(this.#grpc ? { ...r, grpcStatus: grpcStatusFor(status) } : r);
+    if (!this.#grpc || status === 200) return immediateResponse(r);
+    // As the built-in proxy: the plugin's status as gRPC's, its body (or a default) as grpc-message.
+    return immediateResponse({ ...r, body: Buffer.from(body !== '' ? body : `plugin answered ${status}`), grpcStatus: grpcStatusFor(status) });
   }
 
   /** An isomesh-made error: `x-isomesh-error`, the JSON error body (or grpc-status/-message for gRPC). */
