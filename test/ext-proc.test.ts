@@ -177,7 +177,7 @@ test('ext_proc: the cordon running the plugin crashes mid-call — closed → 50
     process.kill(pid, 'SIGKILL'); // a cordon this test's host started
     const out = await pending;
     // the cordon comes back (with back-off) before the next test uses the host
-    for (let i = 0; i < 500 && host.cordons().some((c) => c.state !== 'running'); i++) await sleep(10);
+    for (let i = 0; i < 500 && host.cordons().some((c) => c.state !== 'up'); i++) await sleep(10);
     if (policy === 'closed') {
       assert.equal(out.kind, 'immediate', JSON.stringify(out));
       assert.equal(out.kind === 'immediate' && header(out.response.headers, 'x-isomesh-error'), 'ISOMESH_ERR_PLUGIN_CRASHED');
