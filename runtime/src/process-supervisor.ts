@@ -24,7 +24,7 @@ export interface ExitInfo {
 export interface ProcessSupervisorOptions {
   /** Starts the process (called again for every restart). */
   spawn: () => ChildProcess;
-  /** Called with each new process right after spawn (`restart` false for the first). */
+  /** Called with each new process right after spawn (`restart`: it ends a back-off, not a start()). */
   onStart?: (child: ChildProcess, restart: boolean) => void;
   /**
    * Called on an exit the supervisor did not ask for, before the restart is scheduled. Returning
@@ -48,7 +48,6 @@ export class ProcessSupervisor {
   #timer: NodeJS.Timeout | undefined;
   #streak = 0;
   #lastExitAt = 0;
-  #started = false;
   #exited: Promise<void> | undefined;
   restarts = 0;
   lastExit: ExitInfo | undefined;
@@ -74,7 +73,7 @@ export class ProcessSupervisor {
   start(): void {
     if (this.#state === 'running' || this.#state === 'stopping' || this.#state === 'stopped') return;
     clearTimeout(this.#timer);
-    this.#spawn();
+    this.#spawn(false);
   }
 
   /** Forgets the exit streak: the next exit restarts at once (e.g. new code that may fix a crash loop). */
@@ -117,9 +116,7 @@ export class ProcessSupervisor {
     if (child !== undefined && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   }
 
-  #spawn(): void {
-    const restart = this.#started;
-    this.#started = true;
+  #spawn(restart: boolean): void {
     const child = this.#opts.spawn();
     this.#child = child;
     this.#state = 'running';
@@ -169,6 +166,6 @@ export class ProcessSupervisor {
       return;
     }
     this.restarts++;
-    this.#spawn();
+    this.#spawn(true);
   }
 }
