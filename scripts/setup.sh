@@ -7,7 +7,7 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ISOMESH_ROOT"
 
-PKGS=(curl iproute2 libbpf1 clang llvm libbpf-dev bpftool util-linux nghttp2-client)
+PKGS=(curl iproute2 libbpf1 clang llvm libbpf-dev bpftool util-linux nghttp2-client python3-grpcio)
 if [ "${1:-}" = "--with-bench" ]; then PKGS+=(nginx haproxy wrk nghttp2-client strace linux-perf); fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -26,6 +26,12 @@ export interface DaemonConfig {
   timeouts: { headersMs: number; idleMs: number; bodyMs: number };
   /** Node-wide cap on client connections (undefined: half the descriptor limit). */
   maxConnections?: number;
+  /** ISOMESH_DATAPLANE: who serves the tenant listeners (envoy: a supervised Envoy configured over xDS). */
+  dataplane: 'builtin' | 'envoy';
+  /** Envoy mode: the Envoy admin port on 127.0.0.1 (ISOMESH_ENVOY_ADMIN_PORT). */
+  envoyAdminPort: number;
+  /** Envoy mode: ENVOY_BIN (default: `envoy` on PATH). */
+  envoyBin?: string;
 }
 
 function msSetting(env: (name: string, fallback: string) => string, name: string, fallback: number): number {
@@ -67,7 +73,19 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, overrides: P
   if (maxConnections !== '' && (!/^\d{1,9}$/.test(maxConnections) || Number(maxConnections) < 1)) {
     throw isomeshError('ISOMESH_ERR_API_VALIDATION', `ISOMESH_MAX_CONNECTIONS must be a positive whole number (got "${maxConnections}")`);
   }
+  const dataplane = get('ISOMESH_DATAPLANE', 'builtin');
+  if (dataplane !== 'builtin' && dataplane !== 'envoy') {
+    throw isomeshError('ISOMESH_ERR_API_VALIDATION', `ISOMESH_DATAPLANE must be builtin or envoy (got "${dataplane}")`);
+  }
+  const adminPort = get('ISOMESH_ENVOY_ADMIN_PORT', '7702');
+  if (!/^\d{1,5}$/.test(adminPort) || Number(adminPort) < 1 || Number(adminPort) > 65535) {
+    throw isomeshError('ISOMESH_ERR_API_VALIDATION', `ISOMESH_ENVOY_ADMIN_PORT must be a port 1-65535 (got "${adminPort}")`);
+  }
+  const envoyBin = get('ENVOY_BIN', '');
   return {
+    dataplane,
+    envoyAdminPort: Number(adminPort),
+    ...(envoyBin !== '' ? { envoyBin } : {}),
     admin: parseHostPort(get('ISOMESH_ADMIN_ADDR', '127.0.0.1:7700'), 'ISOMESH_ADMIN_ADDR'),
     grpc: parseHostPort(get('ISOMESH_GRPC_ADDR', '127.0.0.1:7701'), 'ISOMESH_GRPC_ADDR'),
     stateDir: path.resolve(get('ISOMESH_STATE_DIR', './.isomesh')),

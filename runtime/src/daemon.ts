@@ -1,18 +1,24 @@
 // The daemon: opens the store, starts the plugin host, the built-in proxy, the eBPF datapath (when the
-// node allows it) and the management API, and keeps the data plane in step with the store: every
-// committed change becomes a new TenantConfig snapshot applied to the host and the proxy.
+// node allows it), the gRPC server (xDS and friends) and the management API, and keeps the data plane
+// in step with the store: every committed change becomes a new TenantConfig snapshot applied to the
+// host and the proxy (or, with ISOMESH_DATAPLANE=envoy, to xDS for a supervised Envoy).
 import fs from 'node:fs';
+import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { resolveAdminToken } from './admin-token.ts';
-import { buildAdminServer } from './admin/index.ts';
+import os from 'node:os';
+import { buildAdminServer, type NodeInfo } from './admin/index.ts';
 import type { DaemonConfig } from './config.ts';
 import { NodeDatapath } from './datapath/index.ts';
-import { PluginHost } from './host/index.ts';
+import { EnvoyListenerPorts, EnvoySupervisor } from './envoy/index.ts';
+import { PluginHost, RateLimitCounters } from './host/index.ts';
 import { ProxyServer } from './proxy/index.ts';
 import { Telemetry } from './telemetry/index.ts';
 import { Store } from './store/index.ts';
+import type { RateLimit, TenantConfig } from './store/model.ts';
+import { ExtProcServer, GrpcServer, RateLimitService, XdsControlPlane } from './xds/index.ts';
 
 export class Daemon {
   readonly config: DaemonConfig;
@@ -23,6 +29,18 @@ export class Daemon {
   readonly proxy: ProxyServer;
   readonly telemetry: Telemetry;
   readonly adminToken: string;
+  /** ADS, ext_proc and RLS on ISOMESH_GRPC_ADDR and <stateDir>/grpc.sock; more services via addService(). */
+  readonly grpc: GrpcServer;
+  /** Serves the tenants to Envoy and proxyless gRPC clients over ADS (both data-plane modes). */
+  readonly xds: XdsControlPlane;
+  /** Rate-limit counters of the node: the built-in proxy and the rate-limit service count in these. */
+  readonly rateLimits = new RateLimitCounters();
+  /** Envoy's ext_proc stream per request, run through `host` (both data-plane modes). */
+  readonly extProc: ExtProcServer;
+  /** Envoy mode only. */
+  readonly envoy: EnvoySupervisor | undefined;
+  /** Each tenant's rate limits as last applied (the rate-limit service reads these, not the database). */
+  readonly #tenantRateLimits = new Map<string, readonly RateLimit[]>();
   #admin: FastifyInstance | undefined;
   #datapath: NodeDatapath | undefined;
   #ready = false;
@@ -51,8 +69,55 @@ export class Daemon {
       listenAddress: config.listenAddress,
       timeouts: config.timeouts,
       telemetry: this.telemetry,
+      rateLimits: this.rateLimits,
       ...(config.maxConnections !== undefined ? { maxConnections: config.maxConnections } : {}),
     });
+    this.grpc = new GrpcServer({
+      tcp: config.grpc,
+      socketPath: path.join(config.stateDir, 'grpc.sock'),
+      store,
+      adminToken,
+      logger: logger.child({ component: 'grpc' }),
+    });
+    this.xds = new XdsControlPlane({
+      grpc: this.grpc,
+      logger: logger.child({ component: 'xds' }),
+      registry: this.registry,
+      listenAddresses: (tenant) => this.#listenAddresses(tenant),
+    });
+    this.extProc = new ExtProcServer({ host: this.host, protos: this.xds.protos, logger: logger.child({ component: 'ext_proc' }) });
+    this.extProc.register(this.grpc);
+    new RateLimitService({
+      protos: this.xds.protos,
+      counters: this.rateLimits,
+      rateLimits: (tenant) => this.#tenantRateLimits.get(tenant),
+      registry: this.registry,
+      logger: logger.child({ component: 'rls' }),
+    }).register(this.grpc);
+    this.envoy = config.dataplane === 'envoy'
+      ? new EnvoySupervisor({
+          stateDir: config.stateDir,
+          socketPath: this.grpc.socketPath,
+          adminPort: config.envoyAdminPort,
+          nodeId: `isomesh-${os.hostname()}`,
+          ...(config.envoyBin !== undefined ? { bin: config.envoyBin } : {}),
+          logger: logger.child({ component: 'envoy' }),
+        })
+      : undefined;
+  }
+
+  /** GET /v1/node. */
+  #node(): NodeInfo {
+    // One data-plane process: this one (builtin), or the supervised Envoy.
+    if (this.envoy === undefined) return { workers: 1, dataplane: { mode: 'builtin' } };
+    return { workers: 1, dataplane: { mode: 'envoy', envoy: this.envoy.status() } };
+  }
+
+  /** Where a tenant's listener accepts: the node's listen address, then its workloads' proxy addresses. */
+  #listenAddresses(tenant: string): string[] {
+    const out = new Set([this.config.listenAddress]);
+    for (const w of this.store.listWorkloads(tenant)) out.add(w.proxyAddress);
+    return [...out];
   }
 
   static async start(config: DaemonConfig, logger?: pino.Logger): Promise<Daemon> {
@@ -106,18 +171,22 @@ export class Daemon {
     this.store.onChange((tenant) => {
       void this.#enqueue(tenant);
     });
+    await this.grpc.start();
+    // Envoy connects to the gRPC socket for ADS: it starts once xDS is served.
+    this.envoy?.start();
     this.#admin = await buildAdminServer({
       store: this.store,
       host: this.host,
-      proxy: this.proxy,
+      // Envoy mode: Envoy binds the tenant ports; the API only checks a port is free.
+      proxy: this.envoy === undefined ? this.proxy : new EnvoyListenerPorts({ listenAddress: this.config.listenAddress, portOf: (t) => this.store.getTenant(t)?.listenerPort }),
       registry: this.registry,
       logger: this.logger.child({ component: 'admin' }),
       adminToken: this.adminToken,
       listenerPorts: this.config.listenerPorts,
       ready: () => this.#ready,
       datapath: this.#datapath,
-      // The truth today: one data-plane process (this one) running the built-in proxy.
-      node: () => ({ workers: 1, dataplane: { mode: 'builtin' } }),
+      node: () => this.#node(),
+      xds: () => this.xds.status(),
     });
     await this.#admin.listen({ host: this.config.admin.host, port: this.config.admin.port });
     this.#ready = true;
@@ -138,6 +207,9 @@ export class Daemon {
   async #apply(tenant: string): Promise<void> {
     try {
       const cfg = this.store.tenantConfig(tenant);
+      this.#applyXds(tenant, cfg);
+      if (cfg) this.#tenantRateLimits.set(tenant, cfg.rateLimits);
+      else this.#tenantRateLimits.delete(tenant);
       if (!cfg) {
         this.#datapath?.syncTenant(tenant, undefined);
         this.host.removeTenant(tenant);
@@ -145,7 +217,9 @@ export class Daemon {
         return;
       }
       this.host.configure(cfg);
-      await this.proxy.configure(cfg);
+      // Envoy mode: Envoy serves the tenant's listener (from xDS); the eBPF datapath redirects VIPs to
+      // the same ports either way.
+      if (this.envoy === undefined) await this.proxy.configure(cfg);
       this.#datapath?.syncTenant(tenant, cfg);
     } catch (err) {
       // A snapshot that cannot be applied leaves the previous one serving; the error is visible in logs.
@@ -153,9 +227,24 @@ export class Daemon {
     }
   }
 
+  /** xDS is kept apart: a config the translator refuses must not stop the built-in proxy, nor the reverse. */
+  #applyXds(tenant: string, cfg: TenantConfig | undefined): void {
+    try {
+      if (cfg) this.xds.apply(cfg);
+      else this.xds.remove(tenant);
+    } catch (err) {
+      this.logger.error({ err, tenant }, 'failed to apply tenant configuration to xDS');
+    }
+  }
+
   async stop(): Promise<void> {
     this.#ready = false;
     await this.#admin?.close();
+    // Envoy drains first, while xDS, ext_proc and RLS still answer its in-flight requests.
+    await this.envoy?.stop();
+    this.xds.close();
+    this.extProc.closeAll();
+    await this.grpc.stop();
     await Promise.allSettled([...this.#applying.values()]);
     await this.proxy.close();
     // pins stay: redirection of new connections resumes as soon as the next run's listener is up

@@ -101,6 +101,9 @@ export const ERROR_CODES = {
   ISOMESH_ERR_PLUGIN_CRASHED: { status: 503, message: 'plugin isolate crashed' },
   ISOMESH_ERR_PLUGIN_BAD_RESULT: { status: 503, message: 'plugin returned an invalid result' },
   ISOMESH_ERR_PLUGIN_UNAVAILABLE: { status: 503, message: 'plugin is not loaded' },
+  // Envoy data plane (ext_proc answers)
+  ISOMESH_ERR_EXTPROC_PROTOCOL: { status: 500, message: 'ext_proc message out of order or not supported (the request is refused, never let through unprocessed)' },
+  ISOMESH_ERR_EXTPROC_OVERLOADED: { status: 503, message: 'too many ext_proc streams open on this node' },
   // system faults
   ISOMESH_ERR_INTERNAL: { status: 500, message: 'internal error' },
   ISOMESH_ERR_STORE_FAULT: { status: 500, message: 'state store fault' },

@@ -14,6 +14,7 @@ import type { Store } from '../store/index.ts';
 import { TokenAuth } from './auth.ts';
 import { toIsomeshError } from './error-reply.ts';
 import { registerNodeRoute, type NodeInfo } from './node.ts';
+import { registerXdsRoute, type XdsInfo } from './xds.ts';
 import { registerPluginRoutes } from './plugins.ts';
 import { registerRateLimitRoutes } from './ratelimits.ts';
 import { registerServiceRoutes } from './services.ts';
@@ -22,6 +23,7 @@ import { registerWorkloadRoutes, type DatapathAdmin } from './workloads.ts';
 
 export type { AuthLevel, Principal } from './auth.ts';
 export type { EnvoyProcessStatus, NodeInfo } from './node.ts';
+export type { XdsClientInfo, XdsInfo } from './xds.ts';
 
 /** One endpoint's live state in the data plane (GET …/services/{name} "endpointStatus"). */
 export interface EndpointStatus {
@@ -62,6 +64,8 @@ export interface AdminDeps {
   datapath?: DatapathAdmin;
   /** Backs GET /v1/node (registered only when given). */
   node?: () => NodeInfo;
+  /** Backs GET /v1/xds (registered only when given). */
+  xds?: () => XdsInfo;
   /** Default request body limit (bytes); plugin uploads have their own, quota-bound limit. */
   bodyLimit?: number;
   /** Serve /metrics without a token (default false: the admin token is required). */
@@ -151,6 +155,7 @@ export async function buildAdminServer(deps: AdminDeps): Promise<FastifyInstance
   registerPluginRoutes(app, deps);
   registerRateLimitRoutes(app, deps);
   if (deps.node) registerNodeRoute(app, deps.node);
+  if (deps.xds) registerXdsRoute(app, deps.xds);
   if (deps.datapath) registerWorkloadRoutes(app, deps, deps.datapath);
   return app;
 }

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { ProcessSupervisor } from '../process-supervisor.ts';
 import type { ChainPass, PassReply } from './chain-pass.ts';
 import { guestRuntimeCode } from './guest-code.ts';
 import type { SandboxEvents, VersionSpec } from './sandbox.ts';
@@ -70,14 +71,12 @@ export class Cordon {
   readonly #fetch: FetchRelay;
   readonly #tenants = new Map<string, CordonTenant>();
   readonly #pending = new Map<number, PendingCall>();
+  /** Spawn, exit watch, restart with back-off (the process supervision shared with the Envoy supervisor). */
+  readonly #proc: ProcessSupervisor;
+  /** The process the channel talks to (set when one starts, cleared when it exits). */
   #child: ChildProcess | undefined;
   #channel: Channel<ToCordon, FromCordon> | undefined;
-  #state: 'idle' | 'up' | 'backoff' | 'closed' = 'idle';
   #ids = 0;
-  #streak = 0;
-  #lastExitAt = 0;
-  #restartTimer: NodeJS.Timeout | undefined;
-  restarts = 0;
   /** Chain passes sent (one round trip each). */
   passes = 0;
 
@@ -89,14 +88,34 @@ export class Cordon {
     this.#events = opts.events;
     this.#logger = opts.logger.child({ cordon: opts.id });
     this.#blackbox = path.join(opts.runDir, `${opts.id.replace(/[^a-z0-9-]/gi, '_')}.blackbox`);
+    this.#proc = new ProcessSupervisor({
+      spawn: () => this.#spawn(),
+      onStart: (child, restart) => this.#started(child, restart),
+      onExit: (info) => void this.#exited(info.code, info.signal),
+      delay: (streak) => (streak <= 1 ? 0 : Math.min(MAX_BACKOFF_MS, 100 * 2 ** (streak - 2))),
+      streakResetMs: STREAK_RESET_MS,
+      // A cordon whose tenants all left while it was down stays down until one attaches.
+      wanted: () => this.#tenants.size > 0,
+    });
   }
 
   get pid(): number | null {
-    return this.#state === 'up' ? (this.#child?.pid ?? null) : null;
+    return this.#proc.pid ?? null;
   }
 
+  /** 'idle' | 'up' | 'backoff' | 'closed' */
   get state(): string {
-    return this.#state;
+    const s = this.#proc.state;
+    return s === 'running' ? 'up' : s === 'stopping' || s === 'stopped' ? 'closed' : s;
+  }
+
+  /** Restarts after a crash. */
+  get restarts(): number {
+    return this.#proc.restarts;
+  }
+
+  get #up(): boolean {
+    return this.#proc.state === 'running';
   }
 
   get tenantCount(): number {
@@ -105,8 +124,8 @@ export class Cordon {
 
   attach(t: CordonTenant): void {
     this.#tenants.set(t.tenant, t);
-    if (this.#state === 'idle') this.#start();
-    else if (this.#state === 'up') t.replay();
+    if (this.#proc.state === 'idle') this.#proc.start();
+    else if (this.#up) t.replay();
   }
 
   detach(t: CordonTenant): void {
@@ -116,12 +135,12 @@ export class Cordon {
   }
 
   send(msg: ToCordon): void {
-    if (this.#state === 'up') this.#channel?.send(msg);
+    if (this.#up) this.#channel?.send(msg);
   }
 
   /** Sends one chain pass; the cordon runs all its entries and answers once. */
   pass(t: CordonTenant, pass: ChainPass): PassReply | Promise<PassReply> {
-    if (this.#state !== 'up') {
+    if (!this.#up) {
       return { transport: 'unavailable', message: `cordon ${this.id} is restarting (back-off after repeated crashes)` };
     }
     const id = ++this.#ids;
@@ -134,26 +153,25 @@ export class Cordon {
   }
 
   close(): void {
-    this.#state = 'closed';
-    clearTimeout(this.#restartTimer);
+    this.#proc.kill();
     this.#failPending(() => ({ transport: 'unavailable', message: 'plugin host is closing' }));
-    const child = this.#child;
     this.#child = undefined;
     this.#channel?.close();
-    if (child !== undefined && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     fs.rmSync(this.#blackbox, { force: true });
   }
 
-  #start(): void {
-    this.#state = 'up';
+  #spawn(): ChildProcess {
     fs.writeFileSync(this.#blackbox, Buffer.from(new Float64Array([-1, -1]).buffer));
-    const child = fork(new URL('./cordon-main.ts', import.meta.url), [], {
+    return fork(new URL('./cordon-main.ts', import.meta.url), [], {
       execPath: process.execPath,
       execArgv: childExecArgv(),
       serialization: 'advanced',
       stdio: ['ignore', 'inherit', 'inherit', 'ipc', 'pipe'],
       env: { ...process.env, ISOMESH_CORDON_WIRE: this.#wire },
     });
+  }
+
+  #started(child: ChildProcess, restart: boolean): void {
     this.#child = child;
     const channel: Channel<ToCordon, FromCordon> =
       this.#wire === 'ipc'
@@ -162,13 +180,13 @@ export class Cordon {
     this.#channel = channel;
     channel.onMessage((m) => this.#receive(m));
     child.on('error', (err) => this.#logger.error({ err }, 'cordon process error'));
-    child.once('exit', (code, signal) => this.#exited(child, code, signal));
     child.unref();
     // The IPC channel only carries control traffic in socket mode; it must not keep the daemon alive.
     (child.channel as { unref?: () => void } | undefined)?.unref?.();
     channel.unref();
     channel.send({ t: 'init', guest: guestRuntimeCode(), blackbox: this.#blackbox, cordon: this.id });
     for (const t of this.#tenants.values()) t.replay();
+    if (restart) this.#events.onRestart(this);
   }
 
   #receive(m: FromCordon): void {
@@ -199,7 +217,7 @@ export class Cordon {
           ? this.#fetch(m.tenant, m.req)
           : Promise.resolve({ ok: false, code: 'ERR_CAPABILITY_FAILED', message: `ctx.fetch: tenant ${m.tenant} is not in cordon ${this.id}` });
         void reply.then((r) => {
-          if (this.#child === child && this.#state === 'up') this.#channel?.send({ t: 'fetched', id: m.id, reply: r });
+          if (this.#child === child && this.#up) this.#channel?.send({ t: 'fetched', id: m.id, reply: r });
         });
         return;
       }
@@ -227,8 +245,8 @@ export class Cordon {
     }
   }
 
-  #exited(child: ChildProcess, code: number | null, signal: string | null): void {
-    if (child !== this.#child || this.#state === 'closed') return;
+  /** The process died unasked (the supervisor restarts it after its back-off, unless onExit closes us). */
+  #exited(code: number | null, signal: string | null): void {
     this.#child = undefined;
     this.#channel = undefined;
     const [runningId, runningEntry] = this.#runningCall();
@@ -240,32 +258,14 @@ export class Cordon {
         ? { transport: 'crashed', message: `plugin call was running when its cordon process died (${why})`, entry: runningEntry }
         : { transport: 'crashed', message: `cordon process died (${why}) while the call was in flight` },
     );
-    const now = Date.now();
-    if (now - this.#lastExitAt > STREAK_RESET_MS) this.#streak = 0;
-    this.#lastExitAt = now;
-    this.#streak++;
     const info: Parameters<CordonEvents['onExit']>[1] = { code, signal };
     if (running !== undefined) {
       info.blamed = running.tenant;
       const key = running.pass.entries[runningEntry]?.key;
       if (key !== undefined) info.blamedKey = key;
     }
-    this.#state = 'backoff';
-    // May move the blamed tenant elsewhere before this cordon comes back.
+    // May move the blamed tenant elsewhere (or close this cordon) before it comes back.
     this.#events.onExit(this, info);
-    if (this.#state !== 'backoff') return;
-    const delay = this.#streak <= 1 ? 0 : Math.min(MAX_BACKOFF_MS, 100 * 2 ** (this.#streak - 2));
-    this.#restartTimer = setTimeout(() => {
-      if (this.#state !== 'backoff') return;
-      this.restarts++;
-      if (this.#tenants.size === 0) {
-        this.#state = 'idle';
-        return;
-      }
-      this.#start();
-      this.#events.onRestart(this);
-    }, delay);
-    this.#restartTimer.unref();
   }
 }
 

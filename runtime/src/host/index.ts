@@ -595,3 +595,4 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   }
 }
 export { applyRateLimits, descriptorValues, limitKey, RateLimitCounters, UNIT_SECONDS, type RateLimitDecision, type RateLimitVerdict, type RequestFacts } from './ratelimit.ts';
+export { applyHeaderMutation, headerMutation, isEmptyMutation } from './header-mutation.ts';

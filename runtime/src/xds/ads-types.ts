@@ -1,0 +1,26 @@
+// The request messages as the service definitions decode them (proto-loader's object shape).
+import type { NodeInfo } from './stream.ts';
+
+export interface RpcStatus {
+  code?: number;
+  message?: string;
+}
+
+export interface DiscoveryRequest {
+  version_info?: string;
+  node?: NodeInfo;
+  resource_names?: string[];
+  type_url?: string;
+  response_nonce?: string;
+  error_detail?: RpcStatus;
+}
+
+export interface DeltaDiscoveryRequest {
+  node?: NodeInfo;
+  type_url?: string;
+  resource_names_subscribe?: string[];
+  resource_names_unsubscribe?: string[];
+  initial_resource_versions?: Record<string, string>;
+  response_nonce?: string;
+  error_detail?: RpcStatus;
+}

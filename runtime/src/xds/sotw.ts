@@ -1,0 +1,111 @@
+// StreamAggregatedResources: the state-of-the-world protocol. Per type: a request whose nonce is not
+// the latest one sent is stale and ignored; with the latest nonce it is an ACK, or a NACK when it
+// carries error_detail (never judged by version_info — clients NACK with the rejected version there).
+// The server answers only an open request (one response in flight per type), and answers the first
+// request of every stream. LDS and CDS responses carry the full state (omission deletes); RDS and EDS
+// carry what was asked: everything subscribed after a subscription change, else what changed.
+
+import type { DiscoveryRequest } from './ads-types.ts';
+import { TYPE_URLS, type ResourceKind } from './protos.ts';
+import type { Resource, Snapshot } from './snapshot.ts';
+import { AdsStream, KIND_OF_TYPE, WILDCARD_KINDS, type KindState } from './stream.ts';
+import { encodeDiscoveryResponse } from './wire.ts';
+
+export class SotwStream extends AdsStream {
+  readonly protocol = 'sotw' as const;
+  /** Latest nonce per type URL (unknown types included). */
+  readonly #latest = new Map<string, string>();
+
+  protected handle(req: DiscoveryRequest): void {
+    const typeUrl = req.type_url ?? '';
+    const nonce = req.response_nonce ?? '';
+    if (nonce !== '' && nonce !== this.#latest.get(typeUrl)) return; // stale: superseded by a newer response
+    const kind = KIND_OF_TYPE.get(typeUrl);
+    if (kind === undefined) {
+      // A type isomesh does not serve: answer its subscription with nothing so the client need not wait.
+      if (nonce === '' && typeUrl !== '') this.#write(typeUrl, encodeDiscoveryResponse({ versionInfo: '0', resources: [], typeUrl, nonce: this.#nonce(typeUrl) }));
+      return;
+    }
+    const st = this.state(kind);
+    st.requests++;
+    if (nonce !== '' && st.inFlight?.nonce === nonce) {
+      const flight = st.inFlight;
+      st.inFlight = undefined;
+      const err = req.error_detail;
+      if (err && (err.code || err.message)) {
+        const changed = [...flight.sent.values()].filter((r) => st.held.get(r.name)?.version !== r.version).map((r) => r.name);
+        for (const name of this.blame(changed, err.message ?? '')) st.rejected.set(name, flight.sent.get(name)!.version);
+        this.recordNack(kind, st, req.version_info ?? '', err.message ?? `code ${err.code}`);
+        st.dirty = true; // what the NACK did not blame is offered again (the blamed resources are not)
+      } else {
+        if (WILDCARD_KINDS.has(kind)) st.held = new Map(flight.sent);
+        else for (const [name, r] of flight.sent) st.held.set(name, r);
+        st.ackedVersion = flight.version;
+        st.nacked = undefined;
+        this.released(kind);
+      }
+    } else if (nonce === '') {
+      st.mustAnswer = true; // a new stream's (or a re-sent) first request is always answered
+    }
+    this.#subscribe(kind, st, req.resource_names ?? []);
+  }
+
+  #subscribe(kind: ResourceKind, st: KindState, names: string[]): void {
+    const wildcardKind = WILDCARD_KINDS.has(kind);
+    const explicit = names.filter((n) => n !== '*');
+    if (explicit.length > 0) st.explicit = true;
+    const wildcard = wildcardKind && (names.includes('*') || (names.length === 0 && !st.explicit));
+    const next = new Set(explicit);
+    // Only a subscription that grows needs an answer: the client drops what it unsubscribed by itself.
+    const grew = (wildcard && !st.wildcard) || [...next].some((n) => !st.names.has(n));
+    st.wildcard = wildcard;
+    st.names = next;
+    if (grew) st.mustAnswer = true;
+    if (!wildcard) for (const n of [...st.held.keys()]) if (!next.has(n)) st.held.delete(n); // unsubscribed: forgotten
+  }
+
+  protected respond(kind: ResourceKind, st: KindState, snap: Snapshot): void {
+    const full = WILDCARD_KINDS.has(kind);
+    const wanted = new Map<string, Resource>();
+    const consider = (r: Resource): void => {
+      if (wanted.has(r.name)) return;
+      const rejected = st.rejected.get(r.name);
+      if (rejected === undefined) return void wanted.set(r.name, r);
+      if (rejected !== r.version) {
+        st.rejected.delete(r.name); // content changed since the client refused it: try again
+        return void wanted.set(r.name, r);
+      }
+      const held = st.held.get(r.name);
+      if (full && held && 'any' in held) wanted.set(r.name, held); // full state: keep the client's last good copy
+    };
+    if (st.wildcard) for (const r of snap.resources(kind)) consider(r);
+    for (const name of st.names) {
+      const r = snap.get(kind, name);
+      if (r) consider(r);
+    }
+    if (kind === 'cluster') for (const [name, r] of this.stillReferenced(snap)) if (!wanted.has(name)) wanted.set(name, r);
+
+    let resources = [...wanted.values()];
+    if (!full && !st.mustAnswer) resources = resources.filter((r) => st.held.get(r.name)?.version !== r.version); // only what changed
+    const same = full && resources.length === st.held.size && resources.every((r) => st.held.get(r.name)?.version === r.version);
+    const answer = st.mustAnswer;
+    st.dirty = false;
+    st.mustAnswer = false;
+    if (!answer && (full ? same : resources.length === 0)) return;
+    const nonce = this.#nonce(TYPE_URLS[kind]);
+    const version = snap.version(kind);
+    st.inFlight = { nonce, version, sent: new Map(resources.map((r) => [r.name, r])), removed: [] };
+    this.send(kind, encodeDiscoveryResponse({ versionInfo: version, resources: resources.map((r) => r.any), typeUrl: TYPE_URLS[kind], nonce }));
+  }
+
+  #nonce(typeUrl: string): string {
+    const n = this.nonce();
+    this.#latest.set(typeUrl, n);
+    return n;
+  }
+
+  #write(typeUrl: string, bytes: Buffer): void {
+    this.deps.metrics.response(typeUrl, this.protocol);
+    this.call.write(bytes);
+  }
+}
