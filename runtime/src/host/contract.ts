@@ -106,6 +106,11 @@ export interface PluginHostApi {
   onRequest(run: ChainRun, req: HookRequest): Promise<RequestOutcome>;
   onResponse(run: ChainRun, res: HookResponse): Promise<ResponseOutcome>;
   end(run: ChainRun): void;
+  /**
+   * False when no chain entry applies to this route with an onRequest hook: the data plane may skip
+   * onRequest (and the HookRequest it would build). Records the route for the later phases.
+   */
+  hasRequestHooks?(run: ChainRun, route: string | undefined): boolean;
   /** True when the tenant's chain has at least one onResponse hook applicable (lets the proxy skip work). */
   hasResponseHooks(run: ChainRun): boolean;
   /**

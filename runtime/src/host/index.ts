@@ -269,6 +269,22 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     return limit;
   }
 
+  hasRequestHooks(run: ChainRun, route: string | undefined): boolean {
+    const r = run as Run;
+    // The route is known now: later phases (onResponse, body limits) filter by it even if onRequest is skipped.
+    r.route = route;
+    r.routed = true;
+    const steps = r.gen.chain.steps;
+    if (steps.length === 0) return false;
+    return steps.some((step) => {
+      if (!Chain.applies(step, route)) return false;
+      const v = Chain.versionFor(step, r.requestId);
+      const hooks = v === undefined ? undefined : r.state.sandbox.hooks(v.key);
+      // No active version: the entry's failure policy still has to answer for it.
+      return hooks === undefined || hooks.includes('onRequest');
+    });
+  }
+
   hasResponseHooks(run: ChainRun): boolean {
     const r = run as Run;
     return r.gen.chain.steps.some((step) => {

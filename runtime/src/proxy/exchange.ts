@@ -42,6 +42,7 @@ import {
   upstreamRequestHeaders,
   errorBody,
   h2RequestHeaders,
+  upstreamHeadFromRaw,
   headerOf,
 } from './headers.ts';
 
@@ -274,7 +275,15 @@ class Exchange implements CallSink, BodySink {
       }
     }
 
-    this.requestHeaders = requestHeaderList(req.raw, authority, req.remoteAddress, this.requestId, viaOf(req.protocol), this.trace.traceparent);
+    if (ctx.host.hasRequestHooks?.(this.run!, choice?.route) === false) {
+      // No plugin runs on this request: straight to the router (the upstream head is built from the
+      // client's fields in one pass, no HeaderList).
+      this.state = St.Upstream;
+      this.stream.sendContinue();
+      this.attempt();
+      return;
+    }
+    this.requestHeaders = this.headerList();
     if (req.hasBody) {
       this.bodyLimit = ctx.host.bodyLimit(this.run, 'request', choice?.route);
       if (this.bodyLimit > 0) {
@@ -329,7 +338,7 @@ class Exchange implements CallSink, BodySink {
         service: this.service!.name,
         ...(this.body !== undefined ? { body: this.body } : {}),
       })
-      .then(this.onRequestOutcome, this.onHookError);
+      .then((o) => this.onRequestOutcome(o), (e: unknown) => this.onHookError(e));
   }
 
   // ---- request body (BodySink) ---------------------------------------------------------------
@@ -380,7 +389,7 @@ class Exchange implements CallSink, BodySink {
 
   // ---- request chain -------------------------------------------------------------------------
 
-  readonly onRequestOutcome = (outcome: RequestOutcome): void => {
+  onRequestOutcome(outcome: RequestOutcome): void {
     this.hookPending = false;
     this.pluginMs += performance.now() - this.hookStart;
     if (this.clientGone) {
@@ -419,7 +428,7 @@ class Exchange implements CallSink, BodySink {
     this.attempt();
   };
 
-  readonly onHookError = (err: unknown): void => {
+  onHookError(err: unknown): void {
     this.hookPending = false;
     this.call?.discard();
     if (this.clientGone) {
@@ -436,6 +445,15 @@ class Exchange implements CallSink, BodySink {
     if (this.body !== undefined) return this.body.length > 0 || !NO_LENGTH_METHODS.has(req.method) ? RequestBody.Length : RequestBody.None;
     if (!req.hasBody) return RequestBody.None;
     return req.contentLength >= 0 ? RequestBody.Length : RequestBody.Chunked;
+  }
+
+  /** The upstream head of a request no plugin touched: one pass over the client's fields. */
+  headFromRaw(authority: string): string {
+    const req = this.stream.req;
+    const mode = this.bodyMode();
+    const length = mode === RequestBody.Length ? String(req.contentLength) : mode === RequestBody.None && !NO_LENGTH_METHODS.has(req.method) ? '0' : undefined;
+    const chunked = mode === RequestBody.Chunked ? (req.codings !== '' ? `${req.codings}, chunked` : 'chunked') : undefined;
+    return upstreamHeadFromRaw(req.method, this.upstreamTarget, req.raw, req.authority, req.remoteAddress, this.requestId, viaOf(req.protocol), this.trace.traceparent, chunked, length, req.upgrade, authority);
   }
 
   /** The upstream request head; throws when a (plugin-set) header cannot be sent. */
@@ -509,9 +527,15 @@ class Exchange implements CallSink, BodySink {
     return req.remoteAddress || this.requestId;
   }
 
+  /** The request fields as plugins and the HTTP/2 client see them. */
+  headerList(): HeaderList {
+    const req = this.stream.req;
+    return requestHeaderList(req.raw, req.authority, req.remoteAddress, this.requestId, viaOf(req.protocol), this.trace.traceparent);
+  }
+
   h1Call(authority: string): UpstreamCall {
     const req = this.stream.req;
-    const head = (this.upstreamHead ??= this.buildHead(authority));
+    const head = (this.upstreamHead ??= this.requestHeaders === undefined ? this.headFromRaw(authority) : this.buildHead(authority));
     return new UpstreamCall(this, head, req.method === 'HEAD', this.bodyMode(), this.service!.service.connectTimeoutMs, req.upgrade !== undefined);
   }
 
@@ -521,7 +545,7 @@ class Exchange implements CallSink, BodySink {
     let length: number | undefined;
     if (this.body !== undefined) length = this.body.length;
     else if (mode === RequestBody.Length) length = req.contentLength;
-    const headers = h2RequestHeaders(this.requestHeaders!, req.method, this.upstreamTarget, authority, length, grpc);
+    const headers = h2RequestHeaders((this.requestHeaders ??= this.headerList()), req.method, this.upstreamTarget, authority, length, grpc);
     return new H2UpstreamCall(this, headers, req.method === 'HEAD', mode, this.service!.service.connectTimeoutMs);
   }
 
@@ -592,7 +616,7 @@ class Exchange implements CallSink, BodySink {
       this.resStatus = status;
       this.resHeaders = responseHeaderList(raw, this.requestId);
       this.resChunks = [];
-      call.stream(this.bufferTarget);
+      call.stream(this.bufferTarget());
       return;
     }
     if (this.ctx.host.hasResponseHooks(run)) {
@@ -601,7 +625,7 @@ class Exchange implements CallSink, BodySink {
       this.hookStart = performance.now();
       this.ctx.host
         .onResponse(run, { status, headers: responseHeaderList(raw, this.requestId) })
-        .then(this.onResponseOutcome, this.onHookError);
+        .then((o) => this.onResponseOutcome(o), (e: unknown) => this.onHookError(e));
     } else {
       this.deliver(status, responseHeadersFlat(raw, this.requestId, viaOf(this.stream.req.protocol)), contentLengthOf(raw));
     }
@@ -612,21 +636,23 @@ class Exchange implements CallSink, BodySink {
   }
 
   /** Collects the response body for a plugin that declared it. */
-  readonly bufferTarget = {
-    write: (chunk: Buffer): boolean => {
-      if (this.state !== St.ResponseBody) return true;
-      this.resBytes += chunk.length;
-      if (this.resBytes > this.resLimit) {
-        this.state = St.Done;
-        this.call?.abort();
-        this.responseTooLarge();
+  bufferTarget(): { write(chunk: Buffer): boolean; onDrain(fn: () => void): void } {
+    return {
+      write: (chunk: Buffer): boolean => {
+        if (this.state !== St.ResponseBody) return true;
+        this.resBytes += chunk.length;
+        if (this.resBytes > this.resLimit) {
+          this.state = St.Done;
+          this.call?.abort();
+          this.responseTooLarge();
+          return true;
+        }
+        this.resChunks!.push(chunk);
         return true;
-      }
-      this.resChunks!.push(chunk);
-      return true;
-    },
-    onDrain: (fn: () => void): void => queueMicrotask(fn),
-  };
+      },
+      onDrain: (fn: () => void): void => queueMicrotask(fn),
+    };
+  }
 
   responseTooLarge(): void {
     this.fail(502, 'ISOMESH_ERR_UPSTREAM_BODY_TOO_LARGE', `response body is larger than ${this.resLimit} bytes, the limit a plugin of the chain declared`);
@@ -646,7 +672,7 @@ class Exchange implements CallSink, BodySink {
     this.endRun();
   }
 
-  readonly onResponseOutcome = (outcome: ResponseOutcome): void => {
+  onResponseOutcome(outcome: ResponseOutcome): void {
     this.hookPending = false;
     this.pluginMs += performance.now() - this.hookStart;
     if (this.clientGone) {
@@ -710,7 +736,7 @@ class Exchange implements CallSink, BodySink {
       this.hookStart = performance.now();
       this.ctx.host
         .onResponse(this.run!, { status: this.resStatus, headers: this.resHeaders!, body })
-        .then(this.onResponseOutcome, this.onHookError);
+        .then((o) => this.onResponseOutcome(o), (e: unknown) => this.onHookError(e));
       return;
     }
     this.state = St.Done;

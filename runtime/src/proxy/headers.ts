@@ -218,3 +218,52 @@ export function h2RequestHeaders(
   if (grpc) out.te = 'trailers';
   return out;
 }
+
+/**
+ * The upstream HTTP/1.1 request head straight from the downstream fields, for a request no plugin
+ * touches: the same result as requestHeaderList → upstreamRequestHeaders → requestHead (a test holds
+ * them equal), in one pass without a HeaderList. Field names keep the client's case (the general path
+ * lower-cases them; HTTP field names are case-insensitive).
+ */
+export function upstreamHeadFromRaw(
+  method: string,
+  target: string,
+  raw: readonly string[],
+  authority: string,
+  clientAddress: string,
+  requestId: string,
+  via: string,
+  traceparent: string,
+  transferEncoding: string | undefined,
+  contentLength: string | undefined,
+  upgrade: string | undefined,
+  upstreamAuthority: string,
+): string {
+  const extra = connectionTokens(raw);
+  let head = `${method} ${target} HTTP/1.1\r\n`;
+  if (authority !== '') head += `host: ${authority}\r\n`;
+  let forwardedFor = '';
+  let viaIn = '';
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const value = raw[i + 1]!;
+    const n = name.length;
+    // Only these lengths can be a hop-by-hop, owned or framing name: the rest need no lower-casing.
+    if (n === 2 || n === 3 || n === 4 || n === 6 || n === 7 || n === 10 || n === 11 || n === 12 || n === 14 || n === 15 || n === 16 || n === 17 || (extra !== undefined)) {
+      const lower = name.toLowerCase();
+      if (isHopByHop(lower, extra) || lower === 'content-length') continue;
+      if (REQUEST_OWNED.has(lower)) {
+        if (lower === 'x-forwarded-for') forwardedFor = forwardedFor === '' ? value : `${forwardedFor}, ${value}`;
+        else if (lower === 'via') viaIn = viaIn === '' ? value : `${viaIn}, ${value}`;
+        continue;
+      }
+    }
+    head += `${name}: ${value}\r\n`;
+  }
+  head += `x-forwarded-for: ${forwardedFor === '' ? clientAddress : `${forwardedFor}, ${clientAddress}`}\r\nx-forwarded-proto: http\r\nx-request-id: ${requestId}\r\nvia: ${viaIn === '' ? via : `${viaIn}, ${via}`}\r\ntraceparent: ${traceparent}\r\n`;
+  if (authority === '') head += `host: ${upstreamAuthority}\r\n`;
+  if (transferEncoding !== undefined) head += `transfer-encoding: ${transferEncoding}\r\n`;
+  else if (contentLength !== undefined) head += `content-length: ${contentLength}\r\n`;
+  if (upgrade !== undefined) head += `connection: upgrade\r\nupgrade: ${upgrade}\r\n`;
+  return `${head}\r\n`;
+}

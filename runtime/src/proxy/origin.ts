@@ -18,6 +18,7 @@
 
 import net from 'node:net';
 import type { EndpointState } from './balancer.ts';
+import { isFieldValue, isToken } from './http1/chars.ts';
 
 /** Sentinel given to abort() when the TCP connect took too long. */
 export const CONNECT_TIMEOUT = new Error('upstream connect timeout');
@@ -25,10 +26,7 @@ export const CONNECT_TIMEOUT = new Error('upstream connect timeout');
 const MAX_HEAD_BYTES = 16 * 1024;
 const MAX_LINE_BYTES = 4 * 1024;
 const CRLFCRLF = Buffer.from('\r\n\r\n');
-const STATUS_RE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: [^\r\n]*)?$/;
 const CODING_RE = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
-const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const BAD_VALUE_RE = /[^\t\x20-\x7e\x80-\xff]/;
 const BAD_PATH_RE = /[^\u0021-\u00ff]/;
 const CHUNK_SIZE_RE = /^([0-9a-fA-F]{1,12})[\t ]*(?:;.*)?$/;
 
@@ -100,8 +98,8 @@ export function requestHead(method: string, path: string, headers: string[], val
     const name = headers[i]!;
     const value = headers[i + 1]!;
     if (validate) {
-      if (!TOKEN_RE.test(name)) throw new TypeError(`Header name must be a valid HTTP token ["${name}"]`);
-      if (BAD_VALUE_RE.test(value)) throw new TypeError(`Invalid character in header content ["${name}"]`);
+      if (!isToken(name)) throw new TypeError(`Header name must be a valid HTTP token ["${name}"]`);
+      if (!isFieldValue(value)) throw new TypeError(`Invalid character in header content ["${name}"]`);
     }
     head += `${name}: ${value}\r\n`;
   }
@@ -447,30 +445,43 @@ export class UpstreamConnection {
 
   /** Parse a head; deliver it unless interim. Returns the status, or -1 after a protocol error. */
   #head(call: UpstreamCall, text: string, more: boolean): number {
-    // A bare LF, CR or NUL ends up inside a name (not a token), a value (BAD_VALUE_RE) or the status
-    // line (STATUS_RE): each is rejected below.
-    const lines = text.split('\r\n');
-    const m = STATUS_RE.exec(lines[0]!);
-    if (m === null) return this.#badHead('bad status line');
-    const status = Number(m[2]);
+    // Scanned by index (no split, no regex per line). A bare LF, CR or NUL ends up inside a name (not
+    // a token), a value (not a field value) or the status line: each is rejected below.
+    let eol = text.indexOf('\r\n');
+    if (eol === -1) eol = text.length;
+    // "HTTP/1.x NNN[ reason]"
+    if (eol < 12 || !text.startsWith('HTTP/1.') || text.charCodeAt(8) !== 32 || (eol > 12 && text.charCodeAt(12) !== 32)) return this.#badHead('bad status line');
+    const minor = text.charCodeAt(7);
+    const d0 = text.charCodeAt(9) - 48;
+    const d1 = text.charCodeAt(10) - 48;
+    const d2 = text.charCodeAt(11) - 48;
+    if ((minor !== 48 && minor !== 49) || d0 < 1 || d0 > 9 || d1 < 0 || d1 > 9 || d2 < 0 || d2 > 9) return this.#badHead('bad status line');
+    for (let i = 13; i < eol; i++) {
+      const c = text.charCodeAt(i);
+      if (c < 32 && c !== 9) return this.#badHead('bad status line');
+    }
+    const status = d0 * 100 + d1 * 10 + d2;
     if (status === 101 && !call.upgrade) return this.#badHead('unexpected 101');
     const raw: string[] = [];
     let length = -1;
     let te: string | undefined;
     let connection = '';
-    for (let i = 1; i < lines.length; i++) {
-      const line = lines[i]!;
-      const colon = line.indexOf(':');
-      if (colon <= 0) return this.#badHead('header line without a name');
-      const name = line.slice(0, colon);
-      if (!TOKEN_RE.test(name)) return this.#badHead('bad header name');
-      let s = colon + 1;
-      let e = line.length;
-      while (s < e && (line.charCodeAt(s) === 32 || line.charCodeAt(s) === 9)) s++;
-      while (e > s && (line.charCodeAt(e - 1) === 32 || line.charCodeAt(e - 1) === 9)) e--;
-      const value = line.slice(s, e);
-      if (BAD_VALUE_RE.test(value)) return this.#badHead('bad header value');
+    let pos = eol + 2;
+    while (pos < text.length) {
+      let end = text.indexOf('\r\n', pos);
+      if (end === -1) end = text.length;
+      const colon = text.indexOf(':', pos);
+      if (colon === -1 || colon >= end || colon === pos) return this.#badHead('header line without a name');
+      if (!isToken(text, pos, colon)) return this.#badHead('bad header name');
+      let vs = colon + 1;
+      let ve = end;
+      while (vs < ve && (text.charCodeAt(vs) === 32 || text.charCodeAt(vs) === 9)) vs++;
+      while (ve > vs && (text.charCodeAt(ve - 1) === 32 || text.charCodeAt(ve - 1) === 9)) ve--;
+      if (!isFieldValue(text, vs, ve)) return this.#badHead('bad header value');
+      const name = text.slice(pos, colon);
+      const value = text.slice(vs, ve);
       raw.push(name, value);
+      pos = end + 2;
       const n = name.length;
       if (n === 14 || n === 17 || n === 10) {
         const lower = name.toLowerCase();
@@ -484,13 +495,14 @@ export class UpstreamConnection {
         }
       }
     }
+    const http11 = minor === 49;
     if (status === 101) {
       this.#upgradeRaw = raw;
       return status;
     }
     if (status < 200) return status;
-    const tokens = connection === '' ? [] : connection.toLowerCase().split(',').map((t) => t.trim());
-    this.#keepAlive = m[1] === '1' ? !tokens.includes('close') : tokens.includes('keep-alive');
+    const tokens = connection === '' ? '' : `,${connection.toLowerCase().replace(/[ \t]/g, '')},`;
+    this.#keepAlive = http11 ? tokens.indexOf(',close,') === -1 : tokens.indexOf(',keep-alive,') !== -1;
     if (call.isHead || status === 204 || status === 304) {
       this.#body = Body.None;
     } else if (te !== undefined) {
@@ -629,7 +641,7 @@ export class UpstreamConnection {
             const colon = text.indexOf(':');
             const name = colon > 0 ? text.slice(0, colon) : '';
             const value = text.slice(colon + 1).trim();
-            if (!TOKEN_RE.test(name) || BAD_VALUE_RE.test(value)) {
+            if (!isToken(name) || !isFieldValue(value)) {
               this.#fail(protocolError('bad trailer field'));
               return;
             }

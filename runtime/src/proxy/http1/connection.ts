@@ -62,6 +62,8 @@ export function errorResponse(status: number, code: string, message: string, clo
 }
 
 const CRLF = Buffer.from('\r\n');
+/** Unparsed input a connection may hold (pipelined requests) before it stops reading the socket. */
+const MAX_BUFFERED = 64 * 1024;
 const LAST_CHUNK = '0\r\n\r\n';
 
 /** One request/response on the connection: the exchange's view (DownstreamStream). */
@@ -84,6 +86,7 @@ class Http1Stream implements DownstreamStream {
   pending: Array<string | Buffer> | undefined;
   pendingBytes = 0;
   flushScheduled = false;
+  closeFn: (() => void) | undefined;
   closeFns: Array<() => void> | undefined;
 
   constructor(conn: Http1Connection, head: RequestHead) {
@@ -207,11 +210,13 @@ class Http1Stream implements DownstreamStream {
   }
 
   onClose(fn: () => void): void {
-    if (this.closed) {
+    if (this.closed || this.detached) {
       queueMicrotask(fn);
       return;
     }
-    (this.closeFns ??= []).push(fn);
+    // Nearly always exactly one listener (the exchange): no array for it.
+    if (this.closeFn === undefined) this.closeFn = fn;
+    else (this.closeFns ??= []).push(fn);
   }
 
   tunnel(status: number, headers: string[], upstream: Socket, upstreamRest: Buffer | undefined): void {
@@ -268,9 +273,12 @@ class Http1Stream implements DownstreamStream {
     if (this.detached) return;
     this.detached = true;
     this.closed = closed || this.closed;
+    const fn = this.closeFn;
     const fns = this.closeFns;
+    this.closeFn = undefined;
     this.closeFns = undefined;
-    if (fns !== undefined) for (const fn of fns) fn();
+    if (fn !== undefined) fn();
+    if (fns !== undefined) for (const f of fns) f();
   }
 }
 
@@ -406,10 +414,22 @@ export class Http1Connection implements ParserEvents {
       this.#reading = false;
     }
     if (this.phase === Phase.Closed || this.phase === Phase.Tunnel) return;
-    // Backpressure toward the client: stop reading while the parser may not consume.
-    if (this.#buf !== undefined || !this.#mayParse()) this.socket.pause();
-    else this.socket.resume();
+    // Backpressure toward the client: stop reading when the body is held back by the upstream, or when
+    // what waits unparsed (pipelined requests) grows past a bound; otherwise keep the socket flowing —
+    // pausing and resuming it for every request costs more than the few bytes it would hold back.
+    const buffered = this.#buf === undefined ? 0 : this.#buf.length - this.#bufAt;
+    if (this.#bodyPaused || buffered > MAX_BUFFERED) {
+      if (!this.#socketPaused) {
+        this.#socketPaused = true;
+        this.socket.pause();
+      }
+    } else if (this.#socketPaused) {
+      this.#socketPaused = false;
+      this.socket.resume();
+    }
   }
+
+  #socketPaused = false;
 
   /** The parser may go on: a head is awaited, or the body is wanted and not paused. */
   #mayParse(): boolean {
