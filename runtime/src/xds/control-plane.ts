@@ -11,7 +11,7 @@ import { XdsMetrics } from './metrics.ts';
 import { RESOURCE_KINDS, TYPE_URLS, envoyProtos, type EnvoyProtos } from './protos.ts';
 import { HostnameResolver, type Lookup } from './resolver.ts';
 import type { GrpcServer } from './server.ts';
-import { FLAVORS, SnapshotCache, type Snapshot } from './snapshot.ts';
+import { SnapshotCache, type Snapshot } from './snapshot.ts';
 import type { ClientStatus } from './stream.ts';
 import type { Flavor, NodeFacts } from './translate.ts';
 import { dataPlaneValidator } from './validate.ts';
@@ -30,7 +30,10 @@ export interface XdsControlPlaneOptions {
 
 export interface XdsStatus {
   clients: ClientStatus[];
+  /** Per type URL, the version of the admin view served to Envoy clients. */
   versions: Record<string, string>;
+  /** The same for proxyless gRPC clients (their resources differ, so do their versions). */
+  proxylessVersions: Record<string, string>;
   tenants: Record<string, { generation: number; served?: number; error?: string; warnings: string[] }>;
 }
 
@@ -92,11 +95,8 @@ export class XdsControlPlane {
   }
 
   status(): XdsStatus {
-    const versions: Record<string, string> = {};
-    for (const kind of RESOURCE_KINDS) {
-      versions[TYPE_URLS[kind]] = String(Math.max(...FLAVORS.map((f) => Number(this.cache.snapshot(f, '*').version(kind)))));
-    }
-    return { clients: this.#ads.clients(), versions, tenants: this.cache.status() };
+    const versions = (flavor: Flavor) => Object.fromEntries(RESOURCE_KINDS.map((k) => [TYPE_URLS[k], this.cache.snapshot(flavor, '*').version(k)]));
+    return { clients: this.#ads.clients(), versions: versions('envoy'), proxylessVersions: versions('proxyless'), tenants: this.cache.status() };
   }
 
   close(): void {

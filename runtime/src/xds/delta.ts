@@ -18,6 +18,7 @@ export class DeltaStream extends AdsStream {
 
   protected handle(req: DeltaDiscoveryRequest): void {
     const typeUrl = req.type_url ?? '';
+    this.trace('request', { type: typeUrl, nonce: req.response_nonce, subscribe: req.resource_names_subscribe, unsubscribe: req.resource_names_unsubscribe, nack: req.error_detail?.message });
     const kind = KIND_OF_TYPE.get(typeUrl);
     if (kind === undefined) {
       if (typeUrl !== '' && !this.#unknownAnswered.has(typeUrl)) {
@@ -119,6 +120,7 @@ export class DeltaStream extends AdsStream {
         removed,
         nonce,
       }),
+      { nonce, version, count: updates.size, removed: removed.length },
     );
   }
 }

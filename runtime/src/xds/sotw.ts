@@ -19,7 +19,8 @@ export class SotwStream extends AdsStream {
   protected handle(req: DiscoveryRequest): void {
     const typeUrl = req.type_url ?? '';
     const nonce = req.response_nonce ?? '';
-    if (nonce !== '' && nonce !== this.#latest.get(typeUrl)) return; // stale: superseded by a newer response
+    this.trace('request', { type: typeUrl, nonce, version: req.version_info, names: req.resource_names, nack: req.error_detail?.message });
+    if (nonce !== '' && nonce !== this.#latest.get(typeUrl)) return this.trace('stale nonce ignored', { type: typeUrl, nonce }); // superseded by a newer response
     const kind = KIND_OF_TYPE.get(typeUrl);
     if (kind === undefined) {
       // A type isomesh does not serve: answer its subscription with nothing so the client need not wait.
@@ -95,7 +96,7 @@ export class SotwStream extends AdsStream {
     const nonce = this.#nonce(TYPE_URLS[kind]);
     const version = snap.version(kind);
     st.inFlight = { nonce, version, sent: new Map(resources.map((r) => [r.name, r])), removed: [] };
-    this.send(kind, encodeDiscoveryResponse({ versionInfo: version, resources: resources.map((r) => r.any), typeUrl: TYPE_URLS[kind], nonce }));
+    this.send(kind, encodeDiscoveryResponse({ versionInfo: version, resources: resources.map((r) => r.any), typeUrl: TYPE_URLS[kind], nonce }), { nonce, version, count: resources.length });
   }
 
   #nonce(typeUrl: string): string {

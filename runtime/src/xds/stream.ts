@@ -47,9 +47,13 @@ export interface ClientStatus {
   node: string;
   tenant?: string;
   protocol: 'sotw' | 'delta';
+  /** Envoy (node.user_agent_name "envoy") or a proxyless gRPC client: they are served different resources. */
+  flavor: Flavor;
   subscribed: Record<string, string[]>;
   acked: Record<string, string>;
   nacked?: Record<string, { version: string; message: string }>;
+  /** Holds the current version of every resource it subscribes to (nothing in flight or refused). */
+  synced: boolean;
 }
 
 let streamIds = 0;
@@ -240,9 +244,15 @@ export abstract class AdsStream {
     this.deps.logger.warn({ node: this.nodeId, stream: this.id, type: TYPE_URLS[kind], version, message }, 'xDS client rejected a response');
   }
 
-  protected send(kind: ResourceKind, bytes: Buffer): void {
+  protected send(kind: ResourceKind, bytes: Buffer, what: { nonce: string; version: string; count: number; removed?: number }): void {
     this.deps.metrics.response(TYPE_URLS[kind], this.protocol);
+    this.trace('response', { type: TYPE_URLS[kind], ...what });
     this.call.write(bytes);
+  }
+
+  /** Debug-level protocol trace (ISOMESH_LOG_LEVEL=debug). */
+  protected trace(msg: string, fields: object): void {
+    if (this.deps.logger.isLevelEnabled('debug')) this.deps.logger.debug({ stream: this.id, node: this.nodeId, ...fields }, `xDS ${this.protocol} ${msg}`);
   }
 
   protected abstract handle(req: unknown): void;
@@ -262,9 +272,32 @@ export abstract class AdsStream {
       node: this.nodeId,
       ...(this.scope !== undefined && this.scope !== '*' ? { tenant: this.scope } : {}),
       protocol: this.protocol,
+      flavor: this.flavor,
       subscribed,
       acked,
       ...(Object.keys(nacked).length > 0 ? { nacked } : {}),
+      synced: this.#synced(),
     };
+  }
+
+  /** The client holds the current version of everything it subscribes to, and nothing is in flight. */
+  #synced(): boolean {
+    if (this.scope === undefined) return false;
+    const snap = this.snapshot();
+    for (const [kind, st] of this.kinds) {
+      if (st.inFlight || st.mustAnswer) return false;
+      const current = new Map<string, string>();
+      if (st.wildcard) for (const r of snap.resources(kind)) current.set(r.name, r.version);
+      for (const n of st.names) {
+        const r = snap.get(kind, n);
+        if (r) current.set(n, r.version);
+      }
+      for (const [name, version] of current) if (st.held.get(name)?.version !== version) return false;
+      if (WILDCARD_KINDS.has(kind)) {
+        const kept = kind === 'cluster' ? this.stillReferenced(snap) : new Map();
+        for (const name of st.held.keys()) if (!current.has(name) && !kept.has(name)) return false;
+      }
+    }
+    return true;
   }
 }
