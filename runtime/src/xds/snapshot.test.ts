@@ -148,3 +148,19 @@ test('wire: hand-encoded ADS responses decode as DiscoveryResponse / DeltaDiscov
   const empty = protos.decode<any>('envoy.service.discovery.v3.DiscoveryResponse', encodeDiscoveryResponse({ versionInfo: '', resources: [], typeUrl: 'x', nonce: '' }));
   assert.equal(empty.resources, undefined);
 });
+
+test('flavors are built on first use: nothing for proxyless until a proxyless view is asked for, then every tenant at once', () => {
+  const cache = new SnapshotCache({ protos, validator: dataPlaneValidator(protos), logger: pino({ level: 'silent' }), flavors: ['envoy'] });
+  cache.setNode(facts());
+  cache.setTenant(richTenant('acme'), facts());
+  assert.deepEqual([...cache.active], ['envoy']);
+  assert.equal(cache.versions('proxyless').listener, '0');
+  assert.notEqual(cache.versions('envoy').listener, '0');
+  const px = cache.snapshot('proxyless', '*');
+  assert.deepEqual([...cache.active].sort(), ['envoy', 'proxyless']);
+  assert.deepEqual(names(px, 'listener'), ['api.acme', 'ring.acme']);
+  assert.deepEqual(px.consistent(), []);
+  // from then on both are kept in step
+  cache.setTenant(richTenant('beta', 17001), facts());
+  assert.deepEqual(names(cache.snapshot('proxyless', '*'), 'listener'), ['api.acme', 'api.beta', 'ring.acme', 'ring.beta']);
+});
