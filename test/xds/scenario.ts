@@ -194,6 +194,7 @@ export async function visibility(w: World, kind: ClientKind): Promise<void> {
   assert.equal(w.backends.get('b2')!.calls, before, "the other tenant's backend saw nothing");
   const status = await ok(api('GET', '/v1/xds'));
   assert.equal(status.clients.find((x: any) => x.node === `${kind}-tenant`)?.tenant, a);
+  assert.equal((await api('GET', '/v1/xds', undefined, token)).status, 403, 'GET /v1/xds is admin-only');
   const anon = await client(w, kind, `${kind}-anon`, '');
   const refused = await anon.call(`xds:///echo.${a}`, 1, { timeoutS: 3 });
   assert.deepEqual(refused.ok, {});

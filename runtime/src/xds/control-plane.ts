@@ -105,6 +105,11 @@ export class XdsControlPlane {
     await this.#resolver.settled();
   }
 
+  /** Resolves every hostname endpoint again now (the resolver also does it every refresh period). */
+  async refreshHostnames(): Promise<void> {
+    await this.#resolver.refresh();
+  }
+
   status(): XdsStatus {
     const versions = (flavor: Flavor) => {
       const v = this.cache.versions(flavor);
