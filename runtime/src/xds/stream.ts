@@ -32,13 +32,19 @@ export interface KindState {
   held: Map<string, Resource | { version: string }>;
   /** Resource versions the client refused; not sent again until their content changes. */
   rejected: Map<string, string>;
-  inFlight?: { nonce: string; version: string; sent: Map<string, Resource>; removed: string[] };
+  inFlight?: { nonce: string; version: string; sent: ReadonlyMap<string, Resource>; removed: string[] };
   ackedVersion?: string;
   nacked?: { version: string; message: string };
   /** The client's first request for this type (or a subscription change) awaits an answer. */
   mustAnswer: boolean;
   /** The snapshot changed since the last response. */
   dirty: boolean;
+  /** Names the changes since the last response touched (SotW RDS/EDS, and Delta, look only at these). */
+  changed: Set<string>;
+  /** Look at every subscribed resource next time, not only `changed` (subscription change, NACK, released clusters). */
+  rescan: boolean;
+  /** Clusters: how many the last response kept only because held routes or listeners still name them. */
+  kept: number;
   /** Requests seen for this type (0 = none yet). */
   requests: number;
 }
@@ -151,6 +157,11 @@ export abstract class AdsStream {
       const st = this.kinds.get(k);
       if (st) {
         st.dirty = true;
+        const c = ev.changed[k]!;
+        if (this.protocol === 'delta' || !WILDCARD_KINDS.has(k)) {
+          for (const n of c.updated) st.changed.add(n);
+          for (const n of c.removed) st.changed.add(n);
+        }
         touched = true;
       }
     }
@@ -175,7 +186,7 @@ export abstract class AdsStream {
   protected state(kind: ResourceKind): KindState {
     let st = this.kinds.get(kind);
     if (!st) {
-      st = { wildcard: false, names: new Set(), explicit: false, held: new Map(), rejected: new Map(), mustAnswer: false, dirty: false, requests: 0 };
+      st = { wildcard: false, names: new Set(), explicit: false, held: new Map(), rejected: new Map(), mustAnswer: false, dirty: false, changed: new Set(), rescan: false, kept: 0, requests: 0 };
       this.kinds.set(kind, st);
     }
     return st;
@@ -201,25 +212,28 @@ export abstract class AdsStream {
   }
 
   /**
-   * Clusters the client holds that its held (or in-flight) listeners and routes still name: kept in
-   * responses after they leave the snapshot, until the client has acknowledged what replaced them.
+   * Of `gone` (clusters the client holds that left the snapshot), those its held (or in-flight)
+   * listeners and routes still name: kept in responses until the client has acknowledged what
+   * replaced them.
    */
-  protected stillReferenced(snap: Snapshot): Map<string, Resource> {
+  protected stillReferenced(gone: ReadonlySet<string>): Map<string, Resource> {
     const keep = new Map<string, Resource>();
     const clusters = this.kinds.get('cluster');
-    if (!clusters) return keep;
+    if (!clusters || gone.size === 0) return keep;
     for (const k of ['listener', 'route'] as const) {
       const st = this.kinds.get(k);
       if (!st) continue;
-      const holders = [...st.held.values(), ...(st.inFlight?.sent.values() ?? [])];
-      for (const r of holders) {
-        for (const ref of 'refs' in r ? r.refs : []) {
-          if (ref.kind !== 'cluster' || snap.get('cluster', ref.name)) continue;
-          const held = clusters.held.get(ref.name);
-          if (held && 'any' in held) keep.set(ref.name, held);
+      for (const holders of [st.held.values(), st.inFlight?.sent.values() ?? []]) {
+        for (const r of holders) {
+          for (const ref of 'refs' in r ? r.refs : []) {
+            if (ref.kind !== 'cluster' || !gone.has(ref.name)) continue;
+            const held = clusters.held.get(ref.name);
+            if (held && 'any' in held) keep.set(ref.name, held);
+          }
         }
       }
     }
+    clusters.kept = keep.size;
     return keep;
   }
 
@@ -229,7 +243,10 @@ export abstract class AdsStream {
    */
   protected released(kind: ResourceKind): void {
     const clusters = this.kinds.get('cluster');
-    if ((kind === 'listener' || kind === 'route') && clusters) clusters.dirty = true;
+    if ((kind === 'listener' || kind === 'route') && clusters && clusters.kept > 0) {
+      clusters.dirty = true;
+      clusters.rescan = true;
+    }
   }
 
   /** Which of the response's changed resources a NACK blames: those its message names, else all of them. */
@@ -294,8 +311,9 @@ export abstract class AdsStream {
       }
       for (const [name, version] of current) if (st.held.get(name)?.version !== version) return false;
       if (WILDCARD_KINDS.has(kind)) {
-        const kept = kind === 'cluster' ? this.stillReferenced(snap) : new Map();
-        for (const name of st.held.keys()) if (!current.has(name) && !kept.has(name)) return false;
+        const gone = new Set([...st.held.keys()].filter((n) => !current.has(n)));
+        const kept = kind === 'cluster' ? this.stillReferenced(gone) : new Map();
+        if ([...gone].some((n) => !kept.has(n))) return false;
       }
     }
     return true;

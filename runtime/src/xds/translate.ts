@@ -245,6 +245,7 @@ function pathOptions(cfg: TenantConfig): Record<string, unknown> {
 }
 
 function bufferLimit(cfg: TenantConfig, dir: 'requestBody' | 'responseBody'): number {
+  if (cfg.chain.length === 0) return 0;
   let max = 0;
   for (const r of [undefined, ...cfg.routes.map((x) => x.name)]) max = Math.max(max, chainNeeds(cfg, r)[dir]);
   return max;
