@@ -5,7 +5,7 @@
 //   node bench/run.ts --only cpu --quick       one benchmark, short runs (results go to bench/results/scratch/)
 //   node bench/run.ts --only cpu --targets nginx,chain3-cordon --bodies small   a subset of targets
 //   node bench/run.ts --only cpu --quick --compare bench/results/cpu.json       before/after table
-//   --only also takes proxy (the older req/s table), datapath-proxy, datapath-redirect, doc (just
+//   --only also takes proxy (the older req/s table), xds (the control plane, docs/xds.md), datapath-proxy, datapath-redirect, doc (just
 //   regenerate the doc). A quick or subset run never touches the committed results or the doc.
 // Everything runs on loopback or in network namespaces the benchmark creates; every process it
 // starts is stopped by PID, also when interrupted.
@@ -51,6 +51,7 @@ const WRITING: Record<string, () => Promise<(ctx: BenchContext) => Promise<void>
   proxy: async () => (await import('./proxy.ts')).proxyBench,
   host: async () => (await import('./host.ts')).hostBench,
   noisy: async () => (await import('./noisy.ts')).noisyBench,
+  xds: async () => (await import('./xds.ts')).xdsBench,
 };
 /** Standalone scripts (root, own netns), run as child processes. */
 const SCRIPTS: Record<string, string> = { 'datapath-proxy': 'datapath-proxy.ts', 'datapath-redirect': 'datapath-redirect.ts' };

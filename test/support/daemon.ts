@@ -13,6 +13,8 @@ export { freePort, freePortRange } from './ports.ts';
 
 export interface TestDaemon {
   url: string;
+  /** host:port of the daemon's gRPC server (xDS, ext_proc, RLS). */
+  grpcAddress: string;
   token: string;
   stateDir: string;
   proc: ChildProcess;
@@ -100,5 +102,5 @@ export async function startDaemon(opts: StartOptions = {}): Promise<TestDaemon> 
     }
     return code;
   };
-  return { url, token, stateDir, proc, logs: () => out, api, stop };
+  return { url, grpcAddress: `127.0.0.1:${grpcPort}`, token, stateDir, proc, logs: () => out, api, stop };
 }

@@ -7,14 +7,17 @@ export interface XdsClientInfo {
   node: string;
   tenant?: string;
   protocol: 'sotw' | 'delta';
+  flavor: 'envoy' | 'proxyless';
   subscribed: Record<string, string[]>;
   acked: Record<string, string>;
   nacked?: Record<string, { version: string; message: string }>;
+  synced: boolean;
 }
 
 export interface XdsInfo {
   clients: XdsClientInfo[];
   versions: Record<string, string>;
+  proxylessVersions: Record<string, string>;
   /** Per tenant: the config generation built, the one served, and why a build was refused. */
   tenants?: Record<string, { generation: number; served?: number; error?: string; warnings: string[] }>;
 }
@@ -36,6 +39,7 @@ const xdsResponse = {
             node: { type: 'string', description: 'node.id of the client' },
             tenant: { type: 'string', description: 'set when the stream sees one tenant (a tenant token)' },
             protocol: { type: 'string', enum: ['sotw', 'delta'] },
+            flavor: { type: 'string', enum: ['envoy', 'proxyless'], description: 'node.user_agent_name "envoy", or a proxyless gRPC client' },
             subscribed: { type: 'object', additionalProperties: { type: 'array', items: { type: 'string' } }, description: 'type URL → names ("*" = wildcard)' },
             acked: { ...stringMap, description: 'type URL → last acknowledged version' },
             nacked: {
@@ -43,10 +47,12 @@ const xdsResponse = {
               description: 'type URL → the last rejected response (cleared by the next ACK)',
               additionalProperties: { type: 'object', properties: { version: { type: 'string' }, message: { type: 'string' } } },
             },
+            synced: { type: 'boolean', description: 'holds the current version of everything it subscribes to, nothing in flight or refused' },
           },
         },
       },
-      versions: { ...stringMap, description: 'type URL → the version currently served to the admin view' },
+      versions: { ...stringMap, description: 'type URL → the version of the admin view served to Envoy' },
+      proxylessVersions: { ...stringMap, description: 'type URL → the version of the admin view served to proxyless gRPC clients' },
       tenants: {
         type: 'object',
         additionalProperties: {

@@ -1,17 +1,19 @@
 // The request messages as the service definitions decode them (proto-loader's object shape).
 import type { NodeInfo } from './stream.ts';
+import type { RequestNames } from './wire.ts';
 
 export interface RpcStatus {
   code?: number;
   message?: string;
 }
 
-export interface DiscoveryRequest {
-  version_info?: string;
+/** A SotW DiscoveryRequest as ads.ts decodes it (resource_names read on demand). */
+export interface SotwRequest {
+  version_info: string;
   node?: NodeInfo;
-  resource_names?: string[];
-  type_url?: string;
-  response_nonce?: string;
+  resource_names: RequestNames;
+  type_url: string;
+  response_nonce: string;
   error_detail?: RpcStatus;
 }
 

@@ -7,7 +7,9 @@ import { DeltaStream } from './delta.ts';
 import type { EnvoyProtos } from './protos.ts';
 import { grpcError, type GrpcServer, type Transport } from './server.ts';
 import { SotwStream } from './sotw.ts';
-import type { AdsStream, ClientStatus, StreamDeps } from './stream.ts';
+import type { AdsStream, ClientStatus, NodeInfo, StreamDeps } from './stream.ts';
+import type { RpcStatus, SotwRequest } from './ads-types.ts';
+import { decodeDiscoveryRequest } from './wire.ts';
 
 export const ADS_SERVICE = 'envoy.service.discovery.v3.AggregatedDiscoveryService';
 
@@ -21,7 +23,20 @@ export class AdsServer {
 
   /** Adds the ADS service to both transports of `server`. */
   register(server: GrpcServer, protos: EnvoyProtos): void {
-    server.addService(protos.service(ADS_SERVICE), (transport) => ({
+    const def = { ...protos.service(ADS_SERVICE) };
+    // SotW requests are decoded by hand: their resource_names (thousands for an Envoy's EDS) are read only when they changed
+    def.StreamAggregatedResources = {
+      ...def.StreamAggregatedResources!,
+      requestDeserialize: (buf: Buffer): SotwRequest => {
+        const raw = decodeDiscoveryRequest(buf);
+        return {
+          ...raw,
+          node: raw.node && protos.decode<NodeInfo>('envoy.config.core.v3.Node', raw.node),
+          error_detail: raw.error_detail && protos.decode<RpcStatus>('google.rpc.Status', raw.error_detail),
+        };
+      },
+    };
+    server.addService(def, (transport) => ({
       StreamAggregatedResources: (call: grpc.ServerDuplexStream<unknown, unknown>) => this.#open(server, transport, call, 'sotw'),
       DeltaAggregatedResources: (call: grpc.ServerDuplexStream<unknown, unknown>) => this.#open(server, transport, call, 'delta'),
     }));

@@ -11,7 +11,7 @@ import { XdsMetrics } from './metrics.ts';
 import { RESOURCE_KINDS, TYPE_URLS, envoyProtos, type EnvoyProtos } from './protos.ts';
 import { HostnameResolver, type Lookup } from './resolver.ts';
 import type { GrpcServer } from './server.ts';
-import { FLAVORS, SnapshotCache, type Snapshot } from './snapshot.ts';
+import { SnapshotCache, type Snapshot } from './snapshot.ts';
 import type { ClientStatus } from './stream.ts';
 import type { Flavor, NodeFacts } from './translate.ts';
 import { dataPlaneValidator } from './validate.ts';
@@ -30,9 +30,21 @@ export interface XdsControlPlaneOptions {
 
 export interface XdsStatus {
   clients: ClientStatus[];
+  /** Per type URL, the version of the admin view served to Envoy clients. */
   versions: Record<string, string>;
+  /** The same for proxyless gRPC clients (their resources differ, so do their versions). */
+  proxylessVersions: Record<string, string>;
   tenants: Record<string, { generation: number; served?: number; error?: string; warnings: string[] }>;
 }
+
+function hostnamesOf(cfg: TenantConfig): Set<string> {
+  const out = new Set<string>();
+  for (const s of cfg.services) for (const e of s.endpoints) if (!IPV4_RE.test(e.address) && isIP(e.address) === 0) out.add(e.address);
+  return out;
+}
+
+/** A cheap first test for the common case (isIP's own regex is far slower). */
+const IPV4_RE = /^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
 
 export class XdsControlPlane {
   readonly protos: EnvoyProtos;
@@ -41,6 +53,7 @@ export class XdsControlPlane {
   readonly #resolver: HostnameResolver;
   readonly #facts: NodeFacts;
   readonly #configs = new Map<string, TenantConfig>();
+  readonly #hostnamesByTenant = new Map<string, Set<string>>();
   readonly #logger: pino.Logger;
 
   constructor(opts: XdsControlPlaneOptions) {
@@ -72,13 +85,14 @@ export class XdsControlPlane {
   apply(cfg: TenantConfig): boolean {
     this.#configs.set(cfg.name, cfg);
     const ok = this.cache.setTenant(cfg, this.#facts);
-    this.#resolver.retain(this.#hostnames());
+    this.#trackHostnames(cfg.name, hostnamesOf(cfg));
     return ok;
   }
 
   remove(tenant: string): void {
     this.#configs.delete(tenant);
     this.cache.removeTenant(tenant);
+    this.#trackHostnames(tenant, new Set());
   }
 
   /** The view a client of `flavor` with visibility `scope` ("*" or a tenant) is served. */
@@ -91,12 +105,17 @@ export class XdsControlPlane {
     await this.#resolver.settled();
   }
 
+  /** Resolves every hostname endpoint again now (the resolver also does it every refresh period). */
+  async refreshHostnames(): Promise<void> {
+    await this.#resolver.refresh();
+  }
+
   status(): XdsStatus {
-    const versions: Record<string, string> = {};
-    for (const kind of RESOURCE_KINDS) {
-      versions[TYPE_URLS[kind]] = String(Math.max(...FLAVORS.map((f) => Number(this.cache.snapshot(f, '*').version(kind)))));
-    }
-    return { clients: this.#ads.clients(), versions, tenants: this.cache.status() };
+    const versions = (flavor: Flavor) => {
+      const v = this.cache.versions(flavor);
+      return Object.fromEntries(RESOURCE_KINDS.map((k) => [TYPE_URLS[k], v[k]]));
+    };
+    return { clients: this.#ads.clients(), versions: versions('envoy'), proxylessVersions: versions('proxyless'), tenants: this.cache.status() };
   }
 
   close(): void {
@@ -104,10 +123,15 @@ export class XdsControlPlane {
     this.#resolver.close();
   }
 
-  #hostnames(): Set<string> {
-    const out = new Set<string>();
-    for (const cfg of this.#configs.values()) for (const s of cfg.services) for (const e of s.endpoints) if (isIP(e.address) === 0) out.add(e.address);
-    return out;
+  /** Hostnames per tenant; the resolver forgets a hostname once no tenant names it. */
+  #trackHostnames(tenant: string, names: Set<string>): void {
+    const old = this.#hostnamesByTenant.get(tenant);
+    if (names.size > 0) this.#hostnamesByTenant.set(tenant, names);
+    else this.#hostnamesByTenant.delete(tenant);
+    if (!old || [...old].every((h) => names.has(h))) return; // nothing dropped
+    const inUse = new Set<string>();
+    for (const set of this.#hostnamesByTenant.values()) for (const h of set) inUse.add(h);
+    this.#resolver.retain(inUse);
   }
 
   #rebuildUsing(hosts: Set<string>): void {

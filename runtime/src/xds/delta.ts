@@ -18,6 +18,7 @@ export class DeltaStream extends AdsStream {
 
   protected handle(req: DeltaDiscoveryRequest): void {
     const typeUrl = req.type_url ?? '';
+    this.trace('request', { type: typeUrl, nonce: req.response_nonce, subscribe: req.resource_names_subscribe, unsubscribe: req.resource_names_unsubscribe, nack: req.error_detail?.message });
     const kind = KIND_OF_TYPE.get(typeUrl);
     if (kind === undefined) {
       if (typeUrl !== '' && !this.#unknownAnswered.has(typeUrl)) {
@@ -42,6 +43,7 @@ export class DeltaStream extends AdsStream {
         for (const name of this.blame([...flight.sent.keys()], err.message ?? '')) st.rejected.set(name, flight.sent.get(name)!.version);
         this.recordNack(kind, st, flight.version, err.message ?? `code ${err.code}`);
         st.dirty = true;
+        st.rescan = true;
       } else {
         for (const [name, r] of flight.sent) st.held.set(name, r);
         for (const name of flight.removed) st.held.delete(name);
@@ -75,7 +77,7 @@ export class DeltaStream extends AdsStream {
       st.dirty = true;
     }
     if (unsubs.length > 0 && !st.wildcard) for (const n of [...st.held.keys()]) if (!st.names.has(n)) st.held.delete(n);
-    if (subs.length > 0) st.dirty = true;
+    if (subs.length > 0 || unsubs.length > 0) st.rescan = true;
   }
 
   protected respond(kind: ResourceKind, st: KindState, snap: Snapshot): void {
@@ -88,21 +90,34 @@ export class DeltaStream extends AdsStream {
       if (rejected !== undefined) st.rejected.delete(r.name);
       updates.set(r.name, r);
     };
-    if (st.wildcard) for (const r of snap.resources(kind)) consider(r);
+    const subscribed = (name: string) => st.wildcard || st.names.has(name);
+    const gone = new Set<string>();
+    for (const name of st.rescan || st.mustAnswer ? st.held.keys() : st.changed) if (st.held.has(name) && subscribed(name) && !snap.get(kind, name)) gone.add(name);
+    const keep = kind === 'cluster' ? this.stillReferenced(gone) : new Map<string, Resource>();
     let absent = this.#absent.get(kind);
-    for (const name of st.names) {
-      const r = snap.get(kind, name);
-      if (r) consider(r);
-      else if (!st.held.has(name) && !absent?.has(name)) {
-        removed.push(name); // asked for, does not exist (yet): say so instead of letting the client time out
-        if (!absent) this.#absent.set(kind, (absent = new Set()));
-        absent.add(name);
+    if (st.rescan || st.mustAnswer) {
+      if (st.wildcard) for (const r of snap.resources(kind)) consider(r);
+      for (const name of st.names) {
+        const r = snap.get(kind, name);
+        if (r) consider(r);
+        else if (!st.held.has(name) && !absent?.has(name)) {
+          removed.push(name); // asked for, does not exist (yet): say so instead of letting the client time out
+          if (!absent) this.#absent.set(kind, (absent = new Set()));
+          absent.add(name);
+        }
+      }
+      for (const name of gone) if (!keep.has(name)) removed.push(name);
+    } else {
+      // only what the changes since the last response touched
+      for (const name of st.changed) {
+        if (!subscribed(name)) continue;
+        const r = snap.get(kind, name);
+        if (r) consider(r);
+        else if (gone.has(name) && !keep.has(name)) removed.push(name);
       }
     }
-    const keep = kind === 'cluster' ? this.stillReferenced(snap) : new Map();
-    for (const name of st.held.keys()) {
-      if ((st.wildcard || st.names.has(name)) && !snap.get(kind, name) && !keep.has(name)) removed.push(name);
-    }
+    st.changed = new Set();
+    st.rescan = false;
     const answer = st.mustAnswer;
     st.dirty = false;
     st.mustAnswer = false;
@@ -119,6 +134,7 @@ export class DeltaStream extends AdsStream {
         removed,
         nonce,
       }),
+      { nonce, version, count: updates.size, removed: removed.length },
     );
   }
 }

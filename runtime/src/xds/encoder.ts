@@ -29,7 +29,7 @@ interface FieldCodec {
 
 interface MessageCodec {
   fullName: string;
-  fields: Map<string, FieldCodec>;
+  fields: Record<string, FieldCodec | undefined>;
   isAny: boolean;
 }
 
@@ -88,11 +88,11 @@ export class MessageEncoder {
   #codec(t: protobuf.Type): MessageCodec {
     let c = this.#codecs.get(t);
     if (c) return c;
-    c = { fullName: t.fullName.slice(1), fields: new Map(), isAny: t.fullName === '.google.protobuf.Any' };
+    c = { fullName: t.fullName.slice(1), fields: Object.create(null), isAny: t.fullName === '.google.protobuf.Any' };
     this.#codecs.set(t, c); // before the fields: types may be recursive
     for (const f of t.fieldsArray) {
       f.resolve();
-      c.fields.set(f.name, this.#field(f, f.id));
+      c.fields[f.name] = this.#field(f, f.id);
     }
     return c;
   }
@@ -173,7 +173,7 @@ export class MessageEncoder {
       for (const key in obj) {
         const v = obj[key];
         if (v === undefined || v === null) continue;
-        const fc = codec.fields.get(key);
+        const fc = codec.fields[key];
         if (!fc) {
           if (key === '@type' && anyBody) continue;
           throw new TypeError(`${codec.fullName} has no field "${key}"`);
@@ -234,7 +234,7 @@ export class MessageEncoder {
     for (const key in obj) {
       const v = obj[key];
       if (v === undefined || v === null) continue;
-      const fc = codec.fields.get(key);
+      const fc = codec.fields[key];
       if (!fc) continue; // "@type" of an Any body
       if (fc.map) {
         for (const k in v as Obj) {

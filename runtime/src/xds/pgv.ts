@@ -167,6 +167,14 @@ function kindCheck(f: protobuf.Field): Check {
   return (v, rep) => void (!ok(v) && rep.add(`${JSON.stringify(v)} is not a ${t}`));
 }
 
+function anySet(o: Obj, names: string[]): boolean {
+  for (let i = 0; i < names.length; i++) {
+    const v = o[names[i]!];
+    if (v !== undefined && v !== null) return true;
+  }
+  return false;
+}
+
 const run = (checks: Check[], v: unknown, rep: Report): void => {
   for (const c of checks) c(v, rep);
 };
@@ -209,8 +217,8 @@ export class ResourceValidator {
     if (fullName === '.google.protobuf.Any') return this.#anyCheck({});
     const opts = (t.options ?? {}) as Obj;
     const skip = opts['(validate.disabled)'] === true || opts['(validate.ignored)'] === true;
-    const present = new Map<string, Check>();
-    const absent: Array<{ name: string; check: (rep: Report) => void }> = [];
+    const present: Record<string, { check: Check; seg: string } | undefined> = Object.create(null);
+    const absent: Array<{ name: string; seg: string; check: (rep: Report) => void }> = [];
     const requiredOneofs: string[][] = [];
     /** Decoded messages (proto-loader's `oneofs: true`) name the chosen member under the oneof's name. */
     const oneofNames = new Map<string, Set<string>>();
@@ -223,12 +231,12 @@ export class ResourceValidator {
     for (const f of t.fieldsArray) {
       f.resolve();
       const rules = skip ? {} : mergedRules(f.parsedOptions as Array<Record<string, unknown>> | undefined);
-      present.set(f.name, this.#fieldCheck(f, rules));
+      present[f.name] = { check: this.#fieldCheck(f, rules), seg: `.${f.name}` };
       const optional = (f.options as Obj | undefined)?.proto3_optional === true;
       const inOneof = f.partOf !== null && !optional;
       if (!skip && !inOneof && !optional) {
         const a = this.#absentCheck(f, rules);
-        if (a) absent.push({ name: f.name, check: a });
+        if (a) absent.push({ name: f.name, seg: `.${f.name}`, check: a });
       }
     }
     const hook = this.#hooks.get(fullName);
@@ -240,19 +248,24 @@ export class ResourceValidator {
       for (const key in o) {
         const value = o[key];
         if (value === undefined) continue;
-        rep.path.push(`.${key}`);
-        const check = present.get(key);
-        if (check) check(value, rep);
-        else if (!(typeof value === 'string' && oneofNames.get(key)?.has(value))) rep.add(`${typeName} has no field "${key}"`);
-        rep.path.pop();
+        const field = present[key];
+        if (field) {
+          rep.path.push(field.seg);
+          field.check(value, rep);
+          rep.path.pop();
+        } else if (!(typeof value === 'string' && oneofNames.get(key)?.has(value))) {
+          rep.path.push(`.${key}`);
+          rep.add(`${typeName} has no field "${key}"`);
+          rep.path.pop();
+        }
       }
       for (const a of absent) {
         if (o[a.name] !== undefined && o[a.name] !== null) continue;
-        rep.path.push(`.${a.name}`);
+        rep.path.push(a.seg);
         a.check(rep);
         rep.path.pop();
       }
-      for (const names of requiredOneofs) if (!names.some((n) => o[n] !== undefined && o[n] !== null)) rep.add(`one of ${names.join(', ')} is required`);
+      for (const names of requiredOneofs) if (!anySet(o, names)) rep.add(`one of ${names.join(', ')} is required`);
       // data-plane rules run on messages PGV accepted, as clients check PGV first
       if (hook && rep.errors.length === before) hook(o, (msg) => rep.add(msg));
     };

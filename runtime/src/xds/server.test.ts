@@ -97,3 +97,18 @@ test('gRPC server refuses to replace a non-socket file at the socket path', asyn
   await server.stop(100);
   assert.equal(fs.readFileSync(socketPath, 'utf8'), 'not a socket');
 });
+
+test('gRPC server: a TCP address in use and an over-long socket path fail the start with a clear reason', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'isomesh-grpc-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const opts = { store: { resolveToken: () => undefined }, adminToken: 'admin-token-0123456789', logger: pino({ level: 'silent' }) };
+  const first = new GrpcServer({ ...opts, tcp: { host: '127.0.0.1', port: 0 }, socketPath: path.join(dir, 'a.sock') });
+  await first.start();
+  t.after(() => first.stop(100));
+  const clash = new GrpcServer({ ...opts, tcp: { host: '127.0.0.1', port: first.tcpAddress.port }, socketPath: path.join(dir, 'b.sock') });
+  await assert.rejects(clash.start(), /cannot listen on 127\.0\.0\.1:\d+ \(ISOMESH_GRPC_ADDR\)/);
+  await clash.stop(100);
+  const long = new GrpcServer({ ...opts, tcp: { host: '127.0.0.1', port: 0 }, socketPath: path.join(dir, 'x'.repeat(120), 'grpc.sock') });
+  await assert.rejects(long.start(), /longer than a unix socket path may be/);
+  await long.stop(100);
+});

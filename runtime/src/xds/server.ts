@@ -112,11 +112,16 @@ export class GrpcServer {
     const { host, port } = this.#opts.tcp;
     const creds = grpc.ServerCredentials.createInsecure();
     const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-    this.#tcpPort = await bindAsync(this.#servers.tcp, target, creds);
+    this.#tcpPort = await bindAsync(this.#servers.tcp, target, creds).catch((err: Error) => {
+      throw new Error(`gRPC server cannot listen on ${target} (ISOMESH_GRPC_ADDR): ${err.message}`);
+    });
     const sock = this.#opts.socketPath;
+    if (Buffer.byteLength(sock) > 107) throw new Error(`gRPC socket path ${sock} is longer than a unix socket path may be (107 bytes); use a shorter ISOMESH_STATE_DIR`);
     fs.mkdirSync(path.dirname(sock), { recursive: true, mode: 0o700 });
     removeStaleSocket(sock);
-    await bindAsync(this.#servers.unix, `unix:${sock}`, creds);
+    await bindAsync(this.#servers.unix, `unix:${sock}`, creds).catch((err: Error) => {
+      throw new Error(`gRPC server cannot listen on ${sock}: ${err.message}`);
+    });
     // The state dir is 0700, so nobody else can reach the socket before the chmod either.
     fs.chmodSync(sock, 0o600);
     this.#started = true;

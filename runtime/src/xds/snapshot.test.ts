@@ -5,7 +5,7 @@ import { facts, richTenant, route, service, tenant } from './fixtures.ts';
 import { RESOURCE_KINDS, TYPE_URLS, envoyProtos, type ResourceKind } from './protos.ts';
 import { Snapshot, SnapshotCache, type ChangeEvent, type TenantPart } from './snapshot.ts';
 import { dataPlaneValidator } from './validate.ts';
-import { encodeAny, encodeDeltaResponse, encodeDiscoveryResponse } from './wire.ts';
+import { decodeDiscoveryRequest, encodeAny, encodeDeltaResponse, encodeDiscoveryResponse } from './wire.ts';
 
 const protos = envoyProtos();
 
@@ -147,4 +147,41 @@ test('wire: hand-encoded ADS responses decode as DiscoveryResponse / DeltaDiscov
   assert.equal(protos.unpack<any>(delta.resources[0].resource).message.name, 'a/b');
   const empty = protos.decode<any>('envoy.service.discovery.v3.DiscoveryResponse', encodeDiscoveryResponse({ versionInfo: '', resources: [], typeUrl: 'x', nonce: '' }));
   assert.equal(empty.resources, undefined);
+});
+
+test('flavors are built on first use: nothing for proxyless until a proxyless view is asked for, then every tenant at once', () => {
+  const cache = new SnapshotCache({ protos, validator: dataPlaneValidator(protos), logger: pino({ level: 'silent' }), flavors: ['envoy'] });
+  cache.setNode(facts());
+  cache.setTenant(richTenant('acme'), facts());
+  assert.deepEqual([...cache.active], ['envoy']);
+  assert.equal(cache.versions('proxyless').listener, '0');
+  assert.notEqual(cache.versions('envoy').listener, '0');
+  const px = cache.snapshot('proxyless', '*');
+  assert.deepEqual([...cache.active].sort(), ['envoy', 'proxyless']);
+  assert.deepEqual(names(px, 'listener'), ['api.acme', 'ring.acme']);
+  assert.deepEqual(px.consistent(), []);
+  // from then on both are kept in step
+  cache.setTenant(richTenant('beta', 17001), facts());
+  assert.deepEqual(names(cache.snapshot('proxyless', '*'), 'listener'), ['api.acme', 'api.beta', 'ring.acme', 'ring.beta']);
+});
+
+test('wire: DiscoveryRequest decoded by hand agrees with protobufjs; the names key tells equal lists from different ones', () => {
+  const T = 'envoy.service.discovery.v3.DiscoveryRequest';
+  const req = {
+    version_info: '12', type_url: TYPE_URLS.endpoint, response_nonce: '3-9', resource_names: ['acme/web', 'bëta/api', 'x'],
+    node: { id: 'n1', user_agent_name: 'envoy', metadata: { fields: { 'isomesh.token': { stringValue: 't' } } } },
+    error_detail: { code: 3, message: 'bad' },
+  };
+  const raw = decodeDiscoveryRequest(Buffer.from(protos.encode(T, req)));
+  assert.deepEqual([raw.version_info, raw.type_url, raw.response_nonce], ['12', TYPE_URLS.endpoint, '3-9']);
+  assert.deepEqual(raw.resource_names.list(), req.resource_names);
+  assert.equal(raw.resource_names.count, 3);
+  assert.deepEqual(protos.decode<any>('envoy.config.core.v3.Node', raw.node!).id, 'n1');
+  assert.deepEqual(protos.decode<any>('google.rpc.Status', raw.error_detail!), { code: 3, message: 'bad' });
+  const key = (names: string[]) => decodeDiscoveryRequest(Buffer.from(protos.encode(T, { type_url: 'x', resource_names: names }))).resource_names.key;
+  assert.equal(key(['a', 'b']), key(['a', 'b']));
+  for (const other of [['b', 'a'], ['ab'], ['a', 'b', 'c'], ['a'], []]) assert.notEqual(key(other), key(['a', 'b']), JSON.stringify(other));
+  const empty = decodeDiscoveryRequest(Buffer.from(protos.encode(T, { type_url: 'x' })));
+  assert.deepEqual([empty.resource_names.count, empty.resource_names.list(), empty.node, empty.error_detail], [0, [], undefined, undefined]);
+  assert.throws(() => decodeDiscoveryRequest(Buffer.from([0x0a, 0x05, 0x61])), /truncated/);
 });

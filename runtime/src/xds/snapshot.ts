@@ -7,7 +7,7 @@
 // No other tenant's resources are touched by a tenant's update — structurally, since a part can only
 // reference names inside itself.
 
-import { createHash } from 'node:crypto';
+import { hash as cryptoHash } from 'node:crypto';
 import type pino from 'pino';
 import type { TenantConfig } from '../store/model.ts';
 import { RESOURCE_KINDS, TYPE_URLS, type EnvoyProtos, type ResourceKind } from './protos.ts';
@@ -32,8 +32,6 @@ export interface Resource {
   readonly any: Buffer;
   /** Names this resource makes the client look up. */
   readonly refs: readonly Ref[];
-  /** Envoy listeners: the "address:port" sockets they bind. */
-  readonly sockets?: readonly string[];
 }
 
 type KindMap<T> = Record<ResourceKind, T>;
@@ -162,6 +160,8 @@ export interface ChangeEvent {
 }
 
 export interface SnapshotCacheOptions {
+  /** Flavors built from the start (others on first use); default none. */
+  flavors?: readonly Flavor[];
   protos: EnvoyProtos;
   validator: ReturnType<typeof dataPlaneValidator>;
   logger: pino.Logger;
@@ -177,7 +177,7 @@ export interface TenantBuildStatus {
   warnings: string[];
 }
 
-const hash = (b: Uint8Array): string => createHash('sha256').update(b).digest('base64url').slice(0, 16);
+const hash = (b: Uint8Array): string => cryptoHash('sha256', b, 'base64url').slice(0, 16);
 
 export class SnapshotCache {
   readonly #o: SnapshotCacheOptions;
@@ -193,9 +193,15 @@ export class SnapshotCache {
   readonly #status = new Map<string, TenantBuildStatus>();
   /** Envoy listener address:port → tenant, so two tenants can never claim one socket. */
   readonly #sockets = new Map<string, string>();
+  readonly #socketsOf = new Map<string, string[]>();
+  readonly #active = new Set<Flavor>();
+  /** Each tenant's last config and facts, to build a flavor activated later. */
+  readonly #inputs = new Map<string, { cfg: TenantConfig; facts: NodeFacts }>();
+  #nodeFacts: NodeFacts | undefined;
 
   constructor(opts: SnapshotCacheOptions) {
     this.#o = opts;
+    for (const f of opts.flavors ?? []) this.#active.add(f);
   }
 
   get revision(): number {
@@ -209,6 +215,7 @@ export class SnapshotCache {
 
   /** The view of `scope` ("*" or a tenant name) for `flavor`. */
   snapshot(flavor: Flavor, scope: string): Snapshot {
+    this.activate(flavor);
     const key = `${flavor}\0${scope}`;
     let s = this.#views.get(key);
     if (s) return s;
@@ -229,24 +236,55 @@ export class SnapshotCache {
     return Object.fromEntries(this.#status);
   }
 
+  /** Flavors someone has asked for: only these are built (a node serving only Envoy never builds the proxyless resources). */
+  get active(): ReadonlySet<Flavor> {
+    return this.#active;
+  }
+
+  /**
+   * Starts building `flavor` (idempotent): the node part and every tenant's, at once, then on every
+   * change. snapshot() calls it, so the first client of a flavor pays for its first build.
+   */
+  activate(flavor: Flavor): void {
+    if (this.#active.has(flavor)) return;
+    this.#active.add(flavor);
+    if (this.#nodeFacts) this.#buildNode(flavor, this.#nodeFacts);
+    for (const { cfg, facts } of this.#inputs.values()) this.#buildTenant(cfg, facts, [flavor]);
+  }
+
+  /** Per type URL, the current version of a flavor's admin view ("0" while the flavor is not built). */
+  versions(flavor: Flavor): Record<ResourceKind, string> {
+    return kinds((k) => (this.#active.has(flavor) ? String(this.#allRev[flavor][k]) : '0'));
+  }
+
   /** Node-level resources (the isomesh_grpc cluster) from the node facts. */
   setNode(facts: NodeFacts): void {
-    for (const flavor of FLAVORS) {
-      const built = this.#build(translateNode(facts, flavor), flavor, null, EMPTY_PART, new Map());
-      if (typeof built === 'string') throw new Error(`node resources are invalid: ${built}`); // a translator bug
-      this.#install(flavor, null, built.resources, built.changed);
-    }
+    this.#nodeFacts = facts;
+    for (const flavor of this.#active) this.#buildNode(flavor, facts);
+  }
+
+  #buildNode(flavor: Flavor, facts: NodeFacts): void {
+    const built = this.#build(translateNode(facts, flavor), flavor, null, EMPTY_PART, new Map());
+    if (typeof built === 'string') throw new Error(`node resources are invalid: ${built}`); // a translator bug
+    this.#install(flavor, null, built.resources, built.changed);
   }
 
   /** Rebuilds a tenant from its config; false (and the last good resources kept) when refused. */
   setTenant(cfg: TenantConfig, facts: NodeFacts): boolean {
-    const status: TenantBuildStatus = { generation: cfg.generation, warnings: [], served: this.#status.get(cfg.name)?.served };
+    this.#inputs.set(cfg.name, { cfg, facts });
+    return this.#buildTenant(cfg, facts, [...this.#active].sort());
+  }
+
+  #buildTenant(cfg: TenantConfig, facts: NodeFacts, flavors: Flavor[]): boolean {
+    const prevStatus = this.#status.get(cfg.name);
+    const status: TenantBuildStatus = { generation: cfg.generation, warnings: prevStatus?.warnings ?? [], served: prevStatus?.served };
     this.#status.set(cfg.name, status);
     const built: Array<{ flavor: Flavor; resources: KindMap<Map<string, Resource>>; changed: ChangeEvent['changed'] }> = [];
-    let error: string | undefined;
+    const sockets = [...new Set(facts.listenAddresses(cfg.name))].map((a) => `${a}:${cfg.listenerPort}`);
+    let error = this.#socketConflict(cfg.name, sockets);
     let first: Translation | undefined;
     const shared = new Map<object, Resource>(); // objects both flavors share (endpoints): built once
-    for (const flavor of FLAVORS) {
+    for (const flavor of error === undefined ? flavors : []) {
       let set: ResourceSet;
       try {
         const tr = translateTenant(cfg, facts, flavor, first);
@@ -265,8 +303,6 @@ export class SnapshotCache {
       }
       built.push({ flavor, ...b });
     }
-    const envoy = built.find((b) => b.flavor === 'envoy');
-    error ??= this.#socketConflict(cfg.name, envoy?.resources.listener);
     if (error !== undefined) {
       status.error = error;
       this.#o.logger.error({ tenant: cfg.name, generation: cfg.generation, err: error }, 'xDS: tenant configuration refused; its last good resources stay served');
@@ -274,14 +310,15 @@ export class SnapshotCache {
       return false;
     }
     status.served = cfg.generation;
-    this.#claimSockets(cfg.name, envoy!.resources.listener);
+    this.#claimSockets(cfg.name, sockets);
     for (const b of built) this.#install(b.flavor, cfg.name, b.resources, b.changed);
     return true;
   }
 
   removeTenant(name: string): void {
+    this.#inputs.delete(name);
     this.#status.delete(name);
-    for (const [sock, owner] of this.#sockets) if (owner === name) this.#sockets.delete(sock);
+    this.#releaseSockets(name);
     for (const flavor of FLAVORS) {
       const old = this.#parts[flavor].get(name);
       if (!old) continue;
@@ -323,8 +360,7 @@ export class SnapshotCache {
         }
         const errors = [...validator.validate(TYPE_URLS[kind], obj), ...flavorErrors(kind, flavor, obj)];
         if (errors.length > 0 || !any) return `${flavor} ${kind} ${name}: ${(errors.length > 0 ? errors : ['does not encode']).slice(0, 5).join('; ')}`;
-        const sockets = kind === 'listener' && flavor === 'envoy' ? socketsOf(obj) : undefined;
-        const r: Resource = { name, version, any, refs: referencesOf(kind, obj), ...(sockets ? { sockets } : {}) };
+        const r: Resource = { name, version, any, refs: referencesOf(kind, obj) };
         resources[kind].set(name, r);
         memo.set(obj, r);
       }
@@ -347,17 +383,23 @@ export class SnapshotCache {
     return { resources, changed };
   }
 
-  #socketConflict(tenant: string, listeners: ReadonlyMap<string, Resource> | undefined): string | undefined {
-    for (const sock of listenerSockets(listeners)) {
+  #socketConflict(tenant: string, sockets: string[]): string | undefined {
+    for (const sock of sockets) {
       const owner = this.#sockets.get(sock);
       if (owner !== undefined && owner !== tenant) return `listener address ${sock} is already served for another tenant`;
     }
     return undefined;
   }
 
-  #claimSockets(tenant: string, listeners: ReadonlyMap<string, Resource>): void {
-    for (const [sock, owner] of this.#sockets) if (owner === tenant) this.#sockets.delete(sock);
-    for (const sock of listenerSockets(listeners)) this.#sockets.set(sock, tenant);
+  #claimSockets(tenant: string, sockets: string[]): void {
+    this.#releaseSockets(tenant);
+    for (const sock of sockets) this.#sockets.set(sock, tenant);
+    this.#socketsOf.set(tenant, sockets);
+  }
+
+  #releaseSockets(tenant: string): void {
+    for (const sock of this.#socketsOf.get(tenant) ?? []) if (this.#sockets.get(sock) === tenant) this.#sockets.delete(sock);
+    this.#socketsOf.delete(tenant);
   }
 
   #install(flavor: Flavor, tenant: string | null, resources: KindMap<Map<string, Resource>>, changed: ChangeEvent['changed']): void {
@@ -383,19 +425,4 @@ export class SnapshotCache {
     const ev: ChangeEvent = { flavor, tenant, revision, changed };
     for (const fn of this.#listeners) fn(ev);
   }
-}
-
-function listenerSockets(listeners: ReadonlyMap<string, Resource> | undefined): string[] {
-  const out: string[] = [];
-  for (const r of listeners?.values() ?? []) out.push(...(r.sockets ?? []));
-  return out;
-}
-
-function socketsOf(listener: Obj): string[] {
-  const out: string[] = [];
-  for (const a of [listener.address, ...(listener.additional_addresses ?? []).map((x: Obj) => x.address)]) {
-    const sa = a?.socket_address;
-    if (sa) out.push(`${sa.address}:${sa.port_value}`);
-  }
-  return out;
 }

@@ -32,13 +32,19 @@ export interface KindState {
   held: Map<string, Resource | { version: string }>;
   /** Resource versions the client refused; not sent again until their content changes. */
   rejected: Map<string, string>;
-  inFlight?: { nonce: string; version: string; sent: Map<string, Resource>; removed: string[] };
+  inFlight?: { nonce: string; version: string; sent: ReadonlyMap<string, Resource>; removed: string[] };
   ackedVersion?: string;
   nacked?: { version: string; message: string };
   /** The client's first request for this type (or a subscription change) awaits an answer. */
   mustAnswer: boolean;
   /** The snapshot changed since the last response. */
   dirty: boolean;
+  /** Names the changes since the last response touched (SotW RDS/EDS, and Delta, look only at these). */
+  changed: Set<string>;
+  /** Look at every subscribed resource next time, not only `changed` (subscription change, NACK, released clusters). */
+  rescan: boolean;
+  /** Clusters: how many the last response kept only because held routes or listeners still name them. */
+  kept: number;
   /** Requests seen for this type (0 = none yet). */
   requests: number;
 }
@@ -47,9 +53,13 @@ export interface ClientStatus {
   node: string;
   tenant?: string;
   protocol: 'sotw' | 'delta';
+  /** Envoy (node.user_agent_name "envoy") or a proxyless gRPC client: they are served different resources. */
+  flavor: Flavor;
   subscribed: Record<string, string[]>;
   acked: Record<string, string>;
   nacked?: Record<string, { version: string; message: string }>;
+  /** Holds the current version of every resource it subscribes to (nothing in flight or refused). */
+  synced: boolean;
 }
 
 let streamIds = 0;
@@ -147,6 +157,11 @@ export abstract class AdsStream {
       const st = this.kinds.get(k);
       if (st) {
         st.dirty = true;
+        const c = ev.changed[k]!;
+        if (this.protocol === 'delta' || !WILDCARD_KINDS.has(k)) {
+          for (const n of c.updated) st.changed.add(n);
+          for (const n of c.removed) st.changed.add(n);
+        }
         touched = true;
       }
     }
@@ -171,7 +186,7 @@ export abstract class AdsStream {
   protected state(kind: ResourceKind): KindState {
     let st = this.kinds.get(kind);
     if (!st) {
-      st = { wildcard: false, names: new Set(), explicit: false, held: new Map(), rejected: new Map(), mustAnswer: false, dirty: false, requests: 0 };
+      st = { wildcard: false, names: new Set(), explicit: false, held: new Map(), rejected: new Map(), mustAnswer: false, dirty: false, changed: new Set(), rescan: false, kept: 0, requests: 0 };
       this.kinds.set(kind, st);
     }
     return st;
@@ -197,25 +212,28 @@ export abstract class AdsStream {
   }
 
   /**
-   * Clusters the client holds that its held (or in-flight) listeners and routes still name: kept in
-   * responses after they leave the snapshot, until the client has acknowledged what replaced them.
+   * Of `gone` (clusters the client holds that left the snapshot), those its held (or in-flight)
+   * listeners and routes still name: kept in responses until the client has acknowledged what
+   * replaced them.
    */
-  protected stillReferenced(snap: Snapshot): Map<string, Resource> {
+  protected stillReferenced(gone: ReadonlySet<string>): Map<string, Resource> {
     const keep = new Map<string, Resource>();
     const clusters = this.kinds.get('cluster');
-    if (!clusters) return keep;
+    if (!clusters || gone.size === 0) return keep;
     for (const k of ['listener', 'route'] as const) {
       const st = this.kinds.get(k);
       if (!st) continue;
-      const holders = [...st.held.values(), ...(st.inFlight?.sent.values() ?? [])];
-      for (const r of holders) {
-        for (const ref of 'refs' in r ? r.refs : []) {
-          if (ref.kind !== 'cluster' || snap.get('cluster', ref.name)) continue;
-          const held = clusters.held.get(ref.name);
-          if (held && 'any' in held) keep.set(ref.name, held);
+      for (const holders of [st.held.values(), st.inFlight?.sent.values() ?? []]) {
+        for (const r of holders) {
+          for (const ref of 'refs' in r ? r.refs : []) {
+            if (ref.kind !== 'cluster' || !gone.has(ref.name)) continue;
+            const held = clusters.held.get(ref.name);
+            if (held && 'any' in held) keep.set(ref.name, held);
+          }
         }
       }
     }
+    clusters.kept = keep.size;
     return keep;
   }
 
@@ -225,7 +243,10 @@ export abstract class AdsStream {
    */
   protected released(kind: ResourceKind): void {
     const clusters = this.kinds.get('cluster');
-    if ((kind === 'listener' || kind === 'route') && clusters) clusters.dirty = true;
+    if ((kind === 'listener' || kind === 'route') && clusters && clusters.kept > 0) {
+      clusters.dirty = true;
+      clusters.rescan = true;
+    }
   }
 
   /** Which of the response's changed resources a NACK blames: those its message names, else all of them. */
@@ -240,9 +261,15 @@ export abstract class AdsStream {
     this.deps.logger.warn({ node: this.nodeId, stream: this.id, type: TYPE_URLS[kind], version, message }, 'xDS client rejected a response');
   }
 
-  protected send(kind: ResourceKind, bytes: Buffer): void {
+  protected send(kind: ResourceKind, bytes: Buffer, what: { nonce: string; version: string; count: number; removed?: number }): void {
     this.deps.metrics.response(TYPE_URLS[kind], this.protocol);
+    this.trace('response', { type: TYPE_URLS[kind], ...what });
     this.call.write(bytes);
+  }
+
+  /** Debug-level protocol trace (ISOMESH_LOG_LEVEL=debug). */
+  protected trace(msg: string, fields: object): void {
+    if (this.deps.logger.isLevelEnabled('debug')) this.deps.logger.debug({ stream: this.id, node: this.nodeId, ...fields }, `xDS ${this.protocol} ${msg}`);
   }
 
   protected abstract handle(req: unknown): void;
@@ -262,9 +289,33 @@ export abstract class AdsStream {
       node: this.nodeId,
       ...(this.scope !== undefined && this.scope !== '*' ? { tenant: this.scope } : {}),
       protocol: this.protocol,
+      flavor: this.flavor,
       subscribed,
       acked,
       ...(Object.keys(nacked).length > 0 ? { nacked } : {}),
+      synced: this.#synced(),
     };
+  }
+
+  /** The client holds the current version of everything it subscribes to, and nothing is in flight. */
+  #synced(): boolean {
+    if (this.scope === undefined) return false;
+    const snap = this.snapshot();
+    for (const [kind, st] of this.kinds) {
+      if (st.inFlight || st.mustAnswer) return false;
+      const current = new Map<string, string>();
+      if (st.wildcard) for (const r of snap.resources(kind)) current.set(r.name, r.version);
+      for (const n of st.names) {
+        const r = snap.get(kind, n);
+        if (r) current.set(n, r.version);
+      }
+      for (const [name, version] of current) if (st.held.get(name)?.version !== version) return false;
+      if (WILDCARD_KINDS.has(kind)) {
+        const gone = new Set([...st.held.keys()].filter((n) => !current.has(n)));
+        const kept = kind === 'cluster' ? this.stillReferenced(gone) : new Map();
+        if ([...gone].some((n) => !kept.has(n))) return false;
+      }
+    }
+    return true;
   }
 }

@@ -171,7 +171,8 @@ export async function echoBackend(id: string): Promise<EchoBackend> {
     id,
     port: 0,
     calls: 0,
-    stop: () => new Promise((r) => server.tryShutdown(() => r())),
+    // forced: clients in this process may keep pooled connections to the backend open
+    stop: async () => server.forceShutdown(),
   };
   server.addService(ECHO, {
     Call: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {

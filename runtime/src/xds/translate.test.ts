@@ -215,6 +215,13 @@ test('proxyless flavor: an api_listener per grpc service, routes that reach it, 
   assert.deepEqual(split.route.hash_policy, [{ header: { header_name: 'x-user' } }, { filter_state: { key: 'io.grpc.channel_id' } }]);
   assert.equal(split.route.upgrade_configs, undefined);
   assert.ok(!split.match.headers.some((h: Obj) => h.name.startsWith(':')), 'no pseudo-header matchers for gRPC');
+  // gRPC C-core before 1.52 knows only the per-kind header fields (not string_match)
+  assert.deepEqual(split.match.headers, [
+    { name: 'x-canary', exact_match: '1' },
+    { name: 'x-debug', present_match: true, invert_match: true },
+    { name: 'x-p', prefix_match: 'a' },
+    { name: 'x-r', safe_regex_match: { regex: 'b+' } },
+  ]);
   assert.deepEqual(routes[1]!.match, { prefix: '' });
   assert.deepEqual(routes[1]!.route.cluster, 'acme/api');
   // a method other than POST can never match a gRPC call

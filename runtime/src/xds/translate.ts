@@ -245,6 +245,7 @@ function pathOptions(cfg: TenantConfig): Record<string, unknown> {
 }
 
 function bufferLimit(cfg: TenantConfig, dir: 'requestBody' | 'responseBody'): number {
+  if (cfg.chain.length === 0) return 0;
   let max = 0;
   for (const r of [undefined, ...cfg.routes.map((x) => x.name)]) max = Math.max(max, chainNeeds(cfg, r)[dir]);
   return max;
@@ -335,10 +336,15 @@ function headerMatchers(route: Route, flavor: Flavor, authority: Record<string, 
   if (authority) out.push(authority);
   if (flavor === 'envoy' && m.method !== undefined) out.push({ name: ':method', string_match: { exact: m.method.toUpperCase() } });
   for (const h of m.headers ?? []) {
-    if ('exact' in h) out.push({ name: h.name, string_match: { exact: h.exact } });
-    else if ('prefix' in h) out.push({ name: h.name, string_match: { prefix: h.prefix } });
-    else if ('regex' in h) out.push({ name: h.name, string_match: { safe_regex: { regex: h.regex } } });
-    else out.push({ name: h.name, present_match: true, invert_match: h.present === false });
+    if ('present' in h) out.push({ name: h.name, present_match: true, invert_match: h.present === false });
+    else if (flavor === 'envoy') {
+      const sm = 'exact' in h ? { exact: h.exact } : 'prefix' in h ? { prefix: h.prefix } : { safe_regex: { regex: h.regex } };
+      out.push({ name: h.name, string_match: sm });
+    } else {
+      // gRPC C-core before 1.52 knows only the (deprecated, still valid) per-kind fields, not string_match
+      const legacy = 'exact' in h ? { exact_match: h.exact } : 'prefix' in h ? { prefix_match: h.prefix } : { safe_regex_match: { regex: h.regex } };
+      out.push({ name: h.name, ...legacy });
+    }
   }
   return out;
 }

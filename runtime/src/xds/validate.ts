@@ -9,6 +9,7 @@ import { ResourceValidator } from './pgv.ts';
 import { EXT, TYPE_URLS, type EnvoyProtos, type ResourceKind } from './protos.ts';
 import type { Flavor } from './translate.ts';
 
+const IPV4_RE = /^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
 const MAX_RING_SIZE = 8_388_608; // gRPC's cap on ring_hash ring sizes
 const MAX_DURATION_S = 315_576_000_000;
 const UINT32_MAX = 2 ** 32 - 1;
@@ -23,7 +24,8 @@ export function dataPlaneValidator(protos: EnvoyProtos): ResourceValidator {
     })
     .hook('envoy.config.core.v3.SocketAddress', (a, fail) => {
       // EDS and listener addresses must be IP literals (no DNS in isomesh's clusters); 0 is no port.
-      if (isIP(String(a.address ?? '')) === 0) fail(`address: ${JSON.stringify(a.address)} is not an IP address`);
+      const address = String(a.address ?? '');
+      if (!(IPV4_RE.test(address) && isIP(address) === 4) && isIP(address) === 0) fail(`address: ${JSON.stringify(a.address)} is not an IP address`);
       const port = Number(a.port_value ?? 0);
       if (!(port >= 1 && port <= 65535)) fail(`port_value: ${port} is not a port`);
     })

@@ -120,3 +120,105 @@ export function encodeDeltaResponse(r: DeltaResponse): Buffer {
   if (r.controlPlane) w.bytes(7, r.controlPlane);
   return w.buf;
 }
+
+// ---- requests -------------------------------------------------------------------------------
+
+/**
+ * resource_names of a DiscoveryRequest, decoded on demand: an Envoy ACKs every EDS response with its
+ * whole subscription (thousands of names), and usually the same one; `key` (count + two 32-bit FNV
+ * hashes of the bytes) lets the stream tell "unchanged" without building thousands of strings.
+ */
+export interface RequestNames {
+  readonly count: number;
+  readonly key: string;
+  list(): string[];
+}
+
+export interface RawDiscoveryRequest {
+  version_info: string;
+  type_url: string;
+  response_nonce: string;
+  resource_names: RequestNames;
+  /** Encoded config.core.v3.Node, when present (the first request of a stream). */
+  node?: Buffer;
+  /** Encoded google.rpc.Status, when present (a NACK). */
+  error_detail?: Buffer;
+}
+
+/** DiscoveryRequest { version_info = 1; node = 2; resource_names = 3; type_url = 4; response_nonce = 5; error_detail = 6 }. */
+export function decodeDiscoveryRequest(buf: Buffer): RawDiscoveryRequest {
+  const out: RawDiscoveryRequest = { version_info: '', type_url: '', response_nonce: '', resource_names: EMPTY_NAMES };
+  const ranges: number[] = [];
+  let h1 = 0x811c9dc5;
+  let h2 = 0x01000193;
+  let pos = 0;
+  const varint = (): number => {
+    let n = 0;
+    let mul = 1;
+    for (;;) {
+      if (pos >= buf.length) throw new Error('truncated DiscoveryRequest');
+      const b = buf[pos++]!;
+      n += (b & 0x7f) * mul;
+      if (b < 0x80) return n;
+      mul *= 128;
+    }
+  };
+  while (pos < buf.length) {
+    const tag = varint();
+    const field = Math.floor(tag / 8);
+    const wire = tag & 7;
+    if (wire === 0) {
+      varint();
+      continue;
+    }
+    if (wire === 1 || wire === 5) {
+      pos += wire === 1 ? 8 : 4;
+      continue;
+    }
+    if (wire !== 2) throw new Error(`unsupported wire type ${wire} in DiscoveryRequest`);
+    const len = varint();
+    const end = pos + len;
+    if (end > buf.length) throw new Error('truncated DiscoveryRequest');
+    switch (field) {
+      case 1:
+        out.version_info = buf.toString('utf8', pos, end);
+        break;
+      case 2:
+        out.node = buf.subarray(pos, end);
+        break;
+      case 3:
+        ranges.push(pos, end);
+        for (let i = pos; i < end; i++) {
+          h1 = Math.imul(h1 ^ buf[i]!, 0x01000193);
+          h2 = Math.imul(h2 ^ buf[i]!, 0x5bd1e995) ^ (h2 >>> 15);
+        }
+        h1 = Math.imul(h1 ^ 0xff, 0x01000193); // name boundary
+        break;
+      case 4:
+        out.type_url = buf.toString('utf8', pos, end);
+        break;
+      case 5:
+        out.response_nonce = buf.toString('utf8', pos, end);
+        break;
+      case 6:
+        out.error_detail = buf.subarray(pos, end);
+        break;
+    }
+    pos = end;
+  }
+  if (ranges.length > 0) {
+    const count = ranges.length / 2;
+    out.resource_names = {
+      count,
+      key: `${count}:${(h1 >>> 0).toString(36)}:${(h2 >>> 0).toString(36)}`,
+      list: () => {
+        const names: string[] = new Array(count);
+        for (let i = 0; i < count; i++) names[i] = buf.toString('utf8', ranges[2 * i]!, ranges[2 * i + 1]!);
+        return names;
+      },
+    };
+  }
+  return out;
+}
+
+const EMPTY_NAMES: RequestNames = Object.freeze({ count: 0, key: '0', list: () => [] });

@@ -22,6 +22,10 @@ def channel(target):
     ch = channels.get(target)
     if ch is None:
         ch = grpc.insecure_channel(target)
+        # grpcio drives C-core's I/O only from threads that poll: without a call in flight the xDS
+        # stream would be read only at the next RPC. A connectivity watch keeps a polling thread,
+        # as any long-lived client has, so updates are applied (and ACKed) as they arrive.
+        ch.subscribe(lambda _state: None, try_to_connect=True)
         channels[target] = ch
     return ch
 
