@@ -33,3 +33,12 @@ test('upstreamHeadFromRaw equals the general path for random client fields (boun
     assert.deepEqual(normalize(fast), normalize(general), JSON.stringify({ raw, authority, te, cl, upgrade }));
   }
 });
+
+test('responseHeadersFlat drops hop-by-hop, framing and Connection-listed fields whatever their case, and appends via', async () => {
+  const { responseHeadersFlat } = await import('./headers.ts');
+  const raw = ['Content-Type', 'text/plain', 'Content-Length', '5', 'Connection', 'keep-alive, X-Secret', 'X-Secret', 'drop', 'Keep-Alive', 'timeout=5',
+    'Transfer-Encoding', 'chunked', 'Via', '1.1 origin', 'X-Request-Id', 'theirs', 'Set-Cookie', 'a=1', 'Upgrade', 'h2c', 'TE', 'x'];
+  assert.deepEqual(responseHeadersFlat(raw, 'rid', '1.1 isomesh'), ['Content-Type', 'text/plain', 'Set-Cookie', 'a=1', 'x-request-id', 'rid', 'via', '1.1 origin, 1.1 isomesh']);
+  assert.deepEqual(responseHeadersFlat(['Connection', 'Upgrade', 'Upgrade', 'websocket', 'Sec-WebSocket-Accept', 'k'], 'r', '1.1 isomesh', true),
+    ['Connection', 'Upgrade', 'Upgrade', 'websocket', 'Sec-WebSocket-Accept', 'k', 'x-request-id', 'r', 'via', '1.1 isomesh']);
+});

@@ -32,7 +32,8 @@ export function saneRequestId(value: string | undefined): string | undefined {
 function connectionTokens(raw: readonly string[]): Set<string> | undefined {
   let tokens: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.length !== 10 || raw[i]!.toLowerCase() !== 'connection') continue;
+    const name = raw[i]!;
+    if (name.length !== 10 || (name !== 'connection' && name !== 'Connection' && name.toLowerCase() !== 'connection')) continue;
     for (const token of raw[i + 1]!.split(',')) {
       const name = token.trim().toLowerCase();
       if (name !== '' && !HOP_BY_HOP.has(name)) (tokens ??= new Set()).add(name);
@@ -131,15 +132,19 @@ export function responseHeadersFlat(raw: readonly string[], requestId: string, v
   let viaIn = '';
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    const lower = name.toLowerCase();
-    if (upgrade && (lower === 'connection' || lower === 'upgrade')) {
-      flat.push(name, raw[i + 1]!);
-      continue;
-    }
-    if (isHopByHop(lower, extra) || lower === 'x-request-id' || lower === 'content-length') continue;
-    if (lower === 'via') {
-      viaIn = viaIn === '' ? raw[i + 1]! : `${viaIn}, ${raw[i + 1]}`;
-      continue;
+    const n = name.length;
+    // Only these lengths can be hop-by-hop, framing, via or x-request-id: the rest need no lower-casing.
+    if (extra !== undefined || n === 2 || n === 3 || n === 7 || n === 10 || n === 12 || n === 14 || n === 16 || n === 17) {
+      const lower = name.toLowerCase();
+      if (upgrade && (lower === 'connection' || lower === 'upgrade')) {
+        flat.push(name, raw[i + 1]!);
+        continue;
+      }
+      if (isHopByHop(lower, extra) || lower === 'x-request-id' || lower === 'content-length') continue;
+      if (lower === 'via') {
+        viaIn = viaIn === '' ? raw[i + 1]! : `${viaIn}, ${raw[i + 1]}`;
+        continue;
+      }
     }
     flat.push(name, raw[i + 1]!);
   }
