@@ -184,7 +184,7 @@ class Exchange implements CallSink, BodySink {
     this.snapshot = tenant.snapshot;
     this.stream = stream;
     this.direct = direct;
-    this.requestId = saneRequestId(headerOf(stream.req.raw, 'x-request-id')) ?? crypto.randomUUID();
+    this.requestId = saneRequestId(headerOf(stream.req.raw, 'x-request-id')) ?? ctx.telemetry.requestId();
   }
 
   start(): void {

@@ -82,6 +82,11 @@ export class Telemetry {
     return this.#contexts.trace(traceparent, tracestate);
   }
 
+  /** A fresh request id (UUID layout, random), for requests that come without a usable x-request-id. */
+  requestId(): string {
+    return this.#contexts.requestId();
+  }
+
   /** One finished request: its access line (when the tenant's settings and sample pick it) and spans (when exporting and sampled). */
   finish(record: ExchangeRecord, accessLog: AccessLogSettings): void {
     try {

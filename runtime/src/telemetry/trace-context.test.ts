@@ -138,3 +138,15 @@ test('root sampling at a ratio: the share is near the ratio, and every decision 
   // Expected 5000, σ ≈ 61: ±800 is over 13σ, never flaky.
   assert.ok(sampled > 4200 && sampled < 5800, `sampled ${sampled} of ${n} at ratio ${ratio}`);
 });
+
+test('request ids from the id pool are UUID-shaped (version 4, RFC variant) and unique', async () => {
+  const { IdPool } = await import('./trace-context.ts');
+  const pool = new IdPool();
+  const seen = new Set<string>();
+  for (let i = 0; i < 5000; i++) {
+    const id = pool.uuid();
+    assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    seen.add(id);
+  }
+  assert.equal(seen.size, 5000);
+});

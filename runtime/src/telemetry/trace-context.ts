@@ -121,6 +121,13 @@ export class IdPool {
     return id;
   }
 
+  /** A random UUID (version 4 layout) from the same pool: cheaper than crypto.randomUUID per request. */
+  uuid(): string {
+    const h = this.#take(32);
+    const variant = '89ab'[parseInt(h[16]!, 16) & 3]!;
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+  }
+
   traceId(): string {
     let id = this.#take(32);
     // An all-zero trace id is invalid; its odds are 2^-128, the check is one comparison.
@@ -145,6 +152,11 @@ export class TraceContextFactory {
 
   get sampler(): SamplerConfig {
     return this.#sampler;
+  }
+
+  /** A random request id (UUID layout) from the id pool. */
+  requestId(): string {
+    return this.#ids.uuid();
   }
 
   #rootDecision(traceId: string): boolean {

@@ -62,6 +62,8 @@ export function errorResponse(status: number, code: string, message: string, clo
 }
 
 const CRLF = Buffer.from('\r\n');
+/** Responses up to this size (head + body gathered in one tick) are written as one buffer. */
+const COALESCE_BYTES = 8 * 1024;
 /** Unparsed input a connection may hold (pipelined requests) before it stops reading the socket. */
 const MAX_BUFFERED = 64 * 1024;
 const LAST_CHUNK = '0\r\n\r\n';
@@ -197,6 +199,7 @@ class Http1Stream implements DownstreamStream {
     if (this.headSent || this.detached) return false;
     this.pending = undefined;
     this.pendingBytes = 0;
+    this.#gathered = 0;
     this.headWritten = false;
     this.chunked = false;
     this.ended = false;
@@ -231,9 +234,13 @@ class Http1Stream implements DownstreamStream {
     this.conn.tunnel(this, `${head}\r\n`, upstream, upstreamRest);
   }
 
+  /** Bytes gathered since the last flush (pendingBytes resets on forced flushes the same way). */
+  #gathered = 0;
+
   #gather(part: string | Buffer): void {
     (this.pending ??= []).push(part);
     this.pendingBytes += part.length;
+    this.#gathered += part.length;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       queueMicrotask(this.#scheduledFlush);
@@ -253,10 +260,18 @@ class Http1Stream implements DownstreamStream {
     const socket = this.conn.socket;
     if (socket.destroyed) return;
     this.headSent = true;
+    const total = this.#gathered;
+    this.#gathered = 0;
     if (parts.length === 1) {
       const p = parts[0]!;
       if (typeof p === 'string') socket.write(p, 'latin1');
       else socket.write(p);
+    } else if (total <= COALESCE_BYTES) {
+      // A small response (head and body) as one buffer: one write, no writev bookkeeping.
+      const out = Buffer.allocUnsafe(total);
+      let at = 0;
+      for (const p of parts) at += typeof p === 'string' ? out.write(p, at, 'latin1') : p.copy(out, at);
+      socket.write(out);
     } else {
       socket.cork();
       for (const p of parts) {
