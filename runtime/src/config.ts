@@ -1,4 +1,5 @@
 // Daemon configuration from the environment (API.md "Running"); flags of `isomesh run` mirror it.
+import os from 'node:os';
 import path from 'node:path';
 import { isomeshError } from './errors.ts';
 
@@ -26,6 +27,8 @@ export interface DaemonConfig {
   timeouts: { headersMs: number; idleMs: number; bodyMs: number };
   /** Node-wide cap on client connections (undefined: half the descriptor limit). */
   maxConnections?: number;
+  /** Data-plane worker threads (ISOMESH_WORKERS; default: the number of CPUs). */
+  workers: number;
   /** ISOMESH_DATAPLANE: who serves the tenant listeners (envoy: a supervised Envoy configured over xDS). */
   dataplane: 'builtin' | 'envoy';
   /** Envoy mode: the Envoy admin port on 127.0.0.1 (ISOMESH_ENVOY_ADMIN_PORT). */
@@ -69,6 +72,10 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, overrides: P
     throw isomeshError('ISOMESH_ERR_API_VALIDATION', `ISOMESH_DATAPATH must be auto, on or off (got "${datapath}")`);
   }
   const token = overrides.ISOMESH_ADMIN_TOKEN ?? env.ISOMESH_ADMIN_TOKEN;
+  const workersRaw = get('ISOMESH_WORKERS', String(Math.min(64, os.availableParallelism())));
+  if (!/^\d{1,2}$/.test(workersRaw.trim()) || Number(workersRaw) < 1 || Number(workersRaw) > 64) {
+    throw isomeshError('ISOMESH_ERR_API_VALIDATION', `ISOMESH_WORKERS must be a whole number from 1 to 64 (got "${workersRaw}")`);
+  }
   const maxConnections = get('ISOMESH_MAX_CONNECTIONS', '');
   if (maxConnections !== '' && (!/^\d{1,9}$/.test(maxConnections) || Number(maxConnections) < 1)) {
     throw isomeshError('ISOMESH_ERR_API_VALIDATION', `ISOMESH_MAX_CONNECTIONS must be a positive whole number (got "${maxConnections}")`);
@@ -102,5 +109,6 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, overrides: P
       bodyMs: msSetting(get, 'ISOMESH_BODY_TIMEOUT_MS', 30_000),
     },
     ...(maxConnections !== '' ? { maxConnections: Number(maxConnections) } : {}),
+    workers: Number(workersRaw),
   };
 }

@@ -13,8 +13,9 @@ import { buildAdminServer, type NodeInfo } from './admin/index.ts';
 import type { DaemonConfig } from './config.ts';
 import { NodeDatapath } from './datapath/index.ts';
 import { EnvoyListenerPorts, EnvoySupervisor } from './envoy/index.ts';
-import { PluginHost, RateLimitCounters } from './host/index.ts';
-import { ProxyServer } from './proxy/index.ts';
+import { NodeLedger, PluginHost, RateLimitCounters, SharedRateLimitCounters, type RateLimitStore } from './host/index.ts';
+import { defaultMaxConnections, ProxyServer, WorkerPool, type DataPlane } from './proxy/index.ts';
+import { AggregatorRegistry } from 'prom-client';
 import { Telemetry } from './telemetry/index.ts';
 import { Store } from './store/index.ts';
 import type { RateLimit, TenantConfig } from './store/model.ts';
@@ -26,7 +27,10 @@ export class Daemon {
   readonly registry: Registry;
   readonly store: Store;
   readonly host: PluginHost;
-  readonly proxy: ProxyServer;
+  /** The built-in data plane: this thread's ProxyServer, or ISOMESH_WORKERS worker threads. */
+  readonly proxy: DataPlane;
+  /** Shared admission/connection/rate-limit counts when there are several workers. */
+  readonly ledger: NodeLedger | undefined;
   readonly telemetry: Telemetry;
   readonly adminToken: string;
   /** ADS, ext_proc and RLS on ISOMESH_GRPC_ADDR and <stateDir>/grpc.sock; more services via addService(). */
@@ -34,7 +38,7 @@ export class Daemon {
   /** Serves the tenants to Envoy and proxyless gRPC clients over ADS (both data-plane modes). */
   readonly xds: XdsControlPlane;
   /** Rate-limit counters of the node: the built-in proxy and the rate-limit service count in these. */
-  readonly rateLimits = new RateLimitCounters();
+  readonly rateLimits: RateLimitStore;
   /** Envoy's ext_proc stream per request, run through `host` (both data-plane modes). */
   readonly extProc: ExtProcServer;
   /** Envoy mode only. */
@@ -56,22 +60,38 @@ export class Daemon {
     this.adminToken = adminToken;
     // Access lines go through the root logger (no component binding); spans over OTLP when OTEL_* say so.
     this.telemetry = Telemetry.fromEnv(process.env, logger, { registry: this.registry });
+    // Several workers (and Envoy mode keeps one): node-wide counts live in shared memory.
+    const workers = config.dataplane === 'envoy' ? 1 : config.workers;
+    this.ledger = workers > 1 ? new NodeLedger() : undefined;
+    this.rateLimits = this.ledger !== undefined ? new SharedRateLimitCounters(this.ledger) : new RateLimitCounters();
     this.host = new PluginHost({
       logger: logger.child({ component: 'host' }),
       registry: this.registry,
       // ctx.fetch goes through the built-in proxy's path (the proxy is created just below).
       fetch: (tenant, req) => this.proxy.fetch(tenant, req),
+      ...(this.ledger !== undefined ? { ledger: this.ledger } : {}),
     });
-    this.proxy = new ProxyServer({
-      host: this.host,
-      logger: logger.child({ component: 'proxy' }),
-      registry: this.registry,
-      listenAddress: config.listenAddress,
-      timeouts: config.timeouts,
-      telemetry: this.telemetry,
-      rateLimits: this.rateLimits,
-      ...(config.maxConnections !== undefined ? { maxConnections: config.maxConnections } : {}),
-    });
+    this.proxy = this.ledger !== undefined
+      ? new WorkerPool({
+          count: workers,
+          host: this.host,
+          ledger: this.ledger,
+          logger: logger.child({ component: 'workers' }),
+          listenAddress: config.listenAddress,
+          timeouts: config.timeouts,
+          maxConnections: config.maxConnections ?? defaultMaxConnections(),
+          logLevel: config.logLevel,
+        })
+      : new ProxyServer({
+          host: this.host,
+          logger: logger.child({ component: 'proxy' }),
+          registry: this.registry,
+          listenAddress: config.listenAddress,
+          timeouts: config.timeouts,
+          telemetry: this.telemetry,
+          rateLimits: this.rateLimits,
+          ...(config.maxConnections !== undefined ? { maxConnections: config.maxConnections } : {}),
+        });
     this.grpc = new GrpcServer({
       tcp: config.grpc,
       socketPath: path.join(config.stateDir, 'grpc.sock'),
@@ -109,7 +129,11 @@ export class Daemon {
   /** GET /v1/node. */
   #node(): NodeInfo {
     // One data-plane process: this one (builtin), or the supervised Envoy.
-    if (this.envoy === undefined) return { workers: 1, dataplane: { mode: 'builtin' } };
+    if (this.envoy === undefined) {
+      const info: NodeInfo = { workers: this.proxy.workers, dataplane: { mode: 'builtin' } };
+      if (this.proxy instanceof WorkerPool) info.workerStatus = this.proxy.workerStatus();
+      return info;
+    }
     return { workers: 1, dataplane: { mode: 'envoy', envoy: this.envoy.status() } };
   }
 
@@ -154,7 +178,15 @@ export class Daemon {
     return this.#datapath;
   }
 
+  /** /metrics: this thread's registry, plus the data-plane workers' when there are several. */
+  async #metricsText(): Promise<string> {
+    if (!(this.proxy instanceof WorkerPool)) return this.registry.metrics();
+    const parts = [await this.registry.getMetricsAsJSON(), ...(await this.proxy.metrics())];
+    return AggregatorRegistry.aggregate(parts as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics();
+  }
+
   async #boot(): Promise<void> {
+    if (this.proxy instanceof WorkerPool) await this.proxy.ready();
     // The datapath opens first (re-adopting pins from a previous run), so the snapshots below fill
     // its VIP map, and stored workloads are re-attached once their tenants' listeners are bound.
     this.#datapath = await NodeDatapath.start({
@@ -186,6 +218,8 @@ export class Daemon {
       ready: () => this.#ready,
       datapath: this.#datapath,
       node: () => this.#node(),
+      metrics: () => this.#metricsText(),
+      restartWorker: async (index) => (this.proxy instanceof WorkerPool ? this.proxy.restartWorker(index) : false),
       xds: () => this.xds.status(),
     });
     await this.#admin.listen({ host: this.config.admin.host, port: this.config.admin.port });

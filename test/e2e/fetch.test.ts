@@ -48,7 +48,13 @@ before(async () => {
   assert.equal(p.status, 201, JSON.stringify(p.body));
   assert.equal((await d.api('PUT', '/v1/tenants/shop/plugins/enrich/active', { version: p.body.version })).status, 200);
   assert.equal((await d.api('PUT', '/v1/tenants/shop/chain', [{ plugin: 'enrich' }])).status, 200);
-  for (let i = 0; i < 100 && echoed(await request(port, '/warm', { headers: { 'x-port': String(users.port) } })).headers['x-profile-url'] === undefined; i++) await sleep(20);
+  // The chain reaches the data plane a moment after the PUT: until then answers are the proxy's own.
+  for (let i = 0; i < 100; i++) {
+    const warm = await request(port, '/warm', { headers: { 'x-port': String(users.port) } });
+    if (warm.status === 200 && echoed(warm).headers['x-profile-url'] !== undefined) break;
+    console.error('warm', warm.status, warm.body.slice(0, 200));
+    await sleep(20);
+  }
 });
 
 after(async () => {

@@ -2,6 +2,7 @@
 // rate limits, plugin versions, activations, the chain and secrets — and traffic flows again on the
 // same listener port.
 import assert from 'node:assert/strict';
+import os from 'node:os';
 import { test } from 'node:test';
 import { startDaemon } from '../support/daemon.ts';
 import { echoed, request, startEcho } from '../support/http.ts';
@@ -43,7 +44,9 @@ export default definePlugin({ onRequest(req, ctx) { req.headers.set('x-secret-le
   assert.equal(tenant.body.listenerPort, port);
   assert.deepEqual([tenant.body.pathNormalization, tenant.body.accessLog], ['base', { enabled: true, sample: 0.5 }]);
   assert.deepEqual((await second.api('GET', '/v1/tenants/keep/ratelimits/all')).body, { name: 'all', ...limit, shadow: false });
-  assert.deepEqual((await second.api('GET', '/v1/node')).body, { workers: 1, dataplane: { mode: 'builtin' } }, 'the daemon reports one built-in data plane');
+  const node = (await second.api('GET', '/v1/node')).body;
+  assert.equal(node.workers, Math.min(64, os.availableParallelism()), 'ISOMESH_WORKERS defaults to the number of CPUs');
+  assert.deepEqual(node.dataplane, { mode: 'builtin' }, 'the daemon reports the built-in data plane');
   const quota = await second.api('GET', '/v1/tenants/keep/quota');
   assert.equal(quota.body.requestsPerSecond, 500);
   const own = await second.api('GET', '/v1/tenants/keep', undefined, tok.body.token);

@@ -13,9 +13,21 @@ export interface EnvoyProcessStatus {
   lastExit?: { code: number | null; signal: string | null; at: string };
 }
 
+export interface WorkerStatus {
+  index: number;
+  state: 'running' | 'restarting';
+  restarts: number;
+  /** Requests the worker admitted since it (last) started. */
+  requests: number;
+  /** Client connections it holds now. */
+  connections: number;
+}
+
 export interface NodeInfo {
-  /** Data-plane worker processes sharing the tenant listeners. */
+  /** Data-plane workers sharing the tenant listeners. */
   workers: number;
+  /** With several workers: each one's state. */
+  workerStatus?: WorkerStatus[];
   dataplane: {
     mode: 'builtin' | 'envoy';
     /** Only in envoy mode. */
@@ -30,6 +42,21 @@ const nodeResponse = {
     additionalProperties: true,
     properties: {
       workers: { type: 'integer', minimum: 1, description: 'data-plane workers sharing the tenant listeners' },
+      workerStatus: {
+        type: 'array',
+        description: 'with several workers: each one (requests since it started, connections now)',
+        items: {
+          type: 'object',
+          additionalProperties: true,
+          properties: {
+            index: { type: 'integer' },
+            state: { type: 'string', enum: ['running', 'restarting'] },
+            restarts: { type: 'integer' },
+            requests: { type: 'integer' },
+            connections: { type: 'integer' },
+          },
+        },
+      },
       dataplane: {
         type: 'object',
         additionalProperties: true,
@@ -60,10 +87,28 @@ const nodeResponse = {
   },
 } as const;
 
-export function registerNodeRoute(app: FastifyInstance, node: () => NodeInfo): void {
+export function registerNodeRoute(app: FastifyInstance, node: () => NodeInfo, restartWorker?: (index: number) => Promise<boolean>): void {
   app.get(
     '/v1/node',
     { config: { auth: 'admin' }, schema: { tags: ['node'], summary: "This node's data plane: workers, mode, Envoy process", response: nodeResponse } },
     async () => node(),
+  );
+  app.post<{ Params: { index: string } }>(
+    '/v1/node/workers/:index/restart',
+    {
+      config: { auth: 'admin' },
+      schema: {
+        tags: ['node'],
+        summary: 'End a data-plane worker abruptly (as a crash would) and let it restart: its connections are cut, the others are not',
+        params: { type: 'object', properties: { index: { type: 'string', pattern: '^[0-9]{1,2}$' } }, required: ['index'] },
+      },
+    },
+    async (req, reply) => {
+      const index = Number(req.params.index);
+      if (restartWorker === undefined || !(await restartWorker(index))) {
+        return reply.code(404).send({ error: { code: 'ISOMESH_ERR_API_NOT_FOUND', message: `no data-plane worker ${index} (workers run as threads only with ISOMESH_WORKERS > 1)` } });
+      }
+      return reply.code(202).send({ restarting: index });
+    },
   );
 }

@@ -43,7 +43,7 @@ export function registerServiceRoutes(app: FastifyInstance, deps: AdminDeps): vo
       requireTenant(deps, req.params.tenant);
       const s = store.getService(req.params.tenant, req.params.name);
       if (!s) throw new IsomeshError('ISOMESH_ERR_SERVICE_NOT_FOUND', `service "${req.params.name}" does not exist`);
-      const endpointStatus = deps.proxy.endpointStatus?.(req.params.tenant, req.params.name);
+      const endpointStatus = await deps.proxy.endpointStatus?.(req.params.tenant, req.params.name);
       return endpointStatus === undefined ? s : { ...s, endpointStatus };
     },
   );

@@ -209,6 +209,19 @@ export class Datapath {
   }
 
   /**
+   * An original-destination resolver over the pinned map of a datapath opened elsewhere in this process
+   * (a data-plane worker thread: the main thread owns the Datapath, the worker has its own fd on the map).
+   */
+  static resolverFromPins(pinDir: string): (socket: { remoteAddress?: string | undefined; remotePort?: number | undefined }) => string | undefined {
+    const map = MapFd.fromPin(new PinLayout(pinDir).map('orig_dst_by_tuple'));
+    return (socket) => {
+      if (!socket.remoteAddress || !socket.remotePort) return undefined;
+      const v = map.lookup(codec.tupleKey(socket.remoteAddress, socket.remotePort));
+      return v === undefined ? undefined : codec.decodeOrigDst(v).address;
+    };
+  }
+
+  /**
    * The VIP a redirected client asked for, from the accepted socket's peer (the client's local
    * ip and port); undefined for connections that were not redirected.
    */

@@ -21,6 +21,8 @@ export interface ListenerControl {
   addListenAddress(tenant: string, address: string): Promise<void>;
   removeListenAddress(tenant: string, address: string): Promise<void>;
   setOriginalDestinationResolver(fn: (socket: Socket) => string | undefined): void;
+  /** Data-plane workers in threads resolve from the pinned map themselves (Datapath.resolverFromPins). */
+  setOriginalDestinationPins?(pinDir: string): void;
 }
 
 export interface NodeDatapathOptions {
@@ -74,6 +76,7 @@ export class NodeDatapath {
       const dp = await Datapath.open({ pinDir: opts.pinDir, logger: opts.logger, proxyCgroupPath,
         ...(opts.registry ? { registry: opts.registry } : {}) });
       opts.proxy.setOriginalDestinationResolver((socket) => dp.originalDestination(socket));
+      opts.proxy.setOriginalDestinationPins?.(opts.pinDir);
       return new NodeDatapath(opts, dp, undefined);
     } catch (err) {
       if (opts.mode === 'on') throw err;

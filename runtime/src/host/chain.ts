@@ -14,6 +14,8 @@ export interface StepVersion {
   version: number;
   /** Body limits the version declared (bytes per direction). */
   body?: { request?: number; response?: number };
+  /** The hooks the version declared at publish (absent for versions published before they were recorded). */
+  hooks?: ReadonlyArray<'onRequest' | 'onResponse'>;
 }
 
 export interface ChainStep {
@@ -39,6 +41,7 @@ export function hashRequestId(id: string): number {
 function stepVersion(plugin: string, v: ResolvedVersion): StepVersion {
   const sv: StepVersion = { key: `${plugin}@${v.version}#${v.digest}`, healthKey: `${plugin}@${v.version}`, plugin, version: v.version };
   if (v.meta?.body !== undefined) sv.body = v.meta.body;
+  if (v.meta?.hooks !== undefined) sv.hooks = v.meta.hooks;
   return sv;
 }
 

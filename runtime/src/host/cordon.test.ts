@@ -123,12 +123,17 @@ test("the daemon's event loop stays free while a tenant loops in its cordon", as
     maxGap = Math.max(maxGap, now - last);
     last = now;
   }, 2);
+  // CPU of this thread, not wall time: a loaded machine can delay timers, but only running the
+  // loop here would charge this thread the loops' ~900 ms of CPU.
+  const cpu0 = process.threadCpuUsage();
   const results = await Promise.all([0, 1, 2].map(() => oneRequest(host, 'looper')));
+  const cpu = process.threadCpuUsage(cpu0);
   clearInterval(ticker);
   for (const r of results) assert.equal(r.action === 'fail' && r.code, 'ISOMESH_ERR_PLUGIN_TIMEOUT');
-  t.diagnostic(`max event-loop gap ${maxGap.toFixed(1)} ms`);
-  // Three 300 ms loops ran (~900 ms) without this process's timers being held up by them.
-  assert.ok(maxGap < 100, `event loop stalled ${maxGap.toFixed(1)} ms`);
+  const mainMs = (cpu.user + cpu.system) / 1000;
+  t.diagnostic(`main-thread CPU ${mainMs.toFixed(1)} ms while the loops ran; max event-loop gap ${maxGap.toFixed(1)} ms`);
+  // Three 300 ms loops ran (~900 ms of CPU) in the cordon; this thread spent a small part of that.
+  assert.ok(mainMs < 300, `the daemon thread spent ${mainMs.toFixed(1)} ms of CPU during the loops`);
 });
 
 /** Runs `n` concurrent request loops per tenant for `ms`; returns completed counts. */

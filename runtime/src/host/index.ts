@@ -33,6 +33,7 @@ import type {
 import { HostMetrics } from './metrics.ts';
 import { PluginMetrics } from './plugin-metrics.ts';
 import { TenantQuota } from './quota.ts';
+import type { NodeLedger } from './ledger.ts';
 import { TenantSandbox, type SandboxEvents } from './sandbox.ts';
 import { TrialLoader } from './trial.ts';
 import { FetchGate } from './plugin-fetch.ts';
@@ -64,6 +65,8 @@ export interface PluginHostOptions {
   trialLoadTimeoutMs?: number;
   /** The data plane's backend of ctx.fetch; absent → ctx.fetch rejects with "fetch is not available". */
   fetch?: PluginFetch;
+  /** Shared admission rows (several data-plane workers): quotas hold for the node. */
+  ledger?: NodeLedger;
 }
 
 export function hostModeFromEnv(env: NodeJS.ProcessEnv = process.env): HostMode {
@@ -112,6 +115,8 @@ interface Run extends ChainRun {
   routed: boolean;
   /** Timings of the run's plugin calls, when recordCalls() asked for them (traced requests). */
   calls?: PluginCallTiming[];
+  /** Made by attach(): admitted by a worker, so end() releases no admission slot here. */
+  attached?: boolean;
 }
 
 /** A pass as sent, with the version each of its entries stands for (metrics and health are per version). */
@@ -138,6 +143,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   readonly #trial: TrialLoader | undefined;
   readonly #trialTimeoutMs: number | undefined;
   readonly #fetch: FetchGate;
+  readonly #ledger: NodeLedger | undefined;
   /** digest → hooks, learnt at compile: hasResponseHooks() can answer before a cordon has loaded the code. */
   readonly #compiledHooks = new Map<string, Hooks>();
   readonly mode: HostMode;
@@ -157,6 +163,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     this.#pluginMetrics = new PluginMetrics(opts.registry);
     this.mode = opts.mode ?? hostModeFromEnv();
     this.#trialTimeoutMs = opts.trialLoadTimeoutMs;
+    this.#ledger = opts.ledger;
     this.#fetch = new FetchGate(opts.fetch, (tenant, service) => this.#tenants.get(tenant)?.gen.chain.services.has(service) ?? false);
     if (this.mode === 'cordon') {
       this.#trial = new TrialLoader({ logger: this.#logger, ...(opts.trialLoadTimeoutMs === undefined ? {} : { timeoutMs: opts.trialLoadTimeoutMs }) });
@@ -247,11 +254,23 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     return { ok: true, run };
   }
 
+  /**
+   * A run for a request a data-plane worker has already admitted (the node ledger holds its slot):
+   * pins the chain generation like begin() but takes no admission; end() releases nothing.
+   */
+  attach(tenant: string, requestId: string, route: string | undefined): ChainRun | undefined {
+    const state = this.#tenants.get(tenant);
+    if (state === undefined) return undefined;
+    state.gen.refs++;
+    const run: Run = { tenant, requestId, state, gen: state.gen, cpuMs: 0, budgetUsedMs: 0, ended: false, route, routed: true, attached: true };
+    return run;
+  }
+
   end(run: ChainRun): void {
     const r = run as Run;
     if (r.ended) return;
     r.ended = true;
-    r.state.quota.release();
+    if (r.attached !== true) r.state.quota.release();
     this.#unref(r.state, r.gen);
   }
 
@@ -401,7 +420,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
       name,
       sandbox,
       ...(cordon === undefined ? {} : { cordon }),
-      quota: new TenantQuota(config.quota),
+      quota: new TenantQuota(config.quota, Date.now, this.#ledger?.quotaCells(this.#ledger.assign(name))),
       gen: { chain, refs: 1 },
       versions: new Map(),
       logTokens: LOG_LINES_PER_SEC * 2,
@@ -610,5 +629,8 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     }
   }
 }
-export { applyRateLimits, descriptorValues, limitKey, RateLimitCounters, UNIT_SECONDS, type RateLimitDecision, type RateLimitVerdict, type RequestFacts } from './ratelimit.ts';
+export { applyRateLimits, descriptorValues, limitKey, RateLimitCounters, UNIT_SECONDS, type RateLimitDecision, type RateLimitStore, type RateLimitVerdict, type RequestFacts } from './ratelimit.ts';
 export { applyHeaderMutation, headerMutation, isEmptyMutation } from './header-mutation.ts';
+export { MAX_WORKERS, NodeLedger, SharedRateLimitCounters, type LedgerBuffers } from './ledger.ts';
+export { TenantQuota } from './quota.ts';
+export { Chain, type ChainStep, type StepVersion } from './chain.ts';

@@ -41,8 +41,14 @@ interface Window {
   counts: Map<string, number>;
 }
 
+/** What counts rate-limit hits: in this process (RateLimitCounters) or node-wide (ledger.ts). */
+export interface RateLimitStore {
+  hit(limitKey: string, values: string, requestsPerUnit: number, unit: RateLimitUnit, hits?: number, nowMs?: number): RateLimitVerdict;
+  forget(tenant: string, name?: string): void;
+}
+
 /** Fixed-window counters; `limitKey` identifies one rate limit of one tenant (see limitKey()). */
-export class RateLimitCounters {
+export class RateLimitCounters implements RateLimitStore {
   readonly #windows = new Map<string, Window>();
 
   /** Counts `hits` against the limit's current window for `values`; over when the window's total exceeds the limit. */
@@ -120,7 +126,7 @@ export interface RateLimitDecision {
 }
 
 /** Applies every rate limit of a tenant to one request (each applicable limit counts the request). */
-export function applyRateLimits(tenant: string, limits: readonly RateLimit[], facts: RequestFacts, counters: RateLimitCounters, nowMs = Date.now()): RateLimitDecision {
+export function applyRateLimits(tenant: string, limits: readonly RateLimit[], facts: RequestFacts, counters: RateLimitStore, nowMs = Date.now()): RateLimitDecision {
   const decision: RateLimitDecision = { results: [] };
   for (const rl of limits) {
     const values = descriptorValues(rl, facts);

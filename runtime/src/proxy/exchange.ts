@@ -20,7 +20,7 @@
 import type { Socket } from 'node:net';
 import type pino from 'pino';
 import type { ChainRun, HeaderList, PluginHostApi, RequestOutcome, ResponseOutcome } from '../host/contract.ts';
-import { applyRateLimits, type RateLimitCounters } from '../host/index.ts';
+import { applyRateLimits, type RateLimitStore } from '../host/index.ts';
 import type { ErrorCode } from '../errors.ts';
 import type { UpstreamErrorKind } from './metrics.ts';
 import { isIdempotent, type UpstreamService } from './upstream.ts';
@@ -49,7 +49,7 @@ import {
 export interface ProxyContext {
   readonly host: PluginHostApi;
   readonly logger: pino.Logger;
-  readonly rateLimits: RateLimitCounters;
+  readonly rateLimits: RateLimitStore;
   readonly telemetry: Telemetry;
   originalDestination(socket: Socket | undefined): string | undefined;
 }

@@ -14,11 +14,11 @@ import type { TenantConfig } from '../store/model.ts';
 import { IsomeshError } from '../errors.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { compileSnapshot, EMPTY_SNAPSHOT, TenantRuntime } from './tenant.ts';
-import { ConnectionLedger, defaultMaxConnections, DEFAULT_TIMEOUTS, Sweeper, TenantServer } from './listener.ts';
+import { ConnectionLedger, defaultMaxConnections, DEFAULT_TIMEOUTS, Sweeper, TenantServer, type ConnectionCounter } from './listener.ts';
 import { startExchange, type ProxyContext } from './exchange.ts';
 import { MemoryStream, type FetchRequest, type FetchResult } from './plugin-fetch.ts';
 import type { Http1Timeouts } from './http1/connection.ts';
-import { RateLimitCounters } from '../host/index.ts';
+import { RateLimitCounters, type RateLimitStore } from '../host/index.ts';
 import { Telemetry } from '../telemetry/index.ts';
 
 export { DEFAULT_TIMEOUTS, defaultMaxConnections } from './listener.ts';
@@ -36,8 +36,12 @@ export interface ProxyServerOptions {
   timeouts?: Partial<Http1Timeouts>;
   /** Node-wide cap on client connections; default: half the descriptor limit. */
   maxConnections?: number;
+  /** Counts shared by several data-plane workers (node-wide connection caps); default: this proxy's own. */
+  connections?: ConnectionCounter;
+  /** Bind tenant ports with SO_REUSEPORT (this proxy is one of several workers). */
+  reusePort?: boolean;
   /** Rate-limit counters (shared with the rate-limit service); default: the proxy's own. */
-  rateLimits?: RateLimitCounters;
+  rateLimits?: RateLimitStore;
   /** Access log and tracing; default: no export, access lines through `logger`. */
   telemetry?: Telemetry;
 }
@@ -64,7 +68,28 @@ export interface ProxyEndpointStatus {
   consecutive5xx: number;
 }
 
-export class ProxyServer {
+/** What the daemon drives: one ProxyServer in this thread, or a WorkerPool of them (ISOMESH_WORKERS). */
+export interface DataPlane {
+  readonly workers: number;
+  configure(config: TenantConfig): Promise<void>;
+  bind(tenant: string, port: number): Promise<number>;
+  addListenAddress(tenant: string, address: string): Promise<void>;
+  removeListenAddress(tenant: string, address: string): Promise<void>;
+  removeTenant(tenant: string): Promise<void>;
+  status(tenant: string): ProxyTenantStatus | undefined;
+  endpointStatus(tenant: string, service: string): ProxyEndpointStatus[] | undefined | Promise<ProxyEndpointStatus[] | undefined>;
+  fetch(tenant: string, req: FetchRequest): Promise<FetchResult>;
+  setOriginalDestinationResolver(fn: (socket: Socket) => string | undefined): void;
+  setOriginalDestinationPins?(pinDir: string): void;
+  listeners(): ProxyListener[];
+  close(): Promise<void>;
+}
+
+export { WorkerPool, type WorkerPoolOptions } from './workers.ts';
+
+export class ProxyServer implements DataPlane {
+  /** One data-plane thread: this one. */
+  readonly workers = 1;
   readonly #host: PluginHostApi;
   readonly #logger: pino.Logger;
   readonly #metrics: ProxyMetrics;
@@ -75,8 +100,9 @@ export class ProxyServer {
   readonly #draining = new Set<Promise<void>>();
   readonly #context: ProxyContext;
   readonly #timeouts: Http1Timeouts;
-  readonly #ledger: ConnectionLedger;
+  readonly #ledger: ConnectionCounter;
   readonly #sweeper: Sweeper;
+  readonly #reusePort: boolean;
   #resolver: ((socket: Socket) => string | undefined) | undefined;
   /** Original destination per downstream connection: resolved once, reused by its keep-alive requests. */
   readonly #destinations = new WeakMap<Socket, string | null>();
@@ -106,7 +132,8 @@ export class ProxyServer {
       originalDestination: (socket) => this.#originalDestination(socket),
     };
     this.#timeouts = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
-    this.#ledger = new ConnectionLedger(opts.maxConnections ?? defaultMaxConnections());
+    this.#ledger = opts.connections ?? new ConnectionLedger(opts.maxConnections ?? defaultMaxConnections());
+    this.#reusePort = opts.reusePort === true;
     this.#sweeper = new Sweeper(() => this.#allServers());
     this.#sweeper.start();
   }
@@ -270,6 +297,7 @@ export class ProxyServer {
       tenantCap: () => t.snapshot.maxConnections,
       refused: (reason) => t.series.connectionRefused(reason),
       onRequest: (stream) => startExchange(ctx, t, stream),
+      reusePort: this.#reusePort,
     });
   }
 

@@ -14,6 +14,7 @@ import { IsomeshError } from '../errors.ts';
 import { errorResponse, Http1Connection, type Http1Owner, type Http1Timeouts } from './http1/connection.ts';
 import type { DownstreamStream } from './stream.ts';
 import { Http2Sessions } from './http2/server.ts';
+import type { NodeLedger } from '../host/index.ts';
 
 export const DEFAULT_TIMEOUTS: Readonly<Http1Timeouts> = Object.freeze({ headersMs: 10_000, idleMs: 60_000, bodyMs: 30_000 });
 const SWEEP_MS = 200;
@@ -40,8 +41,65 @@ export function defaultMaxConnections(): number {
 
 export type ConnectionVerdict = 'ok' | 'tenant' | 'node';
 
-/** Open client connections per tenant and on the node. */
-export class ConnectionLedger {
+/** What a listener needs to count client connections (in this process, or node-wide in shared memory). */
+export interface ConnectionCounter {
+  readonly maxConnections: number;
+  readonly total: number;
+  of(tenant: string): number;
+  /** Counts the connection when it may be taken. */
+  admit(tenant: string, tenantCap: number): ConnectionVerdict;
+  release(tenant: string): void;
+}
+
+/** Node-wide counts over the node ledger (several workers): add first, then judge, so races are exact. */
+export class SharedConnectionCounter implements ConnectionCounter {
+  readonly maxConnections: number;
+  readonly #ledger: NodeLedger;
+  readonly #slotOf: (tenant: string) => number | undefined;
+
+  readonly #worker: number;
+
+  constructor(ledger: NodeLedger, slotOf: (tenant: string) => number | undefined, maxConnections: number, worker: number) {
+    this.#ledger = ledger;
+    this.#slotOf = slotOf;
+    this.maxConnections = maxConnections;
+    this.#worker = worker;
+  }
+
+  get total(): number {
+    return this.#ledger.nodeConnections;
+  }
+
+  of(tenant: string): number {
+    const slot = this.#slotOf(tenant);
+    return slot === undefined ? 0 : this.#ledger.connections(slot);
+  }
+
+  admit(tenant: string, tenantCap: number): ConnectionVerdict {
+    const slot = this.#slotOf(tenant);
+    if (slot === undefined) return 'node';
+    const before = this.#ledger.addConnection(slot);
+    const cap = this.maxConnections;
+    let verdict: ConnectionVerdict = 'ok';
+    if (before.tenant >= tenantCap) verdict = 'tenant';
+    else if (before.node >= cap) verdict = 'node';
+    // The same fair share as ConnectionLedger: the tenants holding connections (this one included) plus a newcomer.
+    else if (before.node * 2 >= cap && before.tenant >= cap / (this.#ledger.activeTenants + 1)) verdict = 'node';
+    if (verdict !== 'ok') this.#ledger.removeConnection(slot);
+    else this.#ledger.workerConnection(this.#worker, slot, 1);
+    return verdict;
+  }
+
+  release(tenant: string): void {
+    const slot = this.#slotOf(tenant);
+    if (slot === undefined) return;
+    this.#ledger.removeConnection(slot);
+    this.#ledger.workerConnection(this.#worker, slot, -1);
+  }
+}
+
+/** Open client connections per tenant and on the node (one data-plane process). */
+export class ConnectionLedger implements ConnectionCounter {
   readonly maxConnections: number;
   #total = 0;
   readonly #perTenant = new Map<string, number>();
@@ -83,11 +141,13 @@ export class ConnectionLedger {
 
 export interface TenantServerHooks {
   readonly timeouts: Http1Timeouts;
-  readonly ledger: ConnectionLedger;
+  readonly ledger: ConnectionCounter;
   /** The tenant's current connection cap. */
   tenantCap(): number;
   refused(reason: 'tenant' | 'node'): void;
   onRequest(stream: DownstreamStream): void;
+  /** Bind with SO_REUSEPORT (data-plane workers sharing the tenant's port). */
+  reusePort?: boolean;
 }
 
 /** One listening address of one tenant and its connections (HTTP/1.1, and HTTP/2 sessions). */
@@ -179,7 +239,9 @@ export class TenantServer implements Http1Owner {
       };
       server.once('error', onError);
       server.once('listening', onListening);
-      server.listen({ port, host: address, exclusive: true });
+      // Several data-plane workers share a port through SO_REUSEPORT (the kernel spreads connections);
+      // one process alone binds it exclusively.
+      server.listen(this.#hooks.reusePort === true ? { port, host: address, reusePort: true } : { port, host: address, exclusive: true });
     });
   }
 

@@ -14,7 +14,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type pino from 'pino';
 import prom from 'prom-client';
-import { limitKey, type RateLimitCounters } from '../host/index.ts';
+import { limitKey, type RateLimitStore } from '../host/index.ts';
 import type { RateLimit } from '../store/model.ts';
 import { duration, type EnvoyProtos } from './protos.ts';
 import { grpcError, type GrpcServer, type Transport } from './server.ts';
@@ -40,7 +40,7 @@ export interface RlsRequest {
 
 export interface RateLimitServiceOptions {
   protos: EnvoyProtos;
-  counters: RateLimitCounters;
+  counters: RateLimitStore;
   /** The tenant's rate limits from its current TenantConfig; undefined for an unknown tenant. */
   rateLimits: (tenant: string) => readonly RateLimit[] | undefined;
   registry: prom.Registry;

@@ -1,0 +1,198 @@
+// The plugin host as a data-plane worker thread sees it (PluginHostApi): admission against the node
+// ledger's shared rows (so quotas hold for the node), the chain's shape (which entries apply to a
+// route, their hooks and body declarations, the canary choice) decided locally from the tenant's
+// configuration, and only the plugin calls themselves sent to the main thread's PluginHost — which owns
+// the isolates (inline or in cordons) once for the whole node, so no isolate is duplicated per worker.
+// A request no plugin touches never leaves its worker.
+
+import type { MessagePort } from 'node:worker_threads';
+import { Chain, NodeLedger, TenantQuota } from '../host/index.ts';
+import type { Admission, ChainRun, HookRequest, HookResponse, PluginCallTiming, PluginHostApi, RequestOutcome, ResponseOutcome } from '../host/contract.ts';
+import type { TenantConfig } from '../store/model.ts';
+
+/** worker → main: one phase of one run's chain. */
+export interface HostCall {
+  t: 'call';
+  id: number;
+  run: number;
+  tenant: string;
+  requestId: string;
+  route: string | undefined;
+  phase: 'onRequest' | 'onResponse';
+  input: HookRequest | HookResponse;
+  record: boolean;
+}
+
+/** main → worker: the outcome of a HostCall. */
+export interface HostReply {
+  t: 'hostReply';
+  id: number;
+  outcome?: RequestOutcome | ResponseOutcome;
+  error?: string;
+  calls?: PluginCallTiming[];
+}
+
+interface TenantShape {
+  chain: Chain;
+  quota: TenantQuota;
+  slot: number;
+}
+
+interface RemoteRun extends ChainRun {
+  readonly key: number;
+  readonly shape: TenantShape;
+  route: string | undefined;
+  routed: boolean;
+  /** The main thread holds a run for it (a plugin was called). */
+  attached: boolean;
+  record: boolean;
+  ended: boolean;
+  calls?: PluginCallTiming[];
+}
+
+export class RemoteHost implements PluginHostApi {
+  readonly #port: MessagePort;
+  readonly #ledger: NodeLedger;
+  /** This worker's index in the ledger (its own shares, reclaimed if it dies). */
+  readonly #worker: number;
+  readonly #tenants = new Map<string, TenantShape>();
+  readonly #pending = new Map<number, { resolve: (r: HostReply) => void; run: RemoteRun }>();
+  #ids = 0;
+  #runs = 0;
+
+  constructor(port: MessagePort, ledger: NodeLedger, worker: number) {
+    this.#port = port;
+    this.#ledger = ledger;
+    this.#worker = worker;
+  }
+
+  /** A tenant's configuration (plugin code and secrets stripped) and its ledger row. */
+  configure(config: TenantConfig, slot?: number): void {
+    const chain = new Chain(config, () => 0);
+    const existing = this.#tenants.get(config.name);
+    if (existing !== undefined) {
+      existing.quota.update(config.quota);
+      this.#tenants.set(config.name, { chain, quota: existing.quota, slot: existing.slot });
+      return;
+    }
+    if (slot === undefined) throw new Error(`no ledger row for tenant ${config.name}`);
+    this.#tenants.set(config.name, { chain, quota: new TenantQuota(config.quota, Date.now, this.#ledger.quotaCells(slot)), slot });
+  }
+
+  removeTenant(tenant: string): void {
+    this.#tenants.delete(tenant);
+  }
+
+  begin(tenant: string, requestId: string): Admission {
+    const shape = this.#tenants.get(tenant);
+    if (shape === undefined) return { ok: false, status: 503, code: 'ISOMESH_ERR_PLUGIN_UNAVAILABLE', message: `tenant ${tenant} is not configured in the plugin host` };
+    const admitted = shape.quota.admit();
+    if (!admitted.ok) {
+      const a: Admission = { ok: false, status: 429, code: admitted.code, message: admitted.message };
+      if (admitted.retryAfterSec !== undefined) a.retryAfterSec = admitted.retryAfterSec;
+      return a;
+    }
+    this.#ledger.workerInFlight(this.#worker, shape.slot, 1);
+    this.#ledger.countRequest(shape.slot);
+    this.#ledger.countWorkerRequest(this.#worker);
+    const run: RemoteRun = { tenant, requestId, key: ++this.#runs, shape, route: undefined, routed: false, attached: false, record: false, ended: false };
+    return { ok: true, run };
+  }
+
+  end(run: ChainRun): void {
+    const r = run as RemoteRun;
+    if (r.ended) return;
+    r.ended = true;
+    r.shape.quota.release();
+    this.#ledger.workerInFlight(this.#worker, r.shape.slot, -1);
+    if (r.attached) this.#port.postMessage({ t: 'hostEnd', run: r.key });
+  }
+
+  hasRequestHooks(run: ChainRun, route: string | undefined): boolean {
+    const r = run as RemoteRun;
+    r.route = route;
+    r.routed = true;
+    return this.#any(r, 'onRequest');
+  }
+
+  hasResponseHooks(run: ChainRun): boolean {
+    return this.#any(run as RemoteRun, 'onResponse');
+  }
+
+  /** Some applicable entry may have this hook (unknown hooks count: the main thread decides exactly). */
+  #any(r: RemoteRun, phase: 'onRequest' | 'onResponse'): boolean {
+    for (const step of r.shape.chain.steps) {
+      if (r.routed && !Chain.applies(step, r.route)) continue;
+      const v = Chain.versionFor(step, r.requestId);
+      if (v === undefined || v.hooks === undefined || v.hooks.includes(phase)) return true;
+    }
+    return false;
+  }
+
+  bodyLimit(run: ChainRun, phase: 'request' | 'response', route?: string): number {
+    const r = run as RemoteRun;
+    const chain = r.shape.chain;
+    if (!chain.anyBody) return 0;
+    const on = route ?? r.route;
+    let limit = 0;
+    for (const step of chain.steps) {
+      if (!Chain.applies(step, on)) continue;
+      const declared = Chain.versionFor(step, r.requestId)?.body?.[phase];
+      if (declared !== undefined && (limit === 0 || declared < limit)) limit = declared;
+    }
+    return limit;
+  }
+
+  recordCalls(run: ChainRun): void {
+    (run as RemoteRun).record = true;
+  }
+
+  calls(run: ChainRun): PluginCallTiming[] | undefined {
+    return (run as RemoteRun).calls;
+  }
+
+  onRequest(run: ChainRun, req: HookRequest): Promise<RequestOutcome> {
+    const r = run as RemoteRun;
+    if (!r.routed) {
+      r.route = req.route;
+      r.routed = true;
+    }
+    return this.#call(r, 'onRequest', req) as Promise<RequestOutcome>;
+  }
+
+  onResponse(run: ChainRun, res: HookResponse): Promise<ResponseOutcome> {
+    return this.#call(run as RemoteRun, 'onResponse', res) as Promise<ResponseOutcome>;
+  }
+
+  #call(r: RemoteRun, phase: 'onRequest' | 'onResponse', input: HookRequest | HookResponse): Promise<RequestOutcome | ResponseOutcome> {
+    const id = ++this.#ids;
+    r.attached = true;
+    const msg: HostCall = { t: 'call', id, run: r.key, tenant: r.tenant, requestId: r.requestId, route: r.route, phase, input, record: r.record };
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, {
+        run: r,
+        resolve: (reply) => {
+          if (reply.calls !== undefined) r.calls = reply.calls;
+          if (reply.outcome !== undefined) resolve(reply.outcome);
+          else reject(new Error(reply.error ?? 'plugin host call failed'));
+        },
+      });
+      this.#port.postMessage(msg);
+    });
+  }
+
+  /** The main thread answered a call. */
+  reply(msg: HostReply): void {
+    const p = this.#pending.get(msg.id);
+    if (p === undefined) return;
+    this.#pending.delete(msg.id);
+    p.resolve(msg);
+  }
+
+  async close(): Promise<void> {
+    for (const [id, p] of this.#pending) {
+      this.#pending.delete(id);
+      p.resolve({ t: 'hostReply', id, error: 'the data-plane worker is closing' });
+    }
+  }
+}

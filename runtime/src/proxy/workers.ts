@@ -1,0 +1,391 @@
+// WorkerPool: the built-in data plane as ISOMESH_WORKERS worker threads (worker-main.ts), seen by the
+// daemon as one ProxyServer-like object. Every worker serves every tenant port (SO_REUSEPORT); the
+// node ledger (host/ledger.ts) makes admission, connection caps and rate limits node-wide; plugin calls
+// come back to the main thread's one PluginHost (no isolate is duplicated per worker).
+//
+// A worker that dies is restarted with back-off and given every tenant again; the other workers'
+// connections are not touched, and what the dead one held in the ledger (in-flight admissions,
+// connections) is taken back. Breaker and ejection state is per worker (each has its own registry);
+// endpointStatus merges them.
+
+import net from 'node:net';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type pino from 'pino';
+import prom from 'prom-client';
+import { IsomeshError, type ErrorCode } from '../errors.ts';
+import { MAX_WORKERS, type NodeLedger, type PluginHost } from '../host/index.ts';
+import type { ChainRun, PluginCallTiming } from '../host/contract.ts';
+import type { TenantConfig } from '../store/model.ts';
+import type { Http1Timeouts } from './http1/connection.ts';
+import type { FetchRequest, FetchResult } from './plugin-fetch.ts';
+import type { HostCall } from './remote-host.ts';
+import type { WorkerCommand, WorkerInit } from './worker-main.ts';
+import type { ProxyEndpointStatus, ProxyListener, ProxyTenantStatus } from './index.ts';
+
+const ENTRY = path.join(import.meta.dirname, 'worker-main.ts');
+const MAX_BACKOFF_MS = 5000;
+
+export interface WorkerPoolOptions {
+  count: number;
+  host: PluginHost;
+  ledger: NodeLedger;
+  logger: pino.Logger;
+  listenAddress: string;
+  timeouts: Http1Timeouts;
+  maxConnections: number;
+  drainTimeoutMs?: number;
+  logLevel: string;
+}
+
+interface TenantEntry {
+  config: TenantConfig;
+  slot: number;
+  port: number;
+  addresses: string[];
+}
+
+interface Slot {
+  index: number;
+  worker: Worker | undefined;
+  ready: Promise<void>;
+  pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>;
+  /** Runs of this worker the main-thread host holds (key → run). */
+  runs: Map<number, ChainRun>;
+  restarts: number;
+  streak: number;
+  lastExitAt: number;
+}
+
+/** What a worker sees of a tenant: no plugin code, no secret (those stay with the main thread's host). */
+function stripped(config: TenantConfig): TenantConfig {
+  const plugins: TenantConfig['plugins'] = {};
+  for (const [name, p] of Object.entries(config.plugins)) {
+    plugins[name] = {
+      name: p.name,
+      ...(p.active !== undefined ? { active: { ...p.active, code: '' } } : {}),
+      ...(p.canary !== undefined ? { canary: { ...p.canary, code: '' } } : {}),
+    };
+  }
+  return { ...config, plugins, secrets: {} };
+}
+
+export class WorkerPool {
+  readonly #opts: WorkerPoolOptions;
+  readonly #slots: Slot[];
+  readonly #tenants = new Map<string, TenantEntry>();
+  /** Ports the workers hold per tenant (bound by bind() before its first configuration, or by configure()). */
+  readonly #ports = new Map<string, number>();
+  #ids = 0;
+  #closed = false;
+  #pins: string | undefined;
+  #nextFetch = 0;
+
+  constructor(opts: WorkerPoolOptions) {
+    if (opts.count < 2 || opts.count > MAX_WORKERS) throw new Error(`a worker pool has 2..${MAX_WORKERS} workers`);
+    this.#opts = opts;
+    this.#slots = Array.from({ length: opts.count }, (_, index) => ({ index, worker: undefined, ready: Promise.resolve(), pending: new Map(), runs: new Map(), restarts: 0, streak: 0, lastExitAt: 0 }));
+    for (const s of this.#slots) this.#spawn(s);
+  }
+
+  get workers(): number {
+    return this.#slots.length;
+  }
+
+  /** Resolves when every worker is up. */
+  async ready(): Promise<void> {
+    await Promise.all(this.#slots.map((s) => s.ready));
+  }
+
+  #spawn(s: Slot): void {
+    const o = this.#opts;
+    const init: WorkerInit = {
+      worker: s.index,
+      buffers: o.ledger.buffers,
+      listenAddress: o.listenAddress,
+      timeouts: o.timeouts,
+      maxConnections: o.maxConnections,
+      drainTimeoutMs: o.drainTimeoutMs ?? 10_000,
+      logLevel: o.logLevel,
+    };
+    const w = new Worker(ENTRY, { workerData: init });
+    s.worker = w;
+    let up!: () => void;
+    s.ready = new Promise((r) => (up = r));
+    w.on('message', (m: { t: string }) => {
+      if (m.t === 'ready') {
+        void this.#restore(s).then(up, up);
+        return;
+      }
+      if (m.t === 'done') {
+        const d = m as unknown as { id: number; value?: unknown; error?: { code?: ErrorCode; message: string } };
+        const p = s.pending.get(d.id);
+        if (p === undefined) return;
+        s.pending.delete(d.id);
+        if (d.error === undefined) p.resolve(d.value);
+        else p.reject(d.error.code !== undefined && d.error.code.startsWith('ISOMESH_ERR_') ? new IsomeshError(d.error.code, d.error.message) : new Error(d.error.message));
+        return;
+      }
+      if (m.t === 'call') {
+        this.#hostCall(s, m as unknown as HostCall);
+        return;
+      }
+      if (m.t === 'hostEnd') {
+        const key = (m as unknown as { run: number }).run;
+        const run = s.runs.get(key);
+        s.runs.delete(key);
+        if (run !== undefined) o.host.end(run);
+      }
+    });
+    w.on('error', (err) => o.logger.error({ err, worker: s.index }, 'data-plane worker failed'));
+    w.on('exit', (code) => this.#exited(s, w, code));
+  }
+
+  /** A (re)started worker gets every tenant and its listener again before it counts as ready. */
+  async #restore(s: Slot): Promise<void> {
+    if (this.#pins !== undefined) await this.#send(s, { t: 'pins', id: 0, pinDir: this.#pins }).catch(() => undefined);
+    for (const e of this.#tenants.values()) {
+      try {
+        await this.#send(s, { t: 'configure', id: 0, config: stripped(e.config), slot: e.slot });
+        for (const a of e.addresses.slice(1)) await this.#send(s, { t: 'addAddress', id: 0, tenant: e.config.name, address: a });
+      } catch (err) {
+        this.#opts.logger.error({ err, worker: s.index, tenant: e.config.name }, 'restarted worker could not take a tenant');
+      }
+    }
+  }
+
+  #exited(s: Slot, w: Worker, code: number): void {
+    if (s.worker !== w) return;
+    s.worker = undefined;
+    const o = this.#opts;
+    // What it held in the node ledger will never be released by it; nor will its plugin runs end.
+    o.ledger.reclaim(s.index);
+    for (const run of s.runs.values()) o.host.end(run);
+    s.runs.clear();
+    for (const p of s.pending.values()) p.reject(new Error(`data-plane worker ${s.index} exited (${code})`));
+    s.pending.clear();
+    if (this.#closed) return;
+    const now = Date.now();
+    s.streak = now - s.lastExitAt > 30_000 ? 1 : s.streak + 1;
+    s.lastExitAt = now;
+    s.restarts++;
+    const delay = s.streak <= 1 ? 0 : Math.min(MAX_BACKOFF_MS, 100 * 2 ** (s.streak - 2));
+    o.logger.error({ worker: s.index, code, restartInMs: delay }, 'data-plane worker exited; restarting it');
+    setTimeout(() => {
+      if (!this.#closed) this.#spawn(s);
+    }, delay).unref();
+  }
+
+  #send(s: Slot, cmd: WorkerCommand): Promise<unknown> {
+    const w = s.worker;
+    if (w === undefined) return Promise.reject(new Error(`data-plane worker ${s.index} is restarting`));
+    const id = ++this.#ids;
+    return new Promise((resolve, reject) => {
+      s.pending.set(id, { resolve, reject });
+      w.postMessage({ ...cmd, id });
+    });
+  }
+
+  /** Sends to every live worker; the first failure rejects (after all have answered). */
+  async #all(cmd: WorkerCommand): Promise<unknown[]> {
+    const results = await Promise.allSettled(this.#slots.filter((s) => s.worker !== undefined).map((s) => s.ready.then(() => this.#send(s, cmd))));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
+    return results.map((r) => (r as PromiseFulfilledResult<unknown>).value);
+  }
+
+  // ---- plugin calls from workers ------------------------------------------------------------
+
+  #hostCall(s: Slot, m: HostCall): void {
+    const host = this.#opts.host;
+    let run = s.runs.get(m.run);
+    if (run === undefined) {
+      run = host.attach(m.tenant, m.requestId, m.route);
+      if (run === undefined) {
+        s.worker?.postMessage({ t: 'hostReply', id: m.id, outcome: { action: 'fail', status: 503, code: 'ISOMESH_ERR_PLUGIN_UNAVAILABLE', message: `tenant ${m.tenant} is not configured in the plugin host` } });
+        return;
+      }
+      s.runs.set(m.run, run);
+      if (m.record) host.recordCalls(run);
+    }
+    const r = run;
+    const done = m.phase === 'onRequest' ? host.onRequest(r, m.input as Parameters<PluginHost['onRequest']>[1]) : host.onResponse(r, m.input as Parameters<PluginHost['onResponse']>[1]);
+    done.then(
+      (outcome) => {
+        const calls: PluginCallTiming[] | undefined = m.record ? host.calls(r) : undefined;
+        s.worker?.postMessage({ t: 'hostReply', id: m.id, outcome, ...(calls !== undefined ? { calls } : {}) });
+      },
+      (err: unknown) => s.worker?.postMessage({ t: 'hostReply', id: m.id, error: String(err) }),
+    );
+  }
+
+  // ---- the ProxyServer surface ----------------------------------------------------------------
+
+  async configure(config: TenantConfig): Promise<void> {
+    const name = config.name;
+    const slot = this.#opts.ledger.assign(name);
+    const prev = this.#tenants.get(name);
+    const port = config.listenerPort;
+    if (port !== 0 && port !== this.#ports.get(name)) await this.#probe(port);
+    const ports = await this.#all({ t: 'configure', id: 0, config: stripped(config), slot });
+    const bound = (ports.find((p) => typeof p === 'number') as number | undefined) ?? port;
+    const entry = prev ?? { config, slot, port: bound, addresses: [this.#opts.listenAddress] };
+    entry.config = config;
+    entry.port = bound;
+    this.#tenants.set(name, entry);
+    this.#ports.set(name, bound);
+  }
+
+  /**
+   * Workers bind with SO_REUSEPORT, which another process of this user holding the port with it too
+   * would silently share: first check, exclusively, that nothing holds the port.
+   */
+  async #probe(port: number): Promise<void> {
+    if (port === 0) return;
+    for (const p of this.#ports.values()) if (p === port) return; // ours already
+    const address = this.#opts.listenAddress;
+    await new Promise<void>((resolve, reject) => {
+      const srv = net.createServer();
+      srv.once('error', (err: NodeJS.ErrnoException) => {
+        reject(err.code === 'EADDRINUSE'
+          ? new IsomeshError('ISOMESH_ERR_TENANT_PORT_IN_USE', `listener port ${address}:${port} is already in use`)
+          : new IsomeshError('ISOMESH_ERR_PROXY_LISTEN_FAILED', `cannot listen on ${address}:${port}: ${err.code ?? err.message}`));
+      });
+      srv.listen({ port, host: address, exclusive: true }, () => srv.close(() => resolve()));
+    });
+  }
+
+  async bind(tenant: string, port: number): Promise<number> {
+    const held = this.#ports.get(tenant);
+    if (held !== undefined && (port === 0 || port === held)) return held;
+    await this.#probe(port);
+    // Port 0: the first worker picks a free port, the others join it.
+    let bound = port;
+    if (port === 0) {
+      const first = this.#slots.find((s) => s.worker !== undefined);
+      if (first === undefined) throw new IsomeshError('ISOMESH_ERR_PROXY_LISTEN_FAILED', 'no data-plane worker is running');
+      await first.ready;
+      bound = (await this.#send(first, { t: 'bind', id: 0, tenant, port: 0 })) as number;
+    }
+    await this.#all({ t: 'bind', id: 0, tenant, port: bound });
+    this.#ports.set(tenant, bound);
+    const e = this.#tenants.get(tenant);
+    if (e !== undefined) e.port = bound;
+    return bound;
+  }
+
+  async addListenAddress(tenant: string, address: string): Promise<void> {
+    await this.#all({ t: 'addAddress', id: 0, tenant, address });
+    const e = this.#tenants.get(tenant);
+    if (e !== undefined && !e.addresses.includes(address)) e.addresses.push(address);
+  }
+
+  async removeListenAddress(tenant: string, address: string): Promise<void> {
+    await this.#all({ t: 'removeAddress', id: 0, tenant, address });
+    const e = this.#tenants.get(tenant);
+    if (e !== undefined) e.addresses = e.addresses.filter((a, i) => i === 0 || a !== address);
+  }
+
+  async removeTenant(tenant: string): Promise<void> {
+    this.#ports.delete(tenant);
+    if (!this.#tenants.has(tenant)) {
+      await this.#all({ t: 'removeTenant', id: 0, tenant }).catch(() => undefined);
+      return;
+    }
+    this.#tenants.delete(tenant);
+    await this.#all({ t: 'removeTenant', id: 0, tenant }).catch((err) => this.#opts.logger.error({ err, tenant }, 'removing a tenant from the workers failed'));
+    this.#opts.ledger.unassign(tenant);
+  }
+
+  setOriginalDestinationResolver(): void {
+    // Functions do not cross threads: the workers open the pinned map themselves (setOriginalDestinationPins).
+  }
+
+  setOriginalDestinationPins(pinDir: string): void {
+    this.#pins = pinDir;
+    void this.#all({ t: 'pins', id: 0, pinDir }).catch((err) => this.#opts.logger.error({ err }, 'workers could not open the original-destination map'));
+  }
+
+  listeners(): ProxyListener[] {
+    const out: ProxyListener[] = [];
+    for (const e of this.#tenants.values()) for (const address of e.addresses) out.push({ tenant: e.config.name, address, port: e.port });
+    return out;
+  }
+
+  status(tenant: string): ProxyTenantStatus | undefined {
+    const e = this.#tenants.get(tenant);
+    if (e === undefined) return undefined;
+    const ledger = this.#opts.ledger;
+    return { listener: { address: e.addresses[0]!, port: e.port }, requests: ledger.requests(e.slot), inFlight: ledger.inFlight(e.slot) };
+  }
+
+  /** Every worker's view merged: ejected anywhere is ejected; in-flight added up. */
+  async endpointStatus(tenant: string, service: string): Promise<ProxyEndpointStatus[] | undefined> {
+    const views = (await this.#all({ t: 'endpointStatus', id: 0, tenant, service }).catch(() => [])) as Array<ProxyEndpointStatus[] | undefined>;
+    let merged: ProxyEndpointStatus[] | undefined;
+    for (const view of views) {
+      if (view === undefined) continue;
+      if (merged === undefined) {
+        merged = view.map((e) => ({ ...e }));
+        continue;
+      }
+      view.forEach((e, i) => {
+        const m = merged![i];
+        if (m === undefined) return;
+        m.active += e.active;
+        m.consecutive5xx = Math.max(m.consecutive5xx, e.consecutive5xx);
+        if (e.ejected) {
+          m.ejected = true;
+          if (e.ejectedUntil !== undefined && (m.ejectedUntil === undefined || e.ejectedUntil > m.ejectedUntil)) m.ejectedUntil = e.ejectedUntil;
+        }
+      });
+    }
+    return merged;
+  }
+
+  /** ctx.fetch of a plugin (the main thread's host) performed by a worker's proxy, in turn. */
+  async fetch(tenant: string, req: FetchRequest): Promise<FetchResult> {
+    const live = this.#slots.filter((s) => s.worker !== undefined);
+    if (live.length === 0) throw new Error('no data-plane worker is running');
+    const s = live[this.#nextFetch++ % live.length]!;
+    const r = (await this.#send(s, { t: 'fetch', id: 0, tenant, req })) as { status: number; headers: FetchResult['headers']; body: Uint8Array };
+    return { status: r.status, headers: r.headers, body: r.body };
+  }
+
+  /** The workers' metrics (prom-client JSON), to aggregate with the main registry's. */
+  async metrics(): Promise<prom.MetricObjectWithValues<prom.MetricValue<string>>[][]> {
+    return (await this.#all({ t: 'metrics', id: 0 }).catch(() => [])) as prom.MetricObjectWithValues<prom.MetricValue<string>>[][];
+  }
+
+  /** Each worker's state for GET /v1/node. */
+  workerStatus(): Array<{ index: number; state: 'running' | 'restarting'; restarts: number; requests: number; connections: number }> {
+    const ledger = this.#opts.ledger;
+    return this.#slots.map((s) => ({
+      index: s.index,
+      state: s.worker === undefined ? 'restarting' : 'running',
+      restarts: s.restarts,
+      requests: ledger.workerRequests(s.index),
+      connections: ledger.workerConnections(s.index),
+    }));
+  }
+
+  /**
+   * Ends one worker abruptly, as a crash would (its connections are cut), and lets it restart: the
+   * operator's way to recycle a worker, and how the tests prove a crash stays with its worker.
+   * False when there is no such worker.
+   */
+  async restartWorker(index: number): Promise<boolean> {
+    const s = this.#slots[index];
+    if (s === undefined || this.#closed) return false;
+    await s.worker?.terminate();
+    return true;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    // Closed first: a worker that exits after draining must not be restarted.
+    this.#closed = true;
+    await Promise.all(this.#slots.map((s) => (s.worker === undefined ? undefined : this.#send(s, { t: 'close', id: 0 }).catch(() => undefined))));
+    await Promise.all(this.#slots.map((s) => s.worker?.terminate()));
+  }
+}

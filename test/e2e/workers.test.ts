@@ -1,0 +1,173 @@
+// ISOMESH_WORKERS=2 (API.md "Workers"): both workers serve the tenant port; quotas and rate limits hold
+// for the node, not per worker; a worker that dies is restarted without dropping the other's
+// connections, and what it held (in-flight admissions, connections) is given back.
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startDaemon, type TestDaemon } from '../support/daemon.ts';
+
+let d: TestDaemon;
+let upstream: http.Server;
+let upPort: number;
+const held: http.ServerResponse[] = [];
+
+before(async () => {
+  upstream = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      if (req.url?.startsWith('/hold')) {
+        held.push(res);
+        return;
+      }
+      res.end('ok');
+    });
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  upPort = (upstream.address() as net.AddressInfo).port;
+  d = await startDaemon({ env: { ISOMESH_WORKERS: '2' } });
+});
+
+after(async () => {
+  for (const r of held.splice(0)) r.destroy();
+  await d?.stop();
+  upstream?.closeAllConnections();
+  upstream?.close();
+});
+
+async function tenant(name: string, quota?: Record<string, number>): Promise<number> {
+  const t = await d.api('PUT', `/v1/tenants/${name}`, {});
+  assert.equal(t.status, 201, JSON.stringify(t.body));
+  if (quota) assert.equal((await d.api('PUT', `/v1/tenants/${name}/quota`, quota)).status, 200);
+  await d.api('PUT', `/v1/tenants/${name}/services/app`, { endpoints: [{ address: '127.0.0.1', port: upPort }], timeoutMs: 30_000 });
+  await d.api('PUT', `/v1/tenants/${name}/routes/all`, { match: { pathPrefix: '/' }, to: { service: 'app' } });
+  await sleep(300);
+  return t.body.listenerPort as number;
+}
+
+/** One request on a fresh connection (so SO_REUSEPORT spreads them over the workers). */
+function once(port: number, path = '/'): Promise<number> {
+  return new Promise((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port, path, agent: false, headers: { connection: 'close' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', () => resolve(0));
+    req.end();
+  });
+}
+
+test('both workers serve the tenant port (SO_REUSEPORT), and /v1/node shows them', async () => {
+  const port = await tenant('spread');
+  const before = (await d.api('GET', '/v1/node')).body;
+  assert.equal(before.workers, 2);
+  const statuses = await Promise.all(Array.from({ length: 60 }, () => once(port)));
+  assert.deepEqual(new Set(statuses), new Set([200]));
+  const after = (await d.api('GET', '/v1/node')).body;
+  const served = after.workerStatus.map((w: { requests: number }, i: number) => w.requests - before.workerStatus[i].requests);
+  assert.equal(served.reduce((a: number, b: number) => a + b, 0), 60);
+  assert.ok(served.every((n: number) => n > 0), `each worker served some of 60 connections: ${served}`);
+});
+
+test('a tenant rps quota holds for the node: two workers admit the quota between them, not each', async () => {
+  const rps = 30;
+  const port = await tenant('capped', { requestsPerSecond: rps });
+  let ok = 0;
+  let limited = 0;
+  const seconds = 3;
+  const t0 = Date.now();
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    while (Date.now() - t0 < seconds * 1000) {
+      const s = await once(port);
+      if (s === 200) ok++;
+      else if (s === 429) limited++;
+    }
+  }));
+  const elapsed = (Date.now() - t0) / 1000;
+  // The bucket starts full (rps) and refills at rps per second.
+  const expected = rps + rps * elapsed;
+  assert.ok(limited > 0, 'the quota refused the excess');
+  assert.ok(ok <= expected * 1.1 && ok >= expected * 0.8, `${ok} admitted in ${elapsed.toFixed(1)} s; the node's quota allows ${expected.toFixed(0)} (per-worker buckets would allow twice that)`);
+});
+
+test('maxConcurrentRequests and a rate limit hold for the node', async () => {
+  const port = await tenant('conc', { maxConcurrentRequests: 4 });
+  const pending = Array.from({ length: 10 }, () => once(port, '/hold'));
+  const deadline = Date.now() + 10_000;
+  while (held.length < 4 && Date.now() < deadline) await sleep(20);
+  await sleep(300);
+  assert.equal(held.length, 4, 'exactly the node-wide concurrency reached the upstream');
+  for (const r of held.splice(0)) r.end('done');
+  const statuses = await Promise.all(pending);
+  assert.equal(statuses.filter((s) => s === 200).length, 4);
+  assert.equal(statuses.filter((s) => s === 429).length, 6);
+
+  const rl = await tenant('limited');
+  assert.equal((await d.api('PUT', '/v1/tenants/limited/ratelimits/per-path', { descriptors: [{ key: 'path' }], limit: { requestsPerUnit: 20, unit: 'minute' } })).status, 201);
+  await sleep(300);
+  const results = await Promise.all(Array.from({ length: 30 }, () => once(rl, '/same')));
+  assert.equal(results.filter((s) => s === 200).length, 20, 'the rate limit counted across both workers');
+  assert.equal(results.filter((s) => s === 429).length, 10);
+});
+
+test('a worker that dies is restarted; the other worker’s connections are not touched; its holdings are given back', async () => {
+  const port = await tenant('sturdy');
+  // Keep-alive connections spread over both workers, each with one request done.
+  const sockets: net.Socket[] = [];
+  const ask = (s: net.Socket, path: string) =>
+    new Promise<string>((resolve) => {
+      const onData = (b: Buffer) => {
+        s.off('close', onClose);
+        resolve(b.toString().split('\r\n')[0]!);
+      };
+      const onClose = () => {
+        s.off('data', onData);
+        resolve('closed');
+      };
+      s.once('data', onData);
+      s.once('close', onClose);
+      s.write(`GET ${path} HTTP/1.1\r\nHost: a\r\n\r\n`);
+    });
+  for (let i = 0; i < 20; i++) {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', () => {});
+    await new Promise((r) => s.once('connect', r));
+    sockets.push(s);
+  }
+  assert.deepEqual(new Set(await Promise.all(sockets.map((s) => ask(s, '/first')))), new Set(['HTTP/1.1 200 OK']));
+  // A request in flight on every connection: the dying worker's admissions must not stay counted.
+  const second = sockets.map((s) => ask(s, '/hold'));
+  const deadline0 = Date.now() + 10_000;
+  while (held.length < 20 && Date.now() < deadline0) await sleep(20);
+  assert.equal(held.length, 20);
+  const before = (await d.api('GET', '/v1/node')).body.workerStatus[0];
+  assert.equal((await d.api('GET', '/v1/tenants/sturdy/status')).body.usage.inFlight, 20);
+  const restart = await d.api('POST', '/v1/node/workers/0/restart');
+  assert.equal(restart.status, 202);
+  await sleep(300);
+  for (const r of held.splice(0)) r.end('done');
+  const answers = await Promise.all(second);
+  const survived = answers.filter((l) => l === 'HTTP/1.1 200 OK').length;
+  const cut = answers.filter((l) => l === 'closed').length;
+  assert.equal(survived + cut, 20);
+  assert.equal(cut, before.connections, `worker 0's ${before.connections} connections were cut`);
+  assert.ok(cut > 0 && survived > 0, `both workers held some of the connections (cut ${cut}, survived ${survived})`);
+  for (const s of sockets) s.destroy();
+  // Restarted: it serves again, and the node's counts came back to zero.
+  const deadline = Date.now() + 10_000;
+  let node = (await d.api('GET', '/v1/node')).body;
+  while (node.workerStatus[0].state !== 'running' && Date.now() < deadline) {
+    await sleep(50);
+    node = (await d.api('GET', '/v1/node')).body;
+  }
+  assert.equal(node.workerStatus[0].restarts, 1);
+  const after = await Promise.all(Array.from({ length: 30 }, () => once(port)));
+  assert.deepEqual(new Set(after), new Set([200]), 'new connections are served by both workers again');
+  await sleep(300);
+  const status = (await d.api('GET', '/v1/tenants/sturdy/status')).body;
+  assert.equal(status.usage.inFlight, 0, 'no request of the dead worker is left counted');
+  assert.equal(status.usage.pluginInFlight, 0, 'no admission of the dead worker is left counted in the quota');
+  assert.equal((await d.api('GET', '/v1/node')).body.workerStatus.reduce((n: number, w: { connections: number }) => n + w.connections, 0), 0);
+  assert.equal((await d.api('POST', '/v1/node/workers/7/restart')).status, 404);
+});
