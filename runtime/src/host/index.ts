@@ -61,7 +61,7 @@ export interface PluginHostOptions {
   queueLimit?: number;
   /** daemon ↔ cordon transport. Default: ISOMESH_CORDON_WIRE, else 'socket'. */
   wire?: WireKind;
-  /** Wall time a publish-time trial load may take (default 200 ms). */
+  /** Wall time a publish-time trial load may take (default PROBE_TIMEOUT_MS, 2 s). */
   trialLoadTimeoutMs?: number;
   /** The data plane's backend of ctx.fetch; absent → ctx.fetch rejects with "fetch is not available". */
   fetch?: PluginFetch;

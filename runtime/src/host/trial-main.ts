@@ -16,6 +16,7 @@ process.on('message', (raw: unknown) => {
   const m = raw as ToTrial;
   if (m.t === 'init') {
     seedGuestRuntimeCode(m.guest);
+    send({ t: 'ready' });
     return;
   }
   if (m.t !== 'probe') return;

@@ -7,6 +7,7 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import { IsomeshError } from '../errors.ts';
 import { PluginHost, type HostMode } from './index.ts';
+import { TrialLoader } from './trial.ts';
 
 const LIMIT = 1024 * 1024;
 
@@ -98,4 +99,23 @@ test('[cordon] a trial load that kills its process fails only that publish; the 
   const after = host.trialProcess();
   assert.ok(after?.pid && after.pid !== first.pid, 'a new trial process');
   assert.equal(after.crashes, 1);
+});
+
+test('[cordon] a trial process that stops answering is killed: that publish is a retryable 503, not blamed on the plugin', async (t) => {
+  const trial = new TrialLoader({ logger: pino({ level: 'silent' }), timeoutMs: 200, backstopMs: 300 });
+  t.after(() => trial.close());
+  const bundle = 'module.exports = { default: { onRequest() {} } };';
+  assert.deepEqual(await trial.probe(bundle), { hooks: ['onRequest'] }); // starts the process
+  const first = trial.process.pid;
+  assert.ok(first);
+  // SIGSTOP stands in for whatever keeps it from answering (a starved node, a native hang).
+  process.kill(first, 'SIGSTOP');
+  const e = await refusal(trial.probe(bundle));
+  assert.equal(e.code, 'ISOMESH_ERR_PLUGIN_UNAVAILABLE');
+  assert.equal(e.status, 503);
+  assert.match(e.message, /did not answer within 0\.5 s; nothing was published/);
+  assert.equal(trial.crashes, 0, 'not counted as a crash of the plugin');
+  // The next publish gets a fresh process.
+  assert.deepEqual(await trial.probe(bundle), { hooks: ['onRequest'] });
+  assert.ok(trial.process.pid && trial.process.pid !== first);
 });

@@ -14,11 +14,14 @@ import { PROBE_MEMORY_MB, PROBE_TIMEOUT_MS } from './probe.ts';
 
 export type ToTrial = { t: 'init'; guest: string } | { t: 'probe'; id: number; code: string; timeoutMs: number };
 export type FromTrial =
+  | { t: 'ready' }
   | { t: 'probed'; id: number; ok: true; declarations: PluginVersionDeclarations }
   | { t: 'probed'; id: number; ok: false; error: { code: ErrorCode; message: string; details?: unknown } };
 
 /** Wall time the daemon waits for an answer beyond the load's own timeout before it kills the process. */
 const BACKSTOP_MS = 10_000;
+/** Wall time a new trial process has to start (node, isolated-vm, the guest runtime) before it is killed. */
+const START_MS = 30_000;
 
 interface Job {
   id: number;
@@ -34,8 +37,13 @@ function childExecArgv(): string[] {
 export class TrialLoader {
   readonly #logger: Logger;
   readonly #timeoutMs: number;
+  readonly #backstopMs: number;
   readonly #queue: Job[] = [];
   #child: ChildProcess | undefined;
+  /** The current child answered init; until then a job waits (its startup is not the load's time). */
+  #ready = false;
+  /** Why the daemon itself killed the child, when it did: the job fails with that, not as a crash. */
+  #killedFor: string | undefined;
   #running: Job | undefined;
   #backstop: NodeJS.Timeout | undefined;
   #ids = 0;
@@ -43,9 +51,10 @@ export class TrialLoader {
   /** Trial processes that died (crash, abort, OOM kill). */
   crashes = 0;
 
-  constructor(opts: { logger: Logger; timeoutMs?: number }) {
+  constructor(opts: { logger: Logger; timeoutMs?: number; backstopMs?: number }) {
     this.#logger = opts.logger.child({ component: 'trial-load' });
     this.#timeoutMs = opts.timeoutMs ?? PROBE_TIMEOUT_MS;
+    this.#backstopMs = opts.backstopMs ?? BACKSTOP_MS;
   }
 
   /** The trial process (tests and diagnostics): its pid and whether a load is running in it. */
@@ -80,11 +89,20 @@ export class TrialLoader {
     const child = this.#child ?? this.#start();
     child.channel?.ref();
     this.#running = job;
-    this.#backstop = setTimeout(() => {
-      this.#logger.warn({ pid: child.pid }, 'trial load did not answer; killing the trial process');
-      child.kill('SIGKILL');
-    }, this.#timeoutMs + BACKSTOP_MS);
+    if (this.#ready) this.#send(child, job);
+    // else: sent on 'ready'
+  }
+
+  #send(child: ChildProcess, job: Job): void {
+    const wait = this.#timeoutMs + this.#backstopMs;
+    this.#backstop = setTimeout(() => this.#kill(child, `the trial load did not answer within ${wait / 1000} s`), wait);
     child.send({ t: 'probe', id: job.id, code: job.code, timeoutMs: this.#timeoutMs } satisfies ToTrial);
+  }
+
+  #kill(child: ChildProcess, why: string): void {
+    this.#logger.warn({ pid: child.pid }, `${why}; killing the trial process`);
+    this.#killedFor = why;
+    child.kill('SIGKILL');
   }
 
   #start(): ChildProcess {
@@ -94,6 +112,9 @@ export class TrialLoader {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     this.#child = child;
+    this.#ready = false;
+    this.#killedFor = undefined;
+    this.#backstop = setTimeout(() => this.#kill(child, `the trial-load process did not start within ${START_MS / 1000} s`), START_MS);
     child.on('message', (m: FromTrial) => this.#answer(child, m));
     child.on('error', (err) => this.#logger.error({ err }, 'trial process error'));
     child.once('exit', (code, signal) => this.#exited(child, code, signal));
@@ -103,6 +124,13 @@ export class TrialLoader {
   }
 
   #answer(child: ChildProcess, m: FromTrial): void {
+    if (child !== this.#child) return;
+    if (m.t === 'ready') {
+      clearTimeout(this.#backstop);
+      this.#ready = true;
+      if (this.#running !== undefined) this.#send(child, this.#running);
+      return;
+    }
     const job = this.#running;
     if (child !== this.#child || job === undefined || m.t !== 'probed' || m.id !== job.id) return;
     clearTimeout(this.#backstop);
@@ -123,6 +151,15 @@ export class TrialLoader {
     if (child !== this.#child) return;
     this.#child = undefined;
     if (this.#closed) return;
+    const killedFor = this.#killedFor;
+    this.#killedFor = undefined;
+    if (killedFor !== undefined) {
+      // Not the plugin's doing as far as anyone can tell (an overloaded node, a hang outside the
+      // isolate's CPU limit): nothing was published, and the publisher may retry.
+      this.#fail(new IsomeshError('ISOMESH_ERR_PLUGIN_UNAVAILABLE', `${killedFor}; nothing was published, retry the publish`));
+      this.#next();
+      return;
+    }
     this.crashes++;
     const why = signal !== null ? `signal ${signal}` : `exit code ${code}`;
     this.#logger.warn({ code, signal, publishing: this.#running !== undefined }, 'trial load process died');
