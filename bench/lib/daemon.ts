@@ -52,6 +52,8 @@ export async function startDaemon(group: ProcessGroup, opts: DaemonOptions = {})
       ISOMESH_DATAPATH: 'off',
       ISOMESH_LOG_LEVEL: 'warn',
       ...(opts.hostMode === undefined ? {} : { ISOMESH_HOST_MODE: opts.hostMode }),
+      // A daemon pinned to a CPU set runs one worker per CPU of it (the default counts the machine's).
+      ...(opts.cpus === undefined ? {} : { ISOMESH_WORKERS: String(cpuSetSize(opts.cpus)) }),
       ...opts.env,
     },
   });
@@ -140,4 +142,14 @@ export function rssKiB(pid: number): number {
   const m = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (!m) throw new Error(`no VmRSS for ${pid}`);
   return Number(m[1]);
+}
+
+/** CPUs in a taskset list such as "0", "0-3" or "0,2-3". */
+function cpuSetSize(list: string): number {
+  let n = 0;
+  for (const part of list.split(',')) {
+    const [a, b] = part.split('-').map(Number);
+    n += b === undefined ? 1 : b - a! + 1;
+  }
+  return Math.max(1, n);
 }

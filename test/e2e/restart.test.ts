@@ -2,7 +2,6 @@
 // rate limits, plugin versions, activations, the chain and secrets — and traffic flows again on the
 // same listener port.
 import assert from 'node:assert/strict';
-import os from 'node:os';
 import { test } from 'node:test';
 import { startDaemon } from '../support/daemon.ts';
 import { echoed, request, startEcho } from '../support/http.ts';
@@ -45,7 +44,8 @@ export default definePlugin({ onRequest(req, ctx) { req.headers.set('x-secret-le
   assert.deepEqual([tenant.body.pathNormalization, tenant.body.accessLog], ['base', { enabled: true, sample: 0.5 }]);
   assert.deepEqual((await second.api('GET', '/v1/tenants/keep/ratelimits/all')).body, { name: 'all', ...limit, shadow: false });
   const node = (await second.api('GET', '/v1/node')).body;
-  assert.equal(node.workers, Math.min(64, os.availableParallelism()), 'ISOMESH_WORKERS defaults to the number of CPUs');
+  assert.equal(node.workers, 2, 'the test daemons run ISOMESH_WORKERS=2');
+  assert.deepEqual(node.workerStatus.map((w: { state: string }) => w.state), ['running', 'running']);
   assert.deepEqual(node.dataplane, { mode: 'builtin' }, 'the daemon reports the built-in data plane');
   const quota = await second.api('GET', '/v1/tenants/keep/quota');
   assert.equal(quota.body.requestsPerSecond, 500);

@@ -52,6 +52,9 @@ export async function startDaemon(opts: StartOptions = {}): Promise<TestDaemon> 
       ISOMESH_LISTENER_PORTS: `${ports.min}-${ports.max}`,
       ISOMESH_DATAPATH: 'off',
       ISOMESH_LOG_LEVEL: 'warn',
+      // Two data-plane workers on every machine: every e2e test goes through the multi-worker path
+      // (shared ledger, plugin calls relayed to the daemon's host), the same on a 2- or a 64-CPU runner.
+      ISOMESH_WORKERS: '2',
       ...opts.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
