@@ -111,6 +111,55 @@ test('maxConcurrentRequests and a rate limit hold for the node', async () => {
   assert.equal(results.filter((s) => s === 429).length, 10);
 });
 
+test('circuit breaking and outlier ejection act for the node: counts and ejections are shared by the workers', async () => {
+  // A second upstream that fails every request.
+  const bad = http.createServer((req, res) => {
+    req.resume();
+    res.writeHead(500).end('bad');
+  });
+  await new Promise<void>((r) => bad.listen(0, '127.0.0.1', r));
+  const badPort = (bad.address() as net.AddressInfo).port;
+  try {
+    const t = await d.api('PUT', '/v1/tenants/breaker', {});
+    const port = t.body.listenerPort as number;
+    assert.equal((await d.api('PUT', '/v1/tenants/breaker/services/flaky', {
+      endpoints: [{ address: '127.0.0.1', port: upPort }, { address: '127.0.0.1', port: badPort }],
+      circuitBreaker: { maxConnections: 100, maxPending: 100, consecutive5xx: 2, ejectionMs: 60_000 },
+    })).status, 201);
+    assert.equal((await d.api('PUT', '/v1/tenants/breaker/services/held', {
+      endpoints: [{ address: '127.0.0.1', port: upPort }],
+      circuitBreaker: { maxConnections: 2, maxPending: 0, consecutive5xx: 1000, ejectionMs: 1000 },
+      timeoutMs: 30_000,
+    })).status, 201);
+    await d.api('PUT', '/v1/tenants/breaker/routes/hold', { match: { pathPrefix: '/hold' }, to: { service: 'held' } });
+    await d.api('PUT', '/v1/tenants/breaker/routes/all', { match: { pathPrefix: '/' }, to: { service: 'flaky' } });
+    await sleep(300);
+    // One at a time, each on a new connection (spread over both workers): after the node's second
+    // consecutive failure the bad endpoint is ejected for everyone (per-worker state would allow four).
+    const seen: number[] = [];
+    for (let i = 0; i < 30; i++) seen.push(await once(port));
+    assert.equal(seen.filter((s) => s === 500).length, 2, `statuses ${seen.join(' ')}`);
+    assert.equal(seen.filter((s) => s === 200).length, 28);
+    const status = await d.api('GET', '/v1/tenants/breaker/services/flaky');
+    const badEp = status.body.endpointStatus.find((e: { port: number }) => e.port === badPort);
+    assert.equal(badEp.ejected, true, JSON.stringify(status.body.endpointStatus));
+
+    // maxConnections 2 × 1 endpoint + maxPending 0: two requests in flight on the node, the rest 503.
+    const pending = Array.from({ length: 8 }, () => once(port, '/hold'));
+    const deadline = Date.now() + 10_000;
+    while (held.length < 2 && Date.now() < deadline) await sleep(20);
+    await sleep(300);
+    assert.equal(held.length, 2, 'two requests reached the upstream');
+    for (const r of held.splice(0)) r.end('done');
+    const statuses = await Promise.all(pending);
+    assert.equal(statuses.filter((x) => x === 200).length, 2, statuses.join(' '));
+    assert.equal(statuses.filter((x) => x === 503).length, 6, statuses.join(' '));
+  } finally {
+    bad.closeAllConnections();
+    bad.close();
+  }
+});
+
 test('a worker that dies is restarted; the other worker’s connections are not touched; its holdings are given back', async () => {
   const port = await tenant('sturdy');
   // Keep-alive connections spread over both workers, each with one request done.

@@ -4,8 +4,11 @@
 //   - a row per tenant (TenantQuota's cells: rps bucket, concurrency, CPU window, rejections) with a
 //     lock word, plus the tenant's open client connections and requests seen;
 //   - the node's open client connections;
-//   - a fixed-size hash table of rate-limit counters (fixed windows), under one lock.
-// Rows are assigned to tenants by the main thread (slot numbers travel with each tenant's config).
+//   - a fixed-size hash table of rate-limit counters (fixed windows), under one lock;
+//   - upstream cells, one per (tenant, service) and (tenant, service, endpoint): the circuit breaker's
+//     active requests, an endpoint's in-flight requests, consecutive failures and ejection deadline —
+//     so breakers, outlier ejection and least-request see the node, not one worker.
+// Rows and cells are assigned by the main thread (their numbers travel with each tenant's config).
 
 import { QUOTA_CELLS, QUOTA_IN_FLIGHT_CELL, type QuotaCells } from './quota.ts';
 import { MAX_KEYS_PER_LIMIT, UNIT_SECONDS, type RateLimitStore, type RateLimitVerdict } from './ratelimit.ts';
@@ -17,6 +20,15 @@ export const MAX_WORKERS = 64;
 /** Rate-limit table entries (each 4 × int32); probes per lookup. */
 const RL_ENTRIES = 1 << 16;
 const RL_PROBES = 32;
+/** Upstream cells (services + endpoints of every tenant). */
+export const UPSTREAM_CELLS = 16384;
+/** A released upstream cell is not reused before this (a request on an old snapshot may still release it). */
+const UPSTREAM_COOL_MS = 60_000;
+
+/** A clock every thread of the process reads alike (performance.now() has a per-thread origin). */
+export function sharedNow(): number {
+  return performance.timeOrigin + performance.now();
+}
 
 export interface LedgerBuffers {
   rows: SharedArrayBuffer;
@@ -25,6 +37,12 @@ export interface LedgerBuffers {
   ratelimits: SharedArrayBuffer;
   /** Per worker and slot: [in flight, connections] it holds. */
   workers: SharedArrayBuffer;
+  /** Per upstream cell: [count (active / in flight), consecutive failures] as int32. */
+  upstream: SharedArrayBuffer;
+  /** Per upstream cell: ejected until (sharedNow() ms), float64. */
+  upstreamUntil: SharedArrayBuffer;
+  /** Per worker and upstream cell: its share of the count. */
+  upstreamWorkers: SharedArrayBuffer;
 }
 
 // counts: per slot [connections, requests]; then the node's connections and the number of tenants
@@ -68,15 +86,93 @@ export class NodeLedger {
       counts: new SharedArrayBuffer((this.slots * COUNT_STRIDE + 2) * 4),
       ratelimits: new SharedArrayBuffer(RL_ENTRIES * 4 * 4),
       workers: new SharedArrayBuffer((MAX_WORKERS * this.slots * 2 + MAX_WORKERS) * 4),
+      upstream: new SharedArrayBuffer(UPSTREAM_CELLS * 2 * 4),
+      upstreamUntil: new SharedArrayBuffer(UPSTREAM_CELLS * 8),
+      upstreamWorkers: new SharedArrayBuffer(UPSTREAM_CELLS * MAX_WORKERS * 4),
     };
     this.#rows = new Float64Array(this.buffers.rows);
     this.#locks = new Int32Array(this.buffers.locks);
     this.#counts = new Int32Array(this.buffers.counts);
     this.#rl = new Uint32Array(this.buffers.ratelimits);
     this.#workers = new Int32Array(this.buffers.workers);
+    this.#up = new Int32Array(this.buffers.upstream);
+    this.#upUntil = new Float64Array(this.buffers.upstreamUntil);
+    this.#upWorkers = new Int32Array(this.buffers.upstreamWorkers);
   }
 
   readonly #workers: Int32Array;
+  readonly #up: Int32Array;
+  readonly #upUntil: Float64Array;
+  readonly #upWorkers: Int32Array;
+  /** Main thread only: upstream key → cell; released cells cooling before reuse. */
+  readonly #upAssigned = new Map<string, number>();
+  readonly #upCooling: Array<{ cell: number; at: number }> = [];
+  #upNext = 0;
+
+  // ---- upstream cells (assigned by the main thread) ----------------------------------------
+
+  /** The cell of an upstream key ("tenant\0s\0service" or "tenant\0e\0service\0authority"), assigned now if new (main thread). */
+  upstreamCell(key: string): number | undefined {
+    const have = this.#upAssigned.get(key);
+    if (have !== undefined) return have;
+    let cell: number | undefined;
+    const head = this.#upCooling[0];
+    if (head !== undefined && Date.now() - head.at >= UPSTREAM_COOL_MS) cell = this.#upCooling.shift()!.cell;
+    else if (this.#upNext < UPSTREAM_CELLS) cell = this.#upNext++;
+    if (cell === undefined) return undefined; // full: that endpoint keeps per-worker state
+    Atomics.store(this.#up, cell * 2, 0);
+    Atomics.store(this.#up, cell * 2 + 1, 0);
+    this.#upUntil[cell] = 0;
+    for (let w = 0; w < MAX_WORKERS; w++) Atomics.store(this.#upWorkers, w * UPSTREAM_CELLS + cell, 0);
+    this.#upAssigned.set(key, cell);
+    return cell;
+  }
+
+  /** Upstream keys of `tenant` assigned now (main thread). */
+  upstreamKeys(tenant: string): string[] {
+    const prefix = `${tenant}\u0000`;
+    return [...this.#upAssigned.keys()].filter((k) => k.startsWith(prefix));
+  }
+
+  /** Gives a key's cell back (after a cooling time, since an old snapshot may still release into it). */
+  releaseUpstream(key: string): void {
+    const cell = this.#upAssigned.get(key);
+    if (cell === undefined) return;
+    this.#upAssigned.delete(key);
+    this.#upCooling.push({ cell, at: Date.now() });
+  }
+
+  upstreamCount(cell: number): number {
+    return Math.max(0, Atomics.load(this.#up, cell * 2));
+  }
+
+  /** Adds `delta` to a cell's count (and the worker's share of it); returns the count before. */
+  upstreamAdd(worker: number, cell: number, delta: number): number {
+    Atomics.add(this.#upWorkers, worker * UPSTREAM_CELLS + cell, delta);
+    return Atomics.add(this.#up, cell * 2, delta);
+  }
+
+  upstreamFailures(cell: number): number {
+    return Atomics.load(this.#up, cell * 2 + 1);
+  }
+
+  /** One more consecutive failure; returns the count after it. */
+  upstreamFailure(cell: number): number {
+    return Atomics.add(this.#up, cell * 2 + 1, 1) + 1;
+  }
+
+  upstreamSuccess(cell: number): void {
+    if (Atomics.load(this.#up, cell * 2 + 1) !== 0) Atomics.store(this.#up, cell * 2 + 1, 0);
+  }
+
+  /** Ejected until, on the sharedNow() clock (0 = not ejected). */
+  upstreamEjectedUntil(cell: number): number {
+    return this.#upUntil[cell]!;
+  }
+
+  setUpstreamEjectedUntil(cell: number, until: number): void {
+    this.#upUntil[cell] = until;
+  }
 
   /** A worker's own share of a slot's in-flight requests (+1 / -1). */
   workerInFlight(worker: number, slot: number, delta: number): void {
@@ -129,6 +225,10 @@ export class NodeLedger {
       for (let i = 0; i < conns; i++) this.removeConnection(slot);
     }
     Atomics.store(this.#workers, MAX_WORKERS * this.slots * 2 + worker, 0);
+    for (let cell = 0; cell < this.#upNext; cell++) {
+      const share = Atomics.exchange(this.#upWorkers, worker * UPSTREAM_CELLS + cell, 0);
+      if (share !== 0) Atomics.sub(this.#up, cell * 2, share);
+    }
   }
 
   // ---- tenant rows (assigned by the main thread) -------------------------------------------

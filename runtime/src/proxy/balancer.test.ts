@@ -30,11 +30,11 @@ test('weight 0 endpoints get no traffic unless all are 0', () => {
 
 test('least request picks the endpoint with fewest in-flight requests', () => {
   const p = new EndpointPicker(svc([1, 1, 1], 'least_request'));
-  p.endpoints[0].inFlight = 3;
-  p.endpoints[1].inFlight = 1;
-  p.endpoints[2].inFlight = 2;
+  p.endpoints[0].addInFlight(3);
+  p.endpoints[1].addInFlight(1);
+  p.endpoints[2].addInFlight(2);
   for (let i = 0; i < 5; i++) assert.equal(p.pick('', 0)!.port, 1001);
-  p.endpoints[1].inFlight = 5;
+  p.endpoints[1].addInFlight(4);
   assert.equal(p.pick('', 0)!.port, 1002);
 });
 

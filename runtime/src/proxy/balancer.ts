@@ -6,20 +6,72 @@
 
 import type { Endpoint, Service } from '../store/model.ts';
 
+/**
+ * An endpoint's live state. Counts change through methods, so the state may live in this thread
+ * (LocalEndpointState) or in the node ledger, shared by every data-plane worker (registry.ts).
+ */
 export interface EndpointState {
   readonly address: string;
   readonly port: number;
   readonly weight: number;
   /** "address:port" ("[v6]:port"), also the connection pool key. */
   readonly authority: string;
-  inFlight: number;
+  /** Requests sent to it and not finished (least_request's input). */
+  readonly inFlight: number;
+  /** Smooth weighted round robin's running weight: per picker thread by design. */
   currentWeight: number;
-  consecutiveFailures: number;
-  ejectedUntil: number;
+  readonly consecutiveFailures: number;
+  /** Ejected until (this thread's performance.now() clock); ≤ now = not ejected. */
+  readonly ejectedUntil: number;
+  addInFlight(delta: number): void;
+  /** One more consecutive failure; returns the count after it. */
+  failure(): number;
+  success(): void;
+  /** Ejects until `until` and starts counting failures again. */
+  eject(until: number): void;
 }
 
-function authorityOf(e: Endpoint): string {
+export function authorityOf(e: Pick<Endpoint, 'address' | 'port'>): string {
   return e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
+}
+
+export function weightOf(e: Endpoint): number {
+  return Number.isFinite(e.weight) && e.weight >= 0 ? e.weight : 1;
+}
+
+export class LocalEndpointState implements EndpointState {
+  readonly address: string;
+  readonly port: number;
+  weight: number;
+  readonly authority: string;
+  inFlight = 0;
+  currentWeight = 0;
+  consecutiveFailures = 0;
+  ejectedUntil = 0;
+
+  constructor(e: Endpoint) {
+    this.address = e.address;
+    this.port = e.port;
+    this.weight = weightOf(e);
+    this.authority = authorityOf(e);
+  }
+
+  addInFlight(delta: number): void {
+    this.inFlight += delta;
+  }
+
+  failure(): number {
+    return ++this.consecutiveFailures;
+  }
+
+  success(): void {
+    this.consecutiveFailures = 0;
+  }
+
+  eject(until: number): void {
+    this.ejectedUntil = until;
+    this.consecutiveFailures = 0;
+  }
 }
 
 /** FNV-1a then murmur3's finaliser: cheap, and spreads similar keys ("ep#1", "ep#2") over the ring. */
@@ -54,16 +106,7 @@ export class EndpointPicker {
    * survive a new configuration); without it each endpoint gets fresh state.
    */
   constructor(service: Pick<Service, 'endpoints' | 'lb' | 'circuitBreaker'>, states?: (e: Endpoint) => EndpointState) {
-    this.endpoints = service.endpoints.map((e) => states?.(e) ?? {
-      address: e.address,
-      port: e.port,
-      weight: Number.isFinite(e.weight) && e.weight >= 0 ? e.weight : 1,
-      authority: authorityOf(e),
-      inFlight: 0,
-      currentWeight: 0,
-      consecutiveFailures: 0,
-      ejectedUntil: 0,
-    });
+    this.endpoints = service.endpoints.map((e) => states?.(e) ?? new LocalEndpointState(e));
     // If every weight is 0, treat them as equal rather than refusing traffic.
     if (this.endpoints.length > 0 && this.endpoints.every((e) => e.weight === 0)) {
       for (const e of this.endpoints) (e as { weight: number }).weight = 1;
@@ -93,14 +136,11 @@ export class EndpointPicker {
   /** Outlier detection input: ok=false for a 5xx or a connect failure/reset. */
   report(ep: EndpointState, ok: boolean, now: number): void {
     if (ok) {
-      ep.consecutiveFailures = 0;
+      ep.success();
       return;
     }
-    ep.consecutiveFailures++;
-    if (this.#ejectAfter > 0 && ep.consecutiveFailures >= this.#ejectAfter) {
-      ep.ejectedUntil = now + this.#ejectionMs;
-      ep.consecutiveFailures = 0;
-    }
+    const failures = ep.failure();
+    if (this.#ejectAfter > 0 && failures >= this.#ejectAfter) ep.eject(now + this.#ejectionMs);
   }
 
   #eligible(e: EndpointState, now: number, honourEjection: boolean): boolean {

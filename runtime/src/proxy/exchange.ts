@@ -477,15 +477,19 @@ class Exchange implements CallSink, BodySink {
   attempt(): void {
     const svc = this.service!;
     this.attempts++;
-    if (svc.active >= svc.maxActive) {
+    // Take the breaker's slot first, then judge: exact when several workers share the count.
+    const before = svc.live.addActive(1);
+    if (before >= svc.maxActive) {
+      svc.live.addActive(-1);
       this.tenant.series.upstreamError(svc.name, 'overflow');
       this.tenant.series.overflow(svc.name);
-      this.fail(503, 'ISOMESH_ERR_PROXY_CIRCUIT_OPEN', `service ${svc.name} has ${svc.active} requests pending (limit ${svc.maxActive})`);
+      this.fail(503, 'ISOMESH_ERR_PROXY_CIRCUIT_OPEN', `service ${svc.name} has ${before} requests pending (limit ${svc.maxActive})`);
       return;
     }
     const req = this.stream.req;
     const ep = svc.picker.pick(this.hashKey(), performance.now());
     if (ep === undefined) {
+      svc.live.addActive(-1);
       this.tenant.series.upstreamError(svc.name, 'no_endpoint');
       this.fail(503, 'ISOMESH_ERR_PROXY_NO_ENDPOINT', `service ${svc.name} has no endpoint`);
       return;
@@ -495,6 +499,7 @@ class Exchange implements CallSink, BodySink {
     try {
       call = protocol === 'http1' ? this.h1Call(ep.authority) : this.h2Call(ep.authority, protocol === 'grpc');
     } catch (err) {
+      svc.live.addActive(-1);
       // Invalid header names/values (most likely set by a plugin) cannot go on the wire.
       this.fail(502, 'ISOMESH_ERR_PLUGIN_BAD_RESULT', `request headers rejected: ${(err as Error).message}`);
       return;
@@ -504,8 +509,7 @@ class Exchange implements CallSink, BodySink {
     this.lastEndpoint = ep.authority;
     this.call = call;
     this.responding = false;
-    svc.active++;
-    ep.inFlight++;
+    ep.addInFlight(1);
     if (this.upstreamStart === 0) this.upstreamStart = performance.now();
     if (call instanceof UpstreamCall) this.tenant.pool.endpoint(svc, ep).dispatch(call);
     else this.tenant.pool.h2Endpoint(svc, ep).dispatch(call as H2UpstreamCall);
@@ -748,8 +752,8 @@ class Exchange implements CallSink, BodySink {
   }
 
   onDone(call: UpstreamAttempt): void {
-    call.svc!.active--;
-    call.ep!.inFlight--;
+    call.svc!.addActive(-1);
+    call.ep!.addInFlight(-1);
   }
 
   onError(call: UpstreamAttempt, err: Error): void {

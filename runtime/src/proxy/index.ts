@@ -20,6 +20,7 @@ import { MemoryStream, type FetchRequest, type FetchResult } from './plugin-fetc
 import type { Http1Timeouts } from './http1/connection.ts';
 import { RateLimitCounters, type RateLimitStore } from '../host/index.ts';
 import { Telemetry } from '../telemetry/index.ts';
+import type { SharedUpstream } from './registry.ts';
 
 export { DEFAULT_TIMEOUTS, defaultMaxConnections } from './listener.ts';
 export type { Http1Timeouts } from './http1/connection.ts';
@@ -44,6 +45,10 @@ export interface ProxyServerOptions {
   rateLimits?: RateLimitStore;
   /** Access log and tracing; default: no export, access lines through `logger`. */
   telemetry?: Telemetry;
+  /** With several workers: data-plane workers on the node (pool sockets are split between them)... */
+  workers?: number;
+  /** ...and where each tenant's breaker/ejection/in-flight state lives in the node ledger. */
+  sharedUpstream?: (tenant: string) => SharedUpstream | undefined;
 }
 
 export interface ProxyListener {
@@ -103,6 +108,8 @@ export class ProxyServer implements DataPlane {
   readonly #ledger: ConnectionCounter;
   readonly #sweeper: Sweeper;
   readonly #reusePort: boolean;
+  readonly #poolShare: number;
+  readonly #sharedUpstream: ((tenant: string) => SharedUpstream | undefined) | undefined;
   #resolver: ((socket: Socket) => string | undefined) | undefined;
   /** Original destination per downstream connection: resolved once, reused by its keep-alive requests. */
   readonly #destinations = new WeakMap<Socket, string | null>();
@@ -134,6 +141,8 @@ export class ProxyServer implements DataPlane {
     this.#timeouts = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
     this.#ledger = opts.connections ?? new ConnectionLedger(opts.maxConnections ?? defaultMaxConnections());
     this.#reusePort = opts.reusePort === true;
+    this.#poolShare = opts.workers ?? 1;
+    this.#sharedUpstream = opts.sharedUpstream;
     this.#sweeper = new Sweeper(() => this.#allServers());
     this.#sweeper.start();
   }
@@ -199,7 +208,7 @@ export class ProxyServer implements DataPlane {
   /** Install a tenant's config (new requests use it at once) and bind its listener if needed. */
   async configure(config: TenantConfig): Promise<void> {
     const t = this.#tenant(config.name);
-    const snapshot = compileSnapshot(config, t.live); // throws before anything changes
+    const snapshot = compileSnapshot(config, t.live, this.#poolShare); // throws before anything changes
     t.install(snapshot, config);
     const wanted = config.listenerPort;
     if (t.servers.size === 0 || (wanted !== 0 && wanted !== t.port)) await this.bind(config.name, wanted);
@@ -283,7 +292,7 @@ export class ProxyServer implements DataPlane {
     let t = this.#tenants.get(name);
     if (t === undefined) {
       if (this.#closed) throw new IsomeshError('ISOMESH_ERR_INTERNAL', 'proxy is closed');
-      t = new TenantRuntime(name, this.#listenAddress, this.#metrics.tenant(name));
+      t = new TenantRuntime(name, this.#listenAddress, this.#metrics.tenant(name), this.#sharedUpstream?.(name));
       this.#tenants.set(name, t);
     }
     return t;

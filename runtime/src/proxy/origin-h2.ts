@@ -46,7 +46,7 @@ export class H2UpstreamCall implements UpstreamAttempt {
   broken = false;
   closed = false;
   ep: EndpointState | undefined;
-  svc: { active: number } | undefined;
+  svc: { addActive(delta: number): void } | undefined;
   pool: H2EndpointPool | undefined;
   h2: http2.ClientHttp2Stream | undefined;
   session: H2Session | undefined;

@@ -49,7 +49,7 @@ export interface UpstreamAttempt {
   broken: boolean;
   closed: boolean;
   ep: EndpointState | undefined;
-  svc: { active: number } | undefined;
+  svc: { addActive(delta: number): void } | undefined;
   sendBody(chunk: Buffer): boolean;
   endBody(trailers?: string[]): void;
   stream(target: BodyTarget): void;
@@ -138,7 +138,7 @@ export class UpstreamCall implements UpstreamAttempt {
   trailers: string[] | undefined;
   /** The caller's bookkeeping: which endpoint and service this attempt counts against. */
   ep: EndpointState | undefined;
-  svc: { active: number } | undefined;
+  svc: { addActive(delta: number): void } | undefined;
   pool: EndpointPool | undefined;
 
   constructor(sink: CallSink, head: string, isHead: boolean, bodyMode: RequestBodyMode, connectTimeoutMs: number, upgrade = false) {

@@ -6,7 +6,7 @@ import { DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS, type RateLimit, type TenantConf
 import type { TenantServer } from './listener.ts';
 import { RouteTable } from './route-table.ts';
 import { UpstreamPool, UpstreamService } from './upstream.ts';
-import { LiveRegistry } from './registry.ts';
+import { LiveRegistry, type SharedUpstream } from './registry.ts';
 import type { TenantSeries } from './metrics.ts';
 
 export interface TenantSnapshot {
@@ -34,10 +34,10 @@ export const EMPTY_SNAPSHOT: TenantSnapshot = Object.freeze({
  * Compile a TenantConfig over the tenant's live state; throws ISOMESH_ERR_ROUTE_INVALID (and leaves
  * nothing changed) on a bad route.
  */
-export function compileSnapshot(config: TenantConfig, registry?: LiveRegistry): TenantSnapshot {
+export function compileSnapshot(config: TenantConfig, registry?: LiveRegistry, workers = 1): TenantSnapshot {
   const table = new RouteTable(config.routes, config.services);
   const services = new Map<string, UpstreamService>();
-  for (const s of config.services) services.set(s.name, new UpstreamService(s, registry));
+  for (const s of config.services) services.set(s.name, new UpstreamService(s, registry, workers));
   return {
     generation: config.generation,
     table,
@@ -52,8 +52,8 @@ export class TenantRuntime {
   readonly name: string;
   readonly series: TenantSeries;
   readonly pool = new UpstreamPool();
-  /** Endpoint health and counts, across configuration snapshots. */
-  readonly live = new LiveRegistry();
+  /** Endpoint health and counts, across configuration snapshots (in the node ledger with several workers). */
+  readonly live: LiveRegistry;
   snapshot: TenantSnapshot = EMPTY_SNAPSHOT;
   /** Port all of this tenant's listeners share; 0 until bound. */
   port = 0;
@@ -66,8 +66,9 @@ export class TenantRuntime {
   removed = false;
   #queue: Promise<unknown> = Promise.resolve();
 
-  constructor(name: string, defaultAddress: string, series: TenantSeries) {
+  constructor(name: string, defaultAddress: string, series: TenantSeries, shared?: SharedUpstream) {
     this.name = name;
+    this.live = new LiveRegistry(shared);
     this.addresses = [defaultAddress];
     this.series = series;
   }

@@ -5,7 +5,7 @@
 
 import type { Service } from '../store/model.ts';
 import { EndpointPicker, type EndpointState } from './balancer.ts';
-import type { LiveRegistry, LiveService } from './registry.ts';
+import { LiveRegistry, type LiveService } from './registry.ts';
 import { EndpointPool } from './origin.ts';
 import { H2EndpointPool } from './origin-h2.ts';
 
@@ -28,11 +28,14 @@ export class UpstreamService {
   /** Live counts, shared with every snapshot that has this service (LiveRegistry). */
   readonly live: LiveService;
   readonly maxActive: number;
+  /** Data-plane workers sharing the node: each holds its share of circuitBreaker.maxConnections. */
+  readonly #workers: number;
 
-  constructor(service: Service, registry?: LiveRegistry) {
+  constructor(service: Service, registry?: LiveRegistry, workers = 1) {
+    this.#workers = Math.max(1, workers);
     this.name = service.name;
     this.service = service;
-    this.live = registry?.service(service.name) ?? { active: 0 };
+    this.live = registry?.service(service.name) ?? new LiveRegistry().service(service.name);
     this.picker = new EndpointPicker(service, registry === undefined ? undefined : (e) => registry.endpoint(service.name, e));
     const cb = service.circuitBreaker;
     this.maxActive = cb ? Math.max(1, cb.maxConnections) * Math.max(1, service.endpoints.length) + Math.max(0, cb.maxPending) : Infinity;
@@ -43,12 +46,10 @@ export class UpstreamService {
     return this.live.active;
   }
 
-  set active(n: number) {
-    this.live.active = n;
-  }
-
+  /** Sockets this worker's pool may open to one endpoint: ⌈maxConnections ÷ workers⌉ (256 without a breaker). */
   get maxSockets(): number {
-    return this.service.circuitBreaker?.maxConnections || DEFAULT_MAX_SOCKETS;
+    const max = this.service.circuitBreaker?.maxConnections;
+    return max ? Math.ceil(max / this.#workers) : DEFAULT_MAX_SOCKETS;
   }
 }
 

@@ -23,11 +23,13 @@ export interface WorkerInit {
   maxConnections: number;
   drainTimeoutMs: number;
   logLevel: string;
+  /** Workers on the node (each pool holds its share of a breaker's maxConnections). */
+  workers: number;
 }
 
 /** main → worker. Commands with an id are answered with { t: 'done', id, value? | error? }. */
 export type WorkerCommand =
-  | { t: 'configure'; id: number; config: TenantConfig; slot: number }
+  | { t: 'configure'; id: number; config: TenantConfig; slot: number; cells: Record<string, number> }
   | { t: 'bind'; id: number; tenant: string; port: number }
   | { t: 'addAddress'; id: number; tenant: string; address: string }
   | { t: 'removeAddress'; id: number; tenant: string; address: string }
@@ -43,6 +45,8 @@ const port = parentPort!;
 const init = workerData as WorkerInit;
 const ledger = new NodeLedger(init.buffers);
 const slots = new Map<string, number>();
+/** Per tenant: its upstream state's cells in the ledger (breakers, ejection, in-flight), from the main thread. */
+const cells = new Map<string, Record<string, number>>();
 const logger = pino({ level: init.logLevel, base: { svc: 'isomesh', pid: process.pid, worker: init.worker } });
 const registry = new prom.Registry();
 const telemetry = Telemetry.fromEnv(process.env, logger, { registry });
@@ -58,12 +62,15 @@ const proxy = new ProxyServer({
   rateLimits: new SharedRateLimitCounters(ledger),
   connections: new SharedConnectionCounter(ledger, (t) => slots.get(t), init.maxConnections, init.worker),
   reusePort: true,
+  workers: init.workers,
+  sharedUpstream: (tenant) => ({ ledger, worker: init.worker, cell: (key) => cells.get(tenant)?.[key] }),
 });
 
 async function handle(m: WorkerCommand): Promise<unknown> {
   switch (m.t) {
     case 'configure':
       slots.set(m.config.name, m.slot);
+      cells.set(m.config.name, m.cells);
       host.configure(m.config, m.slot);
       await proxy.configure(m.config);
       return proxy.status(m.config.name)?.listener?.port;
@@ -77,6 +84,7 @@ async function handle(m: WorkerCommand): Promise<unknown> {
       await proxy.removeTenant(m.tenant);
       host.removeTenant(m.tenant);
       slots.delete(m.tenant);
+      cells.delete(m.tenant);
       return undefined;
     case 'endpointStatus':
       return proxy.endpointStatus(m.tenant, m.service);

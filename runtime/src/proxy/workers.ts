@@ -5,8 +5,10 @@
 //
 // A worker that dies is restarted with back-off and given every tenant again; the other workers'
 // connections are not touched, and what the dead one held in the ledger (in-flight admissions,
-// connections) is taken back. Breaker and ejection state is per worker (each has its own registry);
-// endpointStatus merges them.
+// connections) is taken back. Upstream live state (circuit-breaker counts, endpoint in-flight
+// counts, consecutive failures, ejections) lives in ledger cells the main thread assigns per
+// (tenant, service[, endpoint]): breakers, outlier ejection and least_request act for the node. Pool
+// sockets are per worker: each holds ⌈circuitBreaker.maxConnections ÷ workers⌉ per endpoint.
 
 import net from 'node:net';
 import path from 'node:path';
@@ -20,6 +22,7 @@ import type { TenantConfig } from '../store/model.ts';
 import type { Http1Timeouts } from './http1/connection.ts';
 import type { FetchRequest, FetchResult } from './plugin-fetch.ts';
 import type { HostCall } from './remote-host.ts';
+import { upstreamKeys } from './registry.ts';
 import type { WorkerCommand, WorkerInit } from './worker-main.ts';
 import type { ProxyEndpointStatus, ProxyListener, ProxyTenantStatus } from './index.ts';
 
@@ -41,6 +44,8 @@ export interface WorkerPoolOptions {
 interface TenantEntry {
   config: TenantConfig;
   slot: number;
+  /** Upstream cells in the ledger: registry key → cell (registry.ts upstreamKeys). */
+  cells: Record<string, number>;
   port: number;
   addresses: string[];
 }
@@ -107,6 +112,7 @@ export class WorkerPool {
       maxConnections: o.maxConnections,
       drainTimeoutMs: o.drainTimeoutMs ?? 10_000,
       logLevel: o.logLevel,
+      workers: o.count,
     };
     const w = new Worker(ENTRY, { workerData: init });
     s.worker = w;
@@ -146,7 +152,7 @@ export class WorkerPool {
     if (this.#pins !== undefined) await this.#send(s, { t: 'pins', id: 0, pinDir: this.#pins }).catch(() => undefined);
     for (const e of this.#tenants.values()) {
       try {
-        await this.#send(s, { t: 'configure', id: 0, config: stripped(e.config), slot: e.slot });
+        await this.#send(s, { t: 'configure', id: 0, config: stripped(e.config), slot: e.slot, cells: e.cells });
         for (const a of e.addresses.slice(1)) await this.#send(s, { t: 'addAddress', id: 0, tenant: e.config.name, address: a });
       } catch (err) {
         this.#opts.logger.error({ err, worker: s.index, tenant: e.config.name }, 'restarted worker could not take a tenant');
@@ -227,13 +233,30 @@ export class WorkerPool {
     const prev = this.#tenants.get(name);
     const port = config.listenerPort;
     if (port !== 0 && port !== this.#ports.get(name)) await this.#probe(port);
-    const ports = await this.#all({ t: 'configure', id: 0, config: stripped(config), slot });
+    const cells = this.#cells(name, config);
+    const ports = await this.#all({ t: 'configure', id: 0, config: stripped(config), slot, cells });
     const bound = (ports.find((p) => typeof p === 'number') as number | undefined) ?? port;
-    const entry = prev ?? { config, slot, port: bound, addresses: [this.#opts.listenAddress] };
+    const entry = prev ?? { config, slot, cells, port: bound, addresses: [this.#opts.listenAddress] };
     entry.config = config;
+    entry.cells = cells;
     entry.port = bound;
     this.#tenants.set(name, entry);
     this.#ports.set(name, bound);
+  }
+
+  /** The ledger cells of a configuration's services and endpoints; cells of ones it dropped are released. */
+  #cells(tenant: string, config: TenantConfig): Record<string, number> {
+    const ledger = this.#opts.ledger;
+    const cells: Record<string, number> = {};
+    const keep = new Set<string>();
+    for (const key of upstreamKeys(config.services)) {
+      const full = `${tenant}\u0000${key}`;
+      keep.add(full);
+      const cell = ledger.upstreamCell(full);
+      if (cell !== undefined) cells[key] = cell;
+    }
+    for (const full of ledger.upstreamKeys(tenant)) if (!keep.has(full)) ledger.releaseUpstream(full);
+    return cells;
   }
 
   /**
@@ -295,6 +318,7 @@ export class WorkerPool {
     this.#tenants.delete(tenant);
     await this.#all({ t: 'removeTenant', id: 0, tenant }).catch((err) => this.#opts.logger.error({ err, tenant }, 'removing a tenant from the workers failed'));
     this.#opts.ledger.unassign(tenant);
+    for (const full of this.#opts.ledger.upstreamKeys(tenant)) this.#opts.ledger.releaseUpstream(full);
   }
 
   setOriginalDestinationResolver(): void {
@@ -332,7 +356,9 @@ export class WorkerPool {
       view.forEach((e, i) => {
         const m = merged![i];
         if (m === undefined) return;
-        m.active += e.active;
+        // Breaker, ejection and in-flight state live in the ledger: every worker sees the same
+        // numbers (max only covers a worker mid-restart).
+        m.active = Math.max(m.active, e.active);
         m.consecutive5xx = Math.max(m.consecutive5xx, e.consecutive5xx);
         if (e.ejected) {
           m.ejected = true;
