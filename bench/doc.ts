@@ -112,6 +112,11 @@ function machineLine(m: Json): string {
   return `${m.machine.cpus} × ${m.machine.model}, ${m.machine.memGiB} GiB, kernel ${m.machine.kernel}; Node ${t.node}, ${short(t.nginx)}, ${short(t.haproxy)}, ${short(t.wrk)}, ${short(t.h2load)}, ${short(t.cc)}, ${short(t.strace)}`;
 }
 
+/** Locations recorded by older profile.json files kept the worktree's folder name ("bench/runtime/…"). */
+function repoPath(loc: string): string {
+  return loc.replace(/^bench\/(runtime|sdk|node_modules|plugins)\//, '$1/');
+}
+
 function profileSection(pr: Json): string[] {
   const out: string[] = [];
   for (const r of pr.runs as ProfileResult[]) {
@@ -121,7 +126,7 @@ function profileSection(pr: Json): string[] {
     const per = (ms: number): string => fmt((ms * 1000) / Math.max(1, r.profiled.requests), 1);
     for (const p of r.profiled.processes.slice(0, 2)) {
       out.push(`- **${p.role}** (V8 CPU profile, ${per(p.selfMs)} µs of samples per request${r.profiled.windowed ? '' : ', whole run'}): ${p.categories.map((c) => `${c.name} ${c.pct} %`).join(', ')}.`);
-      out.push(`  Top self time: ${p.top.slice(0, 8).map((f) => `\`${f.name}\` ${f.pct} % (${f.location})`).join(', ')}.`);
+      out.push(`  Top self time: ${p.top.slice(0, 8).map((f) => `\`${f.name}\` ${f.pct} % (${repoPath(f.location)})`).join(', ')}.`);
     }
     if (!('skipped' in r.perf)) {
       out.push(`- **perf** on the proxy CPU (it also sees the cordon workers, which exit without writing a V8 profile): ${r.perf.byProcess.filter((x) => x.pct >= 0.5).map((x) => `${x.process} ${x.pct} % (kernel ${x.kernelPct} %)`).join(', ')}; top symbols: ${r.perf.top.filter((s) => s.thread !== 'swapper').slice(0, 6).map((s) => `\`${s.kernel ? '[k] ' : ''}${s.symbol.length > 60 ? `${s.symbol.slice(0, 57)}…` : s.symbol}\` ${s.pct} %`).join(', ')}.`);
