@@ -7,7 +7,7 @@ import { cpuVerdicts, type CpuSummary, type Verdict } from './cpu.ts';
 import type { OpenLoopSummary } from './openloop.ts';
 import type { ProfileResult } from './profile.ts';
 import { hbarChartSvg, markdownTable, type Table } from './lib/report.ts';
-import { fmt, fmtSpread, type Spread } from './lib/stats.ts';
+import { fmt, fmtSpread, spread, type Spread } from './lib/stats.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const DOC = path.join(ROOT, 'docs', 'benchmarks.md');
@@ -21,6 +21,15 @@ function read(dir: string, name: string): Json | undefined {
 const ratio = (s: Spread | undefined): string => (s === undefined || s.n === 0 ? '—' : `${fmtSpread(s, 2)}×`);
 const pct = (s: Spread | undefined): string => (s === undefined || s.n === 0 ? '—' : `${Math.round(s.median * 100)} %`);
 
+/** How busy the machine was with other work during a set of runs (from each run's /proc/stat window). */
+function disturbance(samples: Json[]): string {
+  if (samples.length === 0) return '';
+  const foreign = spread(samples.map((x) => x.foreignCpus), 2);
+  const load = spread(samples.map((x) => x.loadAverage1 ?? NaN), 2);
+  const n = samples.filter((x) => x.disturbed).length;
+  return `Other work on the machine during these ${samples.length} runs: median ${fmt(foreign.median, 2)} CPUs (max ${fmt(foreign.max, 2)}); ${load.n > 0 ? `1-minute load average ${fmt(load.min, 2)}–${fmt(load.max, 2)}; ` : ''}${n} of ${samples.length} runs disturbed (> 0.1 CPU of other work).`;
+}
+
 function cpuTable(cpu: Json, body: string): Table {
   const rows = (cpu.summaries as CpuSummary[]).filter((s) => s.body === body);
   return {
@@ -30,8 +39,13 @@ function cpuTable(cpu: Json, body: string): Table {
       s.label, s.target === 'direct' ? '—' : fmtSpread(s.cpuUs), s.target === 'direct' ? '—' : fmt(s.userUs.median, 1), s.target === 'direct' ? '—' : fmt(s.sysUs.median, 1), ratio(s.cpuVsNginx), fmtSpread(s.rps, 0), pct(s.rpsVsNginx),
       fmt(s.p50Ms.median, 3), fmtSpread(s.p99Ms, 2), String(s.errors), s.disturbedReps ? `${s.disturbedReps}/${s.cpuUs.n}` : '—',
     ]),
-    notes: ['Values: median (min–max) over the repetitions. CPU = user + kernel time of the proxy\'s processes (for isomesh the daemon and its cordon workers; for the sidecar pattern both nginx) ÷ requests served; "× nginx" and "vs nginx" are per repetition against nginx in the same repetition. "direct" has no proxy.'],
+    notes: [disturbance(cpu.samples.filter((x: Json) => x.body === body)), 'Values: median (min–max) over the repetitions. CPU = user + kernel time of the proxy\'s processes (for isomesh the daemon and its cordon workers; for the sidecar pattern both nginx) ÷ requests served; "× nginx" and "vs nginx" are per repetition against nginx in the same repetition. "direct" has no proxy.'],
   };
+}
+
+/** Could not keep up: under 97 % of the rate, arrivals dropped, or a standing queue (median p50 over 100 ms). */
+function saturated(s: OpenLoopSummary): boolean {
+  return s.saturated || s.skipped > 0 || s.p50Us.median > 100_000;
 }
 
 function openLoopTable(ol: Json, rate: number): Table {
@@ -40,9 +54,10 @@ function openLoopTable(ol: Json, rate: number): Table {
   const added = (s: OpenLoopSummary, k: 'p50Us' | 'p99Us' | 'meanUs'): string => (direct === undefined || s.target === 'direct' ? '—' : fmt(s[k].median - direct[k].median, 0));
   return {
     title: `Open loop, ${rate.toLocaleString('en-US')} req/s over ${ol.connections} connections, ${ol.reps} × ${ol.durationSec} s`,
+    notes: [disturbance((ol.samples as Json[]).filter((x) => x.rate === rate)), 'Latency from each request\'s due time; median (min–max) over the repetitions.'],
     columns: ['target', 'achieved req/s', 'mean µs', 'p50 µs', 'p99 µs', 'added mean / p50 / p99 µs vs direct', 'mesh CPU µs/req', 'client µs/req', 'upstream µs/req', 'errors', 'disturbed'],
     rows: rows.map((s) => [
-      s.label + (s.saturated ? ' **(saturated)**' : ''), fmtSpread(s.achievedRps, 0), fmtSpread(s.meanUs, 0), fmtSpread(s.p50Us, 0), fmtSpread(s.p99Us, 0),
+      s.label + (saturated(s) ? ' **(saturated)**' : ''), fmtSpread(s.achievedRps, 0), fmtSpread(s.meanUs, 0), fmtSpread(s.p50Us, 0), fmtSpread(s.p99Us, 0),
       `${added(s, 'meanUs')} / ${added(s, 'p50Us')} / ${added(s, 'p99Us')}`, s.target === 'direct' ? '—' : fmt(s.meshCpuUs.median, 1),
       fmt(s.cpuUs.client?.median, 1), fmt(s.cpuUs.upstream?.median, 1), `${s.errors}${s.skipped ? ` (+${s.skipped} never sent)` : ''}`, s.disturbedReps ? `${s.disturbedReps}/${s.p50Us.n}` : '—',
     ]),
@@ -62,6 +77,8 @@ function verdictRows(v: Verdict[]): string[][] {
 function openLoopVerdict(ol: Json): string[][] {
   const g = ol.goal;
   if (g === undefined) return [];
+  const iso = (ol.summaries as OpenLoopSummary[]).find((s) => s.target === 'chain3' && s.rate === 2000);
+  if (iso !== undefined && saturated(iso)) g.saturated = true;
   const m = `isomesh + 3 plugins adds ${fmt(g.addedP50Us.isomesh, 0)} µs p50 / ${fmt(g.addedP99Us.isomesh, 0)} µs p99; the sidecar pattern ${fmt(g.addedP50Us.sidecar, 0)} / ${fmt(g.addedP99Us.sidecar, 0)} µs${g.saturated ? ' (isomesh could not sustain the rate)' : ''}`;
   const by = g.met ? undefined : `${fmt(g.addedP50Us.isomesh - g.addedP50Us.sidecar, 0)} µs p50, ${fmt(g.addedP99Us.isomesh - g.addedP99Us.sidecar, 0)} µs p99`;
   return [[g.goal, m, g.met ? 'met' : `**missed** (isomesh adds ${by} more)`]];
@@ -85,7 +102,7 @@ function openLoopChart(ol: Json, rate: number, file: string): void {
     title: `Open loop ${rate} req/s: p50 and p99 latency (lower is better)`,
     unit: 'µs (bar: p50, then up to p99)',
     clip: Math.max(2000, (sidecar?.p99Us.median ?? 0) * 3),
-    rows: rows.map((s) => ({ label: s.label, segments: [{ name: 'p50', value: s.p50Us.median }, { name: 'p50 → p99', value: Math.max(0, s.p99Us.median - s.p50Us.median) }], note: `${fmt(s.p50Us.median, 0)} / ${fmt(s.p99Us.median, 0)} µs${s.saturated ? ' saturated' : ''}` })),
+    rows: rows.map((s) => ({ label: s.label, segments: [{ name: 'p50', value: s.p50Us.median }, { name: 'p50 → p99', value: Math.max(0, s.p99Us.median - s.p50Us.median) }], note: `${fmt(s.p50Us.median, 0)} / ${fmt(s.p99Us.median, 0)} µs${saturated(s) ? ' saturated' : ''}` })),
   }));
 }
 
@@ -93,6 +110,11 @@ function machineLine(m: Json): string {
   const t = m.tools ?? {};
   const short = (s: string | undefined): string => (s ?? 'unknown').replace(/^nginx version: /, '').replace(/ Copyright.*$/, '').replace(/ - https.*$/, '');
   return `${m.machine.cpus} × ${m.machine.model}, ${m.machine.memGiB} GiB, kernel ${m.machine.kernel}; Node ${t.node}, ${short(t.nginx)}, ${short(t.haproxy)}, ${short(t.wrk)}, ${short(t.h2load)}, ${short(t.cc)}, ${short(t.strace)}`;
+}
+
+/** Locations recorded by older profile.json files kept the worktree's folder name ("bench/runtime/…"). */
+function repoPath(loc: string): string {
+  return loc.replace(/^bench\/(runtime|sdk|node_modules|plugins)\//, '$1/');
 }
 
 function profileSection(pr: Json): string[] {
@@ -104,7 +126,7 @@ function profileSection(pr: Json): string[] {
     const per = (ms: number): string => fmt((ms * 1000) / Math.max(1, r.profiled.requests), 1);
     for (const p of r.profiled.processes.slice(0, 2)) {
       out.push(`- **${p.role}** (V8 CPU profile, ${per(p.selfMs)} µs of samples per request${r.profiled.windowed ? '' : ', whole run'}): ${p.categories.map((c) => `${c.name} ${c.pct} %`).join(', ')}.`);
-      out.push(`  Top self time: ${p.top.slice(0, 8).map((f) => `\`${f.name}\` ${f.pct} % (${f.location})`).join(', ')}.`);
+      out.push(`  Top self time: ${p.top.slice(0, 8).map((f) => `\`${f.name}\` ${f.pct} % (${repoPath(f.location)})`).join(', ')}.`);
     }
     if (!('skipped' in r.perf)) {
       out.push(`- **perf** on the proxy CPU (it also sees the cordon workers, which exit without writing a V8 profile): ${r.perf.byProcess.filter((x) => x.pct >= 0.5).map((x) => `${x.process} ${x.pct} % (kernel ${x.kernelPct} %)`).join(', ')}; top symbols: ${r.perf.top.filter((s) => s.thread !== 'swapper').slice(0, 6).map((s) => `\`${s.kernel ? '[k] ' : ''}${s.symbol.length > 60 ? `${s.symbol.slice(0, 57)}…` : s.symbol}\` ${s.pct} %`).join(', ')}.`);
@@ -161,7 +183,7 @@ export function writeDoc(dir: string): string {
   }
   if (ol !== undefined) {
     L.push('## The seeds\' experiment: fixed rate, open loop (seed 000)', '');
-    L.push(`Seed 000 measured the mean latency of a steady 10K req/s between two pods with and without sidecars; here the same shape at ${(ol.rates as number[]).map((r) => r.toLocaleString('en-US')).join(', ')} req/s on one machine, with the CPU of every process on the path. "Mesh CPU" is the proxies' CPU per request (both nginx for the sidecar pattern; the daemon and its cordon workers for isomesh); "client" is the generator (the sk_msg redirect moves kernel work into the sender). A target marked *saturated* could not serve the offered rate: its latency is then queueing time, bounded by the generator (one second of backlog, then requests are not sent).`, '');
+    L.push(`Seed 000 measured the mean latency of a steady 10K req/s between two pods with and without sidecars; here the same shape at ${(ol.rates as number[]).map((r) => r.toLocaleString('en-US')).join(', ')} req/s on one machine, with the CPU of every process on the path. "Mesh CPU" is the proxies' CPU per request (both nginx for the sidecar pattern; the daemon and its cordon workers for isomesh); "client" is the generator (the sk_msg redirect moves kernel work into the sender). A target marked *saturated* could not keep up with the offered rate (served under 97 % of it, dropped arrivals, or a median latency over 100 ms: a standing queue): its latency is then queueing time, bounded by the generator (one second of backlog, then requests are not sent).`, '');
     if (ol.ebpf?.ran === false) L.push(`The eBPF rows did not run: ${String(ol.ebpf.reason).split('\n')[0]}`, '');
     else L.push('eBPF rows: a network namespace with the real daemon (datapath on, in its own proxy cgroup), an upstream nginx, and a workload cgroup whose connects to the tenant\'s VIP are redirected to the tenant listener on 127.0.0.1 (cgroup/connect4); "explicit" dials the listener directly from the same namespace (the control), "sk_msg" adds the sockops/sk_msg short-circuit of the app↔proxy hop.', '');
     for (const rate of ol.rates as number[]) {

@@ -18,7 +18,7 @@ import { versionOf, waitForQuiet } from './lib/processes.ts';
 
 export interface BenchMeta {
   date: string;
-  /** git revision of the code measured ("+changes": runtime/sdk/plugins had uncommitted edits). */
+  /** Last commit of the measured code (runtime/, sdk/, plugins/; "+changes": uncommitted edits there). */
   revision: string;
   quick: boolean;
   machine: { cpus: number; model: string; memGiB: number; kernel: string };
@@ -163,7 +163,8 @@ function runScript(script: string): Promise<void> {
 
 function gitRevision(): string {
   try {
-    const rev = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+    // The last commit that changed the measured code (stable when benchmark-only commits are rebased).
+    const rev = execFileSync('git', ['-C', ROOT, 'log', '-1', '--format=%h', '--', 'runtime', 'sdk', 'plugins'], { encoding: 'utf8' }).trim();
     const dirty = execFileSync('git', ['-C', ROOT, 'status', '--porcelain', '--', 'runtime', 'sdk', 'plugins'], { encoding: 'utf8' }).trim() !== '';
     return dirty ? `${rev}+changes` : rev;
   } catch {

@@ -1,5 +1,7 @@
 // Aggregates a V8 .cpuprofile (node --cpu-prof) into self time per function and per category,
 // optionally restricted to a time window (µs on CLOCK_MONOTONIC, the clock V8 and process.hrtime share).
+import path from 'node:path';
+
 interface CallFrame {
   functionName: string;
   url: string;
@@ -51,9 +53,11 @@ export function categoryOf(f: CallFrame): string {
   return 'other';
 }
 
+const ROOT_URL = `file://${path.resolve(import.meta.dirname, '..', '..')}/`;
+
 function location(f: CallFrame): string {
   if (f.url === '') return 'native';
-  const short = f.url.replace(/^file:\/\/.*?\/(runtime|sdk|node_modules|bench|plugins)\//, '$1/');
+  const short = f.url.startsWith(ROOT_URL) ? f.url.slice(ROOT_URL.length) : f.url;
   return `${short}:${f.lineNumber + 1}`;
 }
 

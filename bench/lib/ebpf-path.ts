@@ -5,6 +5,8 @@
 // tenant listener on 127.0.0.1 — the node-local topology, like the loopback targets. Three targets:
 // the listener dialled explicitly (control), the VIP through the redirect, and the VIP with sk_msg.
 // Needs root; says why when it cannot run. teardown() kills by PID and removes netns, cgroups, pins.
+import fs from 'node:fs';
+import path from 'node:path';
 import { NodeDaemon } from '../../test/datapath/node-daemon.ts';
 import { TestNet, privileged } from '../../test/datapath/netns.ts';
 import { setupTenant } from './daemon.ts';
@@ -27,6 +29,33 @@ export interface EbpfTarget {
 
 export type EbpfSetup = { ran: false; reason: string } | { ran: true; targets: EbpfTarget[]; teardown: () => Promise<void> };
 
+/**
+ * Waits (≤ 5 s) until a cgroup of ours is empty; after 2 s, SIGKILLs the PIDs still in it — only
+ * processes this benchmark started (the daemon's children, the generator) are ever put there.
+ */
+async function drainCgroup(dir: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline) {
+    let pids: number[];
+    try {
+      pids = fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter((l) => l !== '').map(Number);
+    } catch {
+      return; // already gone
+    }
+    if (pids.length === 0) return;
+    if (deadline - Date.now() < 3000) {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // exited meanwhile
+        }
+      }
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 export async function setupEbpf(o: { chain: RealisticChain; proxyCpu: string | undefined; loadCpu: string | undefined; root: string }): Promise<EbpfSetup> {
   let reason: string | false;
   try {
@@ -38,6 +67,7 @@ export async function setupEbpf(o: { chain: RealisticChain; proxyCpu: string | u
   const net = new TestNet();
   const group = new ProcessGroup();
   let d: NodeDaemon | undefined;
+  const cgroups: string[] = [];
   const teardown = async (): Promise<void> => {
     await group.close();
     try {
@@ -45,6 +75,8 @@ export async function setupEbpf(o: { chain: RealisticChain; proxyCpu: string | u
     } catch {
       // teardown continues
     }
+    // The daemon's cordon workers may outlive it by a moment; an occupied cgroup cannot be removed.
+    for (const cg of cgroups) await drainCgroup(cg);
     await net.teardown();
     d?.cleanup();
   };
@@ -52,6 +84,7 @@ export async function setupEbpf(o: { chain: RealisticChain; proxyCpu: string | u
     net.setup();
     const workload = net.cgroup('workload');
     const proxyCg = net.cgroup('proxy');
+    cgroups.push(workload, proxyCg);
     const inNode = ['nsenter', `--net=/run/netns/${net.nodeNs}`, '--'];
     const upstream = await startNginxUpstream(group, o.root, o.loadCpu, { name: 'netns-upstream', prefix: inNode });
     d = new NodeDaemon(net, { proxyCgroup: proxyCg, ...(o.proxyCpu === undefined ? {} : { cpus: o.proxyCpu }), env: { ISOMESH_LOG_LEVEL: 'warn', ISOMESH_WORKERS: '1' } });
