@@ -119,3 +119,26 @@ test('[cordon] a trial process that stops answering is killed: that publish is a
   assert.deepEqual(await trial.probe(bundle), { hooks: ['onRequest'] });
   assert.ok(trial.process.pid && trial.process.pid !== first);
 });
+
+test('[cordon] an idle trial process exits (its memory given back); the next publish forks a new one', async (t) => {
+  const trial = new TrialLoader({ logger: pino({ level: 'silent' }), idleMs: 200 });
+  t.after(() => trial.close());
+  const bundle = 'module.exports = { default: { onResponse() {} } };';
+  assert.deepEqual(await trial.probe(bundle), { hooks: ['onResponse'] });
+  const first = trial.process.pid;
+  assert.ok(first);
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (let i = 0; i < 400 && alive(first); i++) await new Promise((r) => setTimeout(r, 25));
+  assert.equal(alive(first), false, 'the idle trial process exited');
+  assert.equal(trial.process.pid, null);
+  assert.deepEqual(await trial.probe(bundle), { hooks: ['onResponse'] });
+  assert.ok(trial.process.pid && trial.process.pid !== first, 'a new trial process');
+  assert.equal(trial.crashes, 0, 'an idle exit is not a crash');
+});

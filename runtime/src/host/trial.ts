@@ -2,8 +2,9 @@
 // mode. The daemon never runs a just-published plugin's top-level code itself: a load that crashes
 // or OOM-kills the process fails only that publish (400 ISOMESH_ERR_PLUGIN_LOAD with the reason) and
 // the next trial gets a fresh process. Loads run one at a time, so a death is always attributable to
-// the load that was running. The process is started on the first publish and kept (a fork costs far
-// more than a trial load).
+// the load that was running. The process is started on the first publish and kept while publishes
+// keep coming (a fork costs far more than a trial load); idle for IDLE_MS, it exits, giving back its
+// ~100 MiB.
 
 import { fork, type ChildProcess } from 'node:child_process';
 import type { Logger } from 'pino';
@@ -22,6 +23,8 @@ export type FromTrial =
 const BACKSTOP_MS = 10_000;
 /** Wall time a new trial process has to start (node, isolated-vm, the guest runtime) before it is killed. */
 const START_MS = 30_000;
+/** An idle trial process exits after this. */
+const IDLE_MS = 30_000;
 
 interface Job {
   id: number;
@@ -38,6 +41,8 @@ export class TrialLoader {
   readonly #logger: Logger;
   readonly #timeoutMs: number;
   readonly #backstopMs: number;
+  readonly #idleMs: number;
+  #idle: NodeJS.Timeout | undefined;
   readonly #queue: Job[] = [];
   #child: ChildProcess | undefined;
   /** The current child answered init; until then a job waits (its startup is not the load's time). */
@@ -51,7 +56,8 @@ export class TrialLoader {
   /** Trial processes that died (crash, abort, OOM kill). */
   crashes = 0;
 
-  constructor(opts: { logger: Logger; timeoutMs?: number; backstopMs?: number }) {
+  constructor(opts: { logger: Logger; timeoutMs?: number; backstopMs?: number; idleMs?: number }) {
+    this.#idleMs = opts.idleMs ?? IDLE_MS;
     this.#logger = opts.logger.child({ component: 'trial-load' });
     this.#timeoutMs = opts.timeoutMs ?? PROBE_TIMEOUT_MS;
     this.#backstopMs = opts.backstopMs ?? BACKSTOP_MS;
@@ -72,6 +78,7 @@ export class TrialLoader {
 
   close(): void {
     this.#closed = true;
+    clearTimeout(this.#idle);
     const child = this.#child;
     this.#child = undefined;
     this.#fail(new IsomeshError('ISOMESH_ERR_INTERNAL', 'plugin host is closing'));
@@ -84,13 +91,29 @@ export class TrialLoader {
     const job = this.#queue.shift();
     if (job === undefined) {
       this.#child?.channel?.unref();
+      if (this.#child !== undefined) this.#idleExit(this.#child);
       return;
     }
+    clearTimeout(this.#idle);
     const child = this.#child ?? this.#start();
     child.channel?.ref();
     this.#running = job;
     if (this.#ready) this.#send(child, job);
     // else: sent on 'ready'
+  }
+
+  /** No job for idleMs: the process is let go (disconnect → it exits 0); the next publish forks again. */
+  #idleExit(child: ChildProcess): void {
+    clearTimeout(this.#idle);
+    this.#idle = setTimeout(() => {
+      if (this.#child !== child || this.#running !== undefined) return;
+      this.#child = undefined;
+      child.disconnect();
+      setTimeout(() => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      }, 5000).unref();
+    }, this.#idleMs);
+    this.#idle.unref();
   }
 
   #send(child: ChildProcess, job: Job): void {
