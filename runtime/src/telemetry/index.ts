@@ -7,7 +7,8 @@ import type pino from 'pino';
 import prom from 'prom-client';
 import { telemetryConfigFromEnv, type TelemetryConfig } from './config.ts';
 import { accessFields, type AccessLogSettings, type ExchangeRecord } from './record.ts';
-import { SpanPipeline, type SpanCounters } from './spans.ts';
+import { createRequire } from 'node:module';
+import type { SpanCounters, SpanPipeline } from './spans.ts';
 import { Throttle } from './throttle.ts';
 import { TraceContextFactory, type TraceContext } from './trace-context.ts';
 
@@ -42,6 +43,10 @@ function spanCounters(registry: prom.Registry | undefined): SpanCounters {
   return { exported: (n) => exported.inc(n), failed: (n) => failed.inc(n), dropped: (n) => dropped.inc(n) };
 }
 
+function loadSpans(): typeof import('./spans.ts') {
+  return createRequire(import.meta.url)('./spans.ts') as typeof import('./spans.ts');
+}
+
 export class Telemetry {
   readonly #contexts: TraceContextFactory;
   readonly #access: pino.Logger;
@@ -59,8 +64,9 @@ export class Telemetry {
     this.#access = logger.child({}, { level: logger.level === 'silent' ? 'silent' : 'info' });
     this.#random = options.random ?? Math.random;
     this.#shutdownTimeoutMs = options.shutdownTimeoutMs ?? 5000;
+    // The OpenTelemetry SDK (~9 MiB per thread) is loaded only when spans are exported.
     this.#spans = config.export
-      ? new SpanPipeline(config.export, config.serviceName, logger, spanCounters(options.registry))
+      ? new (loadSpans().SpanPipeline)(config.export, config.serviceName, logger, spanCounters(options.registry))
       : undefined;
   }
 
