@@ -49,11 +49,15 @@ before(async () => {
   assert.equal((await d.api('PUT', '/v1/tenants/shop/plugins/enrich/active', { version: p.body.version })).status, 200);
   assert.equal((await d.api('PUT', '/v1/tenants/shop/chain', [{ plugin: 'enrich' }])).status, 200);
   // The chain reaches the data plane a moment after the PUT: until then answers are the proxy's own.
-  for (let i = 0; i < 100; i++) {
-    const warm = await request(port, '/warm', { headers: { 'x-port': String(users.port) } });
-    if (warm.status === 200 && echoed(warm).headers['x-profile-url'] !== undefined) break;
-    console.error('warm', warm.status, warm.body.slice(0, 200));
-    await sleep(20);
+  // Bounded in time; if it never gets ready the failure says what the last answer was.
+  const deadline = Date.now() + 60_000;
+  let last = '';
+  for (;;) {
+    const warm = await request(port, '/warm', { headers: { 'x-port': String(users.port) } }).catch((e: Error) => ({ status: 0, body: e.message, headers: {} }));
+    if (warm.status === 200 && echoed(warm as Parameters<typeof echoed>[0]).headers['x-profile-url'] !== undefined) break;
+    last = `${warm.status} ${warm.body.slice(0, 300)}`;
+    assert.ok(Date.now() < deadline, `the chain with ctx.fetch never answered through the proxy; last answer: ${last}`);
+    await sleep(50);
   }
 });
 

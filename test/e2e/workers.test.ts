@@ -155,6 +155,7 @@ test('circuit breaking and outlier ejection act for the node: counts and ejectio
     assert.equal(statuses.filter((x) => x === 200).length, 2, statuses.join(' '));
     assert.equal(statuses.filter((x) => x === 503).length, 6, statuses.join(' '));
   } finally {
+    for (const r of held.splice(0)) r.end('done');
     bad.closeAllConnections();
     bad.close();
   }

@@ -45,9 +45,7 @@ export interface ProxyServerOptions {
   rateLimits?: RateLimitStore;
   /** Access log and tracing; default: no export, access lines through `logger`. */
   telemetry?: Telemetry;
-  /** With several workers: data-plane workers on the node (pool sockets are split between them)... */
-  workers?: number;
-  /** ...and where each tenant's breaker/ejection/in-flight state lives in the node ledger. */
+  /** With several workers: where each tenant's breaker/ejection/in-flight state lives in the node ledger. */
   sharedUpstream?: (tenant: string) => SharedUpstream | undefined;
 }
 
@@ -108,7 +106,6 @@ export class ProxyServer implements DataPlane {
   readonly #ledger: ConnectionCounter;
   readonly #sweeper: Sweeper;
   readonly #reusePort: boolean;
-  readonly #poolShare: number;
   readonly #sharedUpstream: ((tenant: string) => SharedUpstream | undefined) | undefined;
   #resolver: ((socket: Socket) => string | undefined) | undefined;
   /** Original destination per downstream connection: resolved once, reused by its keep-alive requests. */
@@ -141,7 +138,6 @@ export class ProxyServer implements DataPlane {
     this.#timeouts = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
     this.#ledger = opts.connections ?? new ConnectionLedger(opts.maxConnections ?? defaultMaxConnections());
     this.#reusePort = opts.reusePort === true;
-    this.#poolShare = opts.workers ?? 1;
     this.#sharedUpstream = opts.sharedUpstream;
     this.#sweeper = new Sweeper(() => this.#allServers());
     this.#sweeper.start();
@@ -208,7 +204,7 @@ export class ProxyServer implements DataPlane {
   /** Install a tenant's config (new requests use it at once) and bind its listener if needed. */
   async configure(config: TenantConfig): Promise<void> {
     const t = this.#tenant(config.name);
-    const snapshot = compileSnapshot(config, t.live, this.#poolShare); // throws before anything changes
+    const snapshot = compileSnapshot(config, t.live); // throws before anything changes
     t.install(snapshot, config);
     const wanted = config.listenerPort;
     if (t.servers.size === 0 || (wanted !== 0 && wanted !== t.port)) await this.bind(config.name, wanted);

@@ -34,10 +34,10 @@ export const EMPTY_SNAPSHOT: TenantSnapshot = Object.freeze({
  * Compile a TenantConfig over the tenant's live state; throws ISOMESH_ERR_ROUTE_INVALID (and leaves
  * nothing changed) on a bad route.
  */
-export function compileSnapshot(config: TenantConfig, registry?: LiveRegistry, workers = 1): TenantSnapshot {
+export function compileSnapshot(config: TenantConfig, registry?: LiveRegistry): TenantSnapshot {
   const table = new RouteTable(config.routes, config.services);
   const services = new Map<string, UpstreamService>();
-  for (const s of config.services) services.set(s.name, new UpstreamService(s, registry, workers));
+  for (const s of config.services) services.set(s.name, new UpstreamService(s, registry));
   return {
     generation: config.generation,
     table,

@@ -28,11 +28,7 @@ export class UpstreamService {
   /** Live counts, shared with every snapshot that has this service (LiveRegistry). */
   readonly live: LiveService;
   readonly maxActive: number;
-  /** Data-plane workers sharing the node: each holds its share of circuitBreaker.maxConnections. */
-  readonly #workers: number;
-
-  constructor(service: Service, registry?: LiveRegistry, workers = 1) {
-    this.#workers = Math.max(1, workers);
+  constructor(service: Service, registry?: LiveRegistry) {
     this.name = service.name;
     this.service = service;
     this.live = registry?.service(service.name) ?? new LiveRegistry().service(service.name);
@@ -46,10 +42,13 @@ export class UpstreamService {
     return this.live.active;
   }
 
-  /** Sockets this worker's pool may open to one endpoint: ⌈maxConnections ÷ workers⌉ (256 without a breaker). */
+  /**
+   * Sockets this worker's pool may open to one endpoint: maxConnections (256 without a breaker). Not
+   * split between workers: a split share strands requests on a busy worker while another has room;
+   * the node-wide bound on requests sent is the shared breaker count (maxActive).
+   */
   get maxSockets(): number {
-    const max = this.service.circuitBreaker?.maxConnections;
-    return max ? Math.ceil(max / this.#workers) : DEFAULT_MAX_SOCKETS;
+    return this.service.circuitBreaker?.maxConnections || DEFAULT_MAX_SOCKETS;
   }
 }
 

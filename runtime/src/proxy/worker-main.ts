@@ -23,8 +23,6 @@ export interface WorkerInit {
   maxConnections: number;
   drainTimeoutMs: number;
   logLevel: string;
-  /** Workers on the node (each pool holds its share of a breaker's maxConnections). */
-  workers: number;
 }
 
 /** main → worker. Commands with an id are answered with { t: 'done', id, value? | error? }. */
@@ -62,7 +60,6 @@ const proxy = new ProxyServer({
   rateLimits: new SharedRateLimitCounters(ledger),
   connections: new SharedConnectionCounter(ledger, (t) => slots.get(t), init.maxConnections, init.worker),
   reusePort: true,
-  workers: init.workers,
   sharedUpstream: (tenant) => ({ ledger, worker: init.worker, cell: (key) => cells.get(tenant)?.[key] }),
 });
 

@@ -7,8 +7,9 @@
 // connections are not touched, and what the dead one held in the ledger (in-flight admissions,
 // connections) is taken back. Upstream live state (circuit-breaker counts, endpoint in-flight
 // counts, consecutive failures, ejections) lives in ledger cells the main thread assigns per
-// (tenant, service[, endpoint]): breakers, outlier ejection and least_request act for the node. Pool
-// sockets are per worker: each holds ⌈circuitBreaker.maxConnections ÷ workers⌉ per endpoint.
+// (tenant, service[, endpoint]): breakers, outlier ejection and least_request act for the node. Pools
+// are per worker (up to maxConnections sockets per endpoint each); the shared breaker count bounds
+// the requests the node sends.
 
 import net from 'node:net';
 import path from 'node:path';
@@ -112,7 +113,6 @@ export class WorkerPool {
       maxConnections: o.maxConnections,
       drainTimeoutMs: o.drainTimeoutMs ?? 10_000,
       logLevel: o.logLevel,
-      workers: o.count,
     };
     const w = new Worker(ENTRY, { workerData: init });
     s.worker = w;
