@@ -225,3 +225,31 @@ test('while an onResponse hook runs, the body is held (also when the upstream cl
   assert.deepEqual([pieces.status, pieces.body, pieces.headers['x-hooked']], [200, 'abcdef', 'yes']);
   assert.deepEqual(host.imbalance(), { open: 0, repeated: 0 });
 });
+
+test('regression: a burst of more than 64 concurrent requests keeps its upstream connections for the next burst', async (t) => {
+  // HTTP/2 clients put hundreds of requests in flight at once; the pool used to keep only 64 idle
+  // sockets, so every burst closed the rest and reconnected them (0.09 connects per request under
+  // h2load -c 4 -m 100). Idle sockets are now bounded by the socket cap and the idle timeout.
+  const burst = 100;
+  let connections = 0;
+  let held: net.Socket[] = [];
+  const server = net.createServer((socket) => {
+    connections++;
+    socket.on('error', () => {});
+    socket.on('data', () => {
+      // Answer nobody until the whole burst is here, so the proxy must hold `burst` sockets at once.
+      held.push(socket);
+      if (held.length < burst) return;
+      for (const s of held) s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+      held = [];
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => server.close());
+  const port = await proxyFor(t, (server.address() as net.AddressInfo).port);
+  for (let round = 0; round < 2; round++) {
+    const replies = await Promise.all(Array.from({ length: burst }, () => send(port)));
+    assert.ok(replies.every((r) => r.status === 200 && r.body === 'ok'), `round ${round}: every request answered`);
+  }
+  assert.equal(connections, burst, 'the second burst reused the first burst\'s connections');
+});

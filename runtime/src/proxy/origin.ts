@@ -663,7 +663,6 @@ export class EndpointPool {
   readonly host: string;
   readonly port: number;
   readonly maxSockets: number;
-  readonly maxIdle: number;
   readonly idleTimeoutMs: number;
   readonly #idle: UpstreamConnection[] = [];
   readonly #all = new Set<UpstreamConnection>();
@@ -680,7 +679,6 @@ export class EndpointPool {
     this.host = host;
     this.port = port;
     this.maxSockets = maxSockets;
-    this.maxIdle = Math.min(maxSockets, 64);
     this.idleTimeoutMs = idleTimeoutMs;
     this.maxUploads = Math.max(1, Math.floor(maxSockets / 2));
   }
@@ -768,12 +766,13 @@ export class EndpointPool {
         conn.assign(next);
         return;
       }
-      if (this.#idle.length < this.maxIdle) {
-        conn.idleSince = performance.now();
-        this.#idle.push(conn);
-        this.#armSweep();
-        return;
-      }
+      // Kept whatever the idle count (bounded by maxSockets): an HTTP/2 client's burst of hundreds of
+      // streams frees that many sockets at once, and closing the surplus meant reconnecting it on the
+      // next burst. The idle timeout closes what a burst leaves behind.
+      conn.idleSince = performance.now();
+      this.#idle.push(conn);
+      this.#armSweep();
+      return;
     }
     this.#all.delete(conn);
     const i = this.#idle.indexOf(conn);
