@@ -87,7 +87,7 @@ export interface CpuSummary {
 }
 
 /** A repetition counts as disturbed when other work used more than this many CPUs on average. */
-const DISTURBED_CPUS = 0.1;
+export const DISTURBED_CPUS = 0.1;
 
 async function check(t: CpuTarget, p: string, bytes: number, headers: Record<string, string>): Promise<void> {
   const res = await fetch(`http://127.0.0.1:${t.port}${p}`, { headers });

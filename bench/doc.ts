@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { cpuVerdicts, type CpuSummary, type Verdict } from './cpu.ts';
+import { h2Verdicts, type H2Scenario, type H2Summary } from './h2.ts';
 import type { OpenLoopSummary } from './openloop.ts';
 import type { ProfileResult } from './profile.ts';
 import { hbarChartSvg, markdownTable, type Table } from './lib/report.ts';
@@ -41,6 +42,52 @@ function cpuTable(cpu: Json, body: string): Table {
     ]),
     notes: [disturbance(cpu.samples.filter((x: Json) => x.body === body)), 'Values: median (min–max) over the repetitions. CPU = user + kernel time of the proxy\'s processes (for isomesh the daemon and its cordon workers; for the sidecar pattern both nginx) ÷ requests served; "× nginx" and "vs nginx" are per repetition against nginx in the same repetition. "direct" has no proxy.'],
   };
+}
+
+const H2_TITLE: Record<H2Scenario, string> = { h2c: 'h2c GET, 12-byte body', grpc: 'gRPC unary, 13-byte message echoed' };
+
+function h2Table(h2: Json, scenario: H2Scenario): Table {
+  const rows = (h2.summaries as H2Summary[]).filter((s) => s.scenario === scenario);
+  const none = (s: H2Summary, x: string): string => (s.target === 'direct' ? '—' : x);
+  return {
+    title: `${H2_TITLE[scenario]}: h2load -c ${h2.clients} -m ${h2.streams}, ${h2.reps} × ~${h2.durationSec} s per target`,
+    columns: ['target', 'CPU µs/request', 'user µs', 'kernel µs', 'CPU × nginx', 'req/s', 'req/s vs nginx', 'p50 ms', 'p99 ms', 'errors', 'disturbed'],
+    rows: rows.map((s) => [
+      s.label, none(s, fmtSpread(s.cpuUs)), none(s, fmt(s.userUs.median, 1)), none(s, fmt(s.sysUs.median, 1)), ratio(s.cpuVsNginx), fmtSpread(s.rps, 0), pct(s.rpsVsNginx),
+      fmt(s.p50Ms.median, 2), fmtSpread(s.p99Ms, 1), String(s.errors), s.disturbedReps ? `${s.disturbedReps}/${s.cpuUs.n}` : '—',
+    ]),
+    notes: [
+      disturbance((h2.samples as Json[]).filter((x) => x.scenario === scenario)),
+      `Values: median (min–max) over the repetitions; each run is a fixed number of requests (${Object.entries(h2.requestsPerRun as Record<string, number>).filter(([k]) => k.startsWith(`${scenario}/`)).map(([k, n]) => `${k.slice(scenario.length + 1)} ${n.toLocaleString('en-US')}`).join(', ')}), sized from a warm-up to last about ${h2.durationSec} s. Percentiles from h2load's per-request log. Errors = non-2xx answers + requests without an answer + 2xx answers without the expected body${scenario === 'grpc' ? ' (a trailers-only answer: grpc-status other than 0)' : ''}.`,
+    ],
+  };
+}
+
+function h2Chart(h2: Json, scenario: H2Scenario, file: string): void {
+  const rows = (h2.summaries as H2Summary[]).filter((s) => s.scenario === scenario && s.target !== 'direct');
+  const nginx = rows.find((s) => s.target === 'nginx');
+  fs.writeFileSync(file, hbarChartSvg({
+    title: `CPU per request, ${H2_TITLE[scenario]} (median, min–max; lower is better)`,
+    unit: 'µs of CPU per request (proxy processes)',
+    rows: rows.map((s) => ({ label: s.label, segments: [{ name: 'user', value: s.userUs.median }, { name: 'kernel', value: s.sysUs.median }], min: s.cpuUs.min, max: s.cpuUs.max, note: `${fmt(s.cpuUs.median, 1)} µs${s.errors ? `, ${s.errors} errors` : ''}` })),
+    ...(nginx ? { goal: { value: nginx.cpuUs.median * 2.5, label: '2.5× nginx' } } : {}),
+  }));
+}
+
+function h2Section(h2: Json, dir: string): string[] {
+  const L: string[] = ['## HTTP/2 and gRPC (closed loop, h2load)', ''];
+  L.push(`From \`bench/h2.ts\`, run ${String(h2.date).slice(0, 16).replace('T', ' ')} UTC, code at \`${h2.revision ?? 'unknown'}\`. Same layout and accounting as the HTTP/1.1 table (${h2.layout}). h2load keeps ${h2.clients} h2c connections with ${h2.streams} streams in flight on each. **h2c**: ${h2.request.h2c}; nginx listens with \`http2\` and \`proxy_pass\`es over HTTP/1.1 keep-alive (it cannot speak h2 upstream), isomesh sniffs the preface on the tenant port and sends to a \`protocol: http1\` service; *direct* is h2load against the upstream nginx's own h2c listener. **gRPC**: ${h2.request.grpc}; nginx \`grpc_pass\`es (one upstream h2 connection per stream in flight, kept alive), isomesh sends to a \`protocol: grpc\` service (streams multiplexed on h2c sessions). Before and after the load every target answers a real request (h2c: status and body through node:http2; gRPC: a @grpc/grpc-js client call with grpc-status 0 and the echoed message); the chain targets must also refuse a request without the token (401 / grpc-status 16 UNAUTHENTICATED from jwt-auth) and carry header-transform's response header.`, '');
+  for (const scenario of ['h2c', 'grpc'] as const) {
+    if (!(h2.summaries as H2Summary[]).some((s) => s.scenario === scenario)) continue;
+    h2Chart(h2, scenario, path.join(dir, `h2-${scenario}.svg`));
+    L.push(markdownTable(h2Table(h2, scenario)), `![CPU per request, ${scenario}](../bench/results/h2-${scenario}.svg)`, '');
+  }
+  const chain = (h2.summaries as H2Summary[]).filter((s) => s.target.startsWith('chain3') && s.errors > 0);
+  if (chain.length > 0) {
+    const requests = (sc: string, id: string): number => (h2.samples as Json[]).filter((x) => x.scenario === sc && x.target === id).reduce((a, x) => a + x.requests, 0);
+    L.push(`The chain rows are not comparable figures: ${chain.map((s) => `${s.scenario} lost ${s.errors.toLocaleString('en-US')} of ${requests(s.scenario, s.target).toLocaleString('en-US')} requests`).join(', ')}, answered 429 (gRPC: RESOURCE_EXHAUSTED, trailers-only) \`ISOMESH_ERR_QUOTA_QUEUE\` — the tenant's plugin calls waiting in its cordon are capped (\`DEFAULT_QUEUE_LIMIT\` in runtime/src/host/index.ts), and ${Number(h2.clients) * Number(h2.streams)} streams in flight from one client exceed it; their CPU per request mixes served requests with cheap refusals.`, '');
+  }
+  return L;
 }
 
 /** Could not keep up: under 97 % of the rate, arrivals dropped, or a standing queue (median p50 over 100 ms). */
@@ -117,11 +164,18 @@ function repoPath(loc: string): string {
   return loc.replace(/^bench\/(runtime|sdk|node_modules|plugins)\//, '$1/');
 }
 
+const PROFILE_TITLE: Record<string, string> = {
+  iso0: 'isomesh without plugins',
+  chain3: 'isomesh + jwt-auth + rate-limit + header-transform',
+  h2c: 'isomesh without plugins, h2c (h2load -c 4 -m 100) → HTTP/1.1 upstream',
+  grpc: 'isomesh without plugins, gRPC unary (h2load -c 4 -m 100) → grpc-js over h2c',
+};
+
 function profileSection(pr: Json): string[] {
   const out: string[] = [];
   for (const r of pr.runs as ProfileResult[]) {
     const o = r.options;
-    out.push(`#### ${o.scenario === 'iso0' ? 'isomesh without plugins' : o.scenario === 'chain3' ? 'isomesh + jwt-auth + rate-limit + header-transform' : o.scenario} [${o.mode}], ${o.body} body`);
+    out.push(`#### ${PROFILE_TITLE[o.scenario] ?? o.scenario} [${o.mode}]${o.scenario === 'grpc' ? '' : `, ${o.body} body`}`);
     out.push('');
     const per = (ms: number): string => fmt((ms * 1000) / Math.max(1, r.profiled.requests), 1);
     for (const p of r.profiled.processes.slice(0, 2)) {
@@ -153,6 +207,7 @@ export function writeDoc(dir: string): string {
   const ol = read(dir, 'openloop');
   const mem = read(dir, 'memory');
   const pr = read(dir, 'profile');
+  const h2 = read(dir, 'h2');
   const ref = cpu ?? ol ?? mem;
   const L: string[] = [];
   L.push('# Benchmarks', '', '<!-- generated by bench/doc.ts from bench/results/*.json — do not edit; regenerate with `npm run bench` -->', '');
@@ -172,6 +227,7 @@ export function writeDoc(dir: string): string {
     for (const n of cpu?.notes ?? []) L.push(`- ${n}`);
     L.push('');
   }
+  if (h2 !== undefined) L.push(markdownTable({ title: 'Issue 9: HTTP/2 and gRPC', columns: ['goal', 'measured (median)', 'verdict'], rows: verdictRows(h2Verdicts(h2.summaries)), notes: ['The 3-plugin rows of the HTTP/2 table are reported, not judged.'] }), '');
   if (cpu !== undefined) {
     L.push('## CPU per request (closed loop)', '');
     cpuChart(cpu, 'small', path.join(dir, 'cpu-small.svg'));
@@ -181,6 +237,7 @@ export function writeDoc(dir: string): string {
       L.push(markdownTable(cpuTable(cpu, '16KiB')), '![CPU per request, 16 KiB body](../bench/results/cpu-16KiB.svg)', '');
     }
   }
+  if (h2 !== undefined) L.push(...h2Section(h2, dir));
   if (ol !== undefined) {
     L.push('## The seeds\' experiment: fixed rate, open loop (seed 000)', '');
     L.push(`Seed 000 measured the mean latency of a steady 10K req/s between two pods with and without sidecars; here the same shape at ${(ol.rates as number[]).map((r) => r.toLocaleString('en-US')).join(', ')} req/s on one machine, with the CPU of every process on the path. "Mesh CPU" is the proxies' CPU per request (both nginx for the sidecar pattern; the daemon and its cordon workers for isomesh); "client" is the generator (the sk_msg redirect moves kernel work into the sender). A target marked *saturated* could not keep up with the offered rate (served under 97 % of it, dropped arrivals, or a median latency over 100 ms: a standing queue): its latency is then queueing time, bounded by the generator (one second of backlog, then requests are not sent).`, '');
@@ -209,8 +266,9 @@ export function writeDoc(dir: string): string {
     L.push('## Where the µs go', '');
     L.push('From `bench/profile.ts` (default host mode, 16 connections, small body): the V8 CPU profile of the daemon restricted to the load window, `perf record -e cpu-clock` on the proxy\'s CPU (kernel and native symbols, cordon workers included) and `strace -c -f` per process (which slows the daemon; the counts per request are what matter).', '');
     L.push(...profileSection(pr));
-    if (pr.nginx !== undefined && !('skipped' in pr.nginx)) {
-      for (const p of pr.nginx.processes) L.push(`Reference, same load through ${p.process}: ${p.totalPerRequest} syscalls per request — ${p.syscalls.filter((s: Json) => s.perRequest >= 0.05).slice(0, 8).map((s: Json) => `${s.name} ${s.perRequest}`).join(', ')}.`, '');
+    for (const ref of [pr.nginx, pr.nginxH2?.h2c, pr.nginxH2?.grpc]) {
+      if (ref === undefined || 'skipped' in ref) continue;
+      for (const p of ref.processes) L.push(`Reference, same load through ${p.process}: ${p.totalPerRequest} syscalls per request — ${p.syscalls.filter((s: Json) => s.perRequest >= 0.05).slice(0, 8).map((s: Json) => `${s.name} ${s.perRequest}`).join(', ')}.`, '');
     }
     L.push(`Reading it (an interpretation written for the code at \`${pr.revision ?? 'unknown'}\`; the figures above are regenerated, this paragraph is not): without plugins the cost is node's HTTP server path and the kernel's loopback TCP — the response \`writev\`, the upstream \`write\` and the \`read\`s listed above (compare nginx's reference line) — while isomesh's own JavaScript is a minor share. With the chain in the default host mode the cordon worker is the larger consumer: each chain phase is a message to the worker and back (JSON serialisation and parsing on both sides, pipe writes, futex wake-ups between the worker's threads and the isolate's thread, and the crash-blame \`pwrite\`s of each entry), and jwt-auth's verification is an asynchronous host capability, one more thread hand-off per request.`, '');
   }
@@ -234,7 +292,8 @@ export function writeReadmeSummary(dir: string): boolean {
   const cpu = read(dir, 'cpu');
   const ol = read(dir, 'openloop');
   const mem = read(dir, 'memory');
-  const rows = [...verdictRows(cpu ? cpuGoals(cpu) : []), ...(ol ? openLoopVerdict(ol) : [])];
+  const h2 = read(dir, 'h2');
+  const rows = [...verdictRows(cpu ? cpuGoals(cpu) : []), ...(ol ? openLoopVerdict(ol) : []), ...verdictRows(h2 ? h2Verdicts(h2.summaries) : [])];
   const lines = [start, `Generated from bench/results/*.json by \`npm run bench\`${cpu ? ` (${String(cpu.date).slice(0, 10)}, ${cpu.machine.cpus} × ${cpu.machine.model})` : ''}:`, ''];
   lines.push('| goal | measured | verdict |', '|---|---|---|', ...rows.map((r) => `| ${r.join(' | ')} |`));
   const node = (mem?.rows as Json[] | undefined)?.find((r) => String(r.model).startsWith('isomesh per node, 30 tenants [cordon]'));
@@ -261,6 +320,11 @@ export function printSummary(name: string, r: Json, compare?: string): string {
       });
       out.push(markdownTable({ title: `Before (${compare}, ${String(before.date).slice(0, 16)}) → now`, columns: ['target', 'CPU µs before', 'CPU µs now', 'Δ CPU', 'req/s before', 'req/s now'], rows }));
     }
+    return `\n${out.join('\n')}\n`;
+  }
+  if (name === 'h2') {
+    const out = (['h2c', 'grpc'] as const).filter((sc) => (r.summaries as H2Summary[]).some((s) => s.scenario === sc)).map((sc) => markdownTable(h2Table(r, sc)));
+    out.push(markdownTable({ title: 'Goals', columns: ['goal', 'measured', 'verdict'], rows: verdictRows(h2Verdicts(r.summaries)) }));
     return `\n${out.join('\n')}\n`;
   }
   if (name === 'openloop') return `\n${(r.rates as number[]).map((rate) => markdownTable(openLoopTable(r, rate))).join('\n')}\n${markdownTable({ title: 'Goal', columns: ['goal', 'measured', 'verdict'], rows: openLoopVerdict(r) })}\n`;

@@ -4,10 +4,13 @@
 // by self time, per process and by category; then, on a fresh daemon, a `strace -c -f` syscall
 // summary over a load window (strace slows the daemon down; counts per request stay meaningful).
 //
-//   node bench/profile.ts [--scenario iso0|iso1|iso3noop|chain3] [--mode cordon|inline]
+//   node bench/profile.ts [--scenario iso0|iso1|iso3noop|chain3|h2c|grpc] [--mode cordon|inline]
 //                         [--body small|16KiB] [--seconds 5] [--top 25]
-// As part of `npm run bench` (`--only profile`) it profiles iso0 and chain3 in the default host mode
-// and writes bench/results/profile.json for docs/benchmarks.md ("where the µs go").
+// h2c and grpc are isomesh without plugins under bench/h2.ts's h2load load (4 connections × 100
+// streams): h2c to an HTTP/1.1 service, gRPC unary to a grpc-js server through a `grpc` service.
+// As part of `npm run bench` (`--only profile`) it profiles iso0, chain3, h2c and grpc in the default
+// host mode, with nginx's syscalls under the same loads for reference, and writes
+// bench/results/profile.json for docs/benchmarks.md ("where the µs go").
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -15,14 +18,19 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { removeStateDir, setupTenant, startDaemon, type BenchDaemon } from './lib/daemon.ts';
-import { LARGE_PATH, SMALL_PATH, startNginxProxy, startNginxUpstream } from './lib/peers.ts';
+import { ECHO_MESSAGE, GRPC_PATH, grpcUnary, startGrpcUpstream, writeGrpcRequest } from './lib/grpc-upstream.ts';
+import { runH2load } from './lib/h2load.ts';
+import { LARGE_PATH, SMALL_BODY, SMALL_PATH, startNginxProxy, startNginxUpstream } from './lib/peers.ts';
 import { NOOP, realisticChain } from './lib/plugins.ts';
 import { ProcessGroup, cpuCount, pinSelf, processTree } from './lib/processes.ts';
 import { aggregateProfile, type ProfileSummary } from './lib/cpuprofile.ts';
 import { runWrk } from './lib/wrk.ts';
 import type { BenchContext } from './run.ts';
+import { h2Get } from './h2.ts';
 
-export type Scenario = 'iso0' | 'iso1' | 'iso3noop' | 'chain3';
+export type Scenario = 'iso0' | 'iso1' | 'iso3noop' | 'chain3' | 'h2c' | 'grpc';
+export const SCENARIOS: Scenario[] = ['iso0', 'iso1', 'iso3noop', 'chain3', 'h2c', 'grpc'];
+type Load = (seconds: number) => Promise<{ requests: number; rps: number }>;
 
 export interface ProfileOptions {
   scenario: Scenario;
@@ -56,27 +64,49 @@ export interface ProfileResult {
   strace: { requests: number; rps: number; processes: Array<{ process: string; syscalls: Syscall[]; totalPerRequest: number }> } | { skipped: string };
 }
 
-async function tenantFor(d: BenchDaemon, scenario: Scenario, upstreamPort: number): Promise<number> {
+async function tenantFor(d: BenchDaemon, scenario: Scenario, upstreamPort: number, grpcPort?: number): Promise<number> {
   const chain = realisticChain();
   if (scenario === 'chain3') return setupTenant(d, 't', { upstreamPort, plugins: chain.plugins, secrets: chain.secrets });
+  if (scenario === 'grpc') return setupTenant(d, 't', { upstreamPort: grpcPort!, protocol: 'grpc' });
   const plugins: Array<[string, string]> = scenario === 'iso1' ? [['noop', NOOP]] : scenario === 'iso3noop' ? [['a', NOOP], ['b', NOOP], ['c', NOOP]] : [];
   return setupTenant(d, 't', { upstreamPort, plugins });
 }
 
-async function ready(port: number, p: string, headers: string[]): Promise<void> {
-  const h = Object.fromEntries(headers.map((x) => [x.slice(0, x.indexOf(':')), x.slice(x.indexOf(':') + 1).trim()]));
+async function ready(port: number, p: string, headers: string[], scenario: Scenario): Promise<void> {
+  const h = Object.fromEntries(headers.map((x) => [x.slice(0, x.indexOf(':')).toLowerCase(), x.slice(x.indexOf(':') + 1).trim()]));
   const deadline = Date.now() + 15_000;
   for (;;) {
     try {
-      const r = await fetch(`http://127.0.0.1:${port}${p}`, { headers: h });
-      await r.arrayBuffer();
-      if (r.status === 200) return;
+      if (scenario === 'grpc') {
+        const r = await grpcUnary(port, h);
+        if (r.code === 0 && r.reply?.equals(ECHO_MESSAGE)) return;
+      } else if (scenario === 'h2c') {
+        const r = await h2Get(port, p, h);
+        if (r.status === 200 && r.body.toString() === SMALL_BODY) return;
+      } else {
+        const r = await fetch(`http://127.0.0.1:${port}${p}`, { headers: h });
+        await r.arrayBuffer();
+        if (r.status === 200) return;
+      }
     } catch {
       // not yet
     }
     if (Date.now() > deadline) throw new Error(`listener ${port} not serving 200`);
     await sleep(50);
   }
+}
+
+/** The scenario's load on 127.0.0.1:port: wrk over HTTP/1.1, or h2load (4 × 100 streams) for h2c and gRPC. */
+function loadFor(scenario: Scenario, port: number, p: string, headers: string[], grpcBody: string, cpus: string | undefined): Load {
+  if (scenario !== 'h2c' && scenario !== 'grpc') return (seconds) => runWrk({ url: `http://127.0.0.1:${port}${p}`, connections: 16, durationSec: seconds, headers, ...(cpus ? { cpus } : {}) });
+  return async (seconds) => {
+    const r = await runH2load({
+      url: `http://127.0.0.1:${port}${scenario === 'grpc' ? GRPC_PATH : p}`, clients: 4, streams: 100, durationSec: seconds,
+      headers: scenario === 'grpc' ? [...headers, 'content-type: application/grpc', 'te: trailers'] : headers,
+      ...(scenario === 'grpc' ? { dataFile: grpcBody } : {}), ...(cpus ? { cpus } : {}),
+    });
+    return { requests: r.requests.done, rps: r.rps };
+  };
 }
 
 export async function profileOnce(o: ProfileOptions): Promise<ProfileResult> {
@@ -92,14 +122,16 @@ export async function profileOnce(o: ProfileOptions): Promise<ProfileResult> {
   let d: BenchDaemon | undefined;
   let d2: BenchDaemon | undefined;
   let perfMaps: string[] = [];
+  const grpcBody = writeGrpcRequest(path.join(root, 'grpc-request.bin'));
   try {
     if (pinned) pinSelf(loadCpu!);
     const upstream = await startNginxUpstream(group, root, loadCpu);
-    const load = (seconds: number) => runWrk({ url: `http://127.0.0.1:${port}${p}`, connections: 16, durationSec: seconds, headers, ...(loadCpu ? { cpus: loadCpu } : {}) });
+    const grpcUp = o.scenario === 'grpc' ? await startGrpcUpstream(group, loadCpu) : undefined;
+    const load: Load = (seconds) => loadFor(o.scenario, port, p, headers, grpcBody, loadCpu)(seconds);
     // 1. CPU profile of the daemon and its cordon workers, restricted to the load window.
     d = await startDaemon(group, { hostMode: o.mode, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profDir}`], ...(proxyCpu ? { cpus: proxyCpu } : {}), env: { ISOMESH_WORKERS: '1' } });
-    let port = await tenantFor(d, o.scenario, upstream.port);
-    await ready(port, p, headers);
+    let port = await tenantFor(d, o.scenario, upstream.port, grpcUp?.port);
+    await ready(port, p, headers, o.scenario);
     await load(2);
     const from = Number(process.hrtime.bigint() / 1000n);
     const profiled = await load(o.seconds);
@@ -116,8 +148,8 @@ export async function profileOnce(o: ProfileOptions): Promise<ProfileResult> {
 
     // 2. A fresh daemon (JIT symbols for perf): perf on the proxy's CPU, then strace on its tree.
     d2 = await startDaemon(group, { hostMode: o.mode, nodeArgs: ['--perf-basic-prof-only-functions'], ...(proxyCpu ? { cpus: proxyCpu } : {}), env: { ISOMESH_WORKERS: '1' } });
-    port = await tenantFor(d2, o.scenario, upstream.port);
-    await ready(port, p, headers);
+    port = await tenantFor(d2, o.scenario, upstream.port, grpcUp?.port);
+    await ready(port, p, headers, o.scenario);
     await load(2);
     const tree2 = processTree(d2.proc.pid);
     perfMaps = tree2.map((x) => `/tmp/perf-${x}.map`);
@@ -259,7 +291,7 @@ export function parseStrace(text: string, requests: number): Syscall[] {
 
 export function formatProfile(r: ProfileResult): string {
   const o = r.options;
-  const lines = [`profile: ${o.scenario} [${o.mode}], ${o.body} body, ${o.seconds} s of wrk (16 connections): ${r.profiled.requests} requests, ${r.profiled.rps} req/s under the profiler${r.profiled.windowed ? '' : ' (whole-run profile: the load window could not be isolated)'}`];
+  const lines = [`profile: ${o.scenario} [${o.mode}], ${o.body} body, ${o.seconds} s of ${o.scenario === 'h2c' || o.scenario === 'grpc' ? 'h2load (4 connections × 100 streams)' : 'wrk (16 connections)'}: ${r.profiled.requests} requests, ${r.profiled.rps} req/s under the profiler${r.profiled.windowed ? '' : ' (whole-run profile: the load window could not be isolated)'}`];
   for (const p of r.profiled.processes) {
     lines.push('', `${p.role} (pid ${p.pid}): ${p.selfMs.toFixed(0)} ms of samples in the window, ${(p.selfMs * 1000 / Math.max(1, r.profiled.requests)).toFixed(1)} µs per request`);
     lines.push(`  by category: ${p.categories.map((c) => `${c.name} ${c.pct.toFixed(1)} %`).join(', ')}`);
@@ -283,19 +315,25 @@ export function formatProfile(r: ProfileResult): string {
   return `${lines.join('\n')}\n`;
 }
 
-/** The reference: syscalls per request of one nginx hop under the same load (strace -c). */
-export async function nginxSyscalls(seconds: number): Promise<ProfileResult['strace']> {
+/**
+ * The reference: syscalls per request of one nginx hop under the same load (strace -c): HTTP/1.1
+ * (`iso0`), the h2c listener with proxy_pass (`h2c`), or grpc_pass to the grpc-js server (`grpc`).
+ */
+export async function nginxSyscalls(seconds: number, scenario: 'iso0' | 'h2c' | 'grpc' = 'iso0'): Promise<ProfileResult['strace']> {
   const pinned = cpuCount() >= 2;
+  const loadCpu = pinned ? '1' : undefined;
   const group = new ProcessGroup();
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'isomesh-bench-profile-nginx-'));
   try {
     if (pinned) pinSelf('1');
-    const upstream = await startNginxUpstream(group, root, pinned ? '1' : undefined);
-    const nginx = await startNginxProxy(group, root, upstream.port, pinned ? '0' : undefined);
-    const load = () => runWrk({ url: `http://127.0.0.1:${nginx.port}${SMALL_PATH}`, connections: 16, durationSec: seconds, headers: realisticChain().headers, ...(pinned ? { cpus: '1' } : {}) });
+    const upstream = scenario === 'grpc' ? await startGrpcUpstream(group, loadCpu) : await startNginxUpstream(group, root, loadCpu);
+    const nginx = await startNginxProxy(group, root, upstream.port, pinned ? '0' : undefined, { h2c: scenario === 'h2c', grpc: scenario === 'grpc' });
+    const run = loadFor(scenario, nginx.port, SMALL_PATH, realisticChain().headers, writeGrpcRequest(path.join(root, 'grpc-request.bin')), loadCpu);
+    const load = () => run(seconds);
     await load();
     const r = await stracePhase(root, [nginx.proc.pid], nginx.proc.pid, load);
-    if (!('skipped' in r)) for (const p of r.processes) p.process = 'nginx (one hop)';
+    const what = scenario === 'iso0' ? 'one hop' : scenario === 'h2c' ? 'one hop, h2c listener' : 'one hop, grpc_pass';
+    if (!('skipped' in r)) for (const p of r.processes) p.process = `nginx (${what})`;
     return r;
   } finally {
     await group.close();
@@ -304,22 +342,23 @@ export async function nginxSyscalls(seconds: number): Promise<ProfileResult['str
   }
 }
 
-/** run.ts entry: the plain proxy and the realistic chain in the default host mode, and nginx's syscalls. */
+/** run.ts entry: the plain proxy, the realistic chain, h2c and gRPC in the default host mode, and nginx's syscalls under each load. */
 export async function profileBench(ctx: BenchContext): Promise<Record<string, unknown>> {
   const runs: ProfileResult[] = [];
-  for (const scenario of ['iso0', 'chain3'] as const) {
+  for (const scenario of ['iso0', 'chain3', 'h2c', 'grpc'] as const) {
     const r = await profileOnce({ scenario, mode: ctx.hostMode ?? 'cordon', body: 'small', seconds: ctx.quick ? 3 : 6, top: 25 });
     process.stderr.write(formatProfile(r));
     runs.push(r);
   }
   const nginx = await nginxSyscalls(ctx.quick ? 2 : 3);
-  return { runs, nginx };
+  const nginxH2 = { h2c: await nginxSyscalls(ctx.quick ? 2 : 3, 'h2c'), grpc: await nginxSyscalls(ctx.quick ? 2 : 3, 'grpc') };
+  return { runs, nginx, nginxH2 };
 }
 
 if (import.meta.main) {
   const { values } = parseArgs({ options: { scenario: { type: 'string', default: 'iso0' }, mode: { type: 'string', default: 'cordon' }, body: { type: 'string', default: 'small' }, seconds: { type: 'string', default: '5' }, top: { type: 'string', default: '25' } } });
   const scenario = values.scenario as Scenario;
-  if (!['iso0', 'iso1', 'iso3noop', 'chain3'].includes(scenario)) throw new Error('--scenario: iso0, iso1, iso3noop or chain3');
+  if (!SCENARIOS.includes(scenario)) throw new Error(`--scenario: ${SCENARIOS.join(', ')}`);
   if (values.mode !== 'cordon' && values.mode !== 'inline') throw new Error('--mode: cordon or inline');
   if (values.body !== 'small' && values.body !== '16KiB') throw new Error('--body: small or 16KiB');
   const seconds = Number(values.seconds);

@@ -1,7 +1,7 @@
 // Benchmark entry (`npm run bench` = `node bench/run.ts`): runs the benchmarks, writes each one's
 // results to bench/results/<name>.json and regenerates docs/benchmarks.md from those files.
 //
-//   node bench/run.ts                          the full set (cpu, openloop, host, noisy, memory, profile)
+//   node bench/run.ts                          the full set (cpu, h2, openloop, host, noisy, memory, profile)
 //   node bench/run.ts --only cpu --quick       one benchmark, short runs (results go to bench/results/scratch/)
 //   node bench/run.ts --only cpu --targets nginx,chain3-cordon --bodies small   a subset of targets
 //   node bench/run.ts --only cpu --quick --compare bench/results/cpu.json       before/after table
@@ -42,6 +42,7 @@ type Json = Record<string, unknown>;
 /** Benchmarks that return their results (written here, rendered by bench/doc.ts). */
 const RETURNING: Record<string, () => Promise<(ctx: BenchContext) => Promise<Json>>> = {
   cpu: async () => (await import('./cpu.ts')).cpuBench,
+  h2: async () => (await import('./h2.ts')).h2Bench,
   openloop: async () => (await import('./openloop.ts')).openLoopBench,
   memory: async () => (await import('./memory.ts')).memoryBench,
   profile: async () => (await import('./profile.ts')).profileBench,
@@ -56,7 +57,7 @@ const WRITING: Record<string, () => Promise<(ctx: BenchContext) => Promise<void>
 /** Standalone scripts (root, own netns), run as child processes. */
 const SCRIPTS: Record<string, string> = { 'datapath-proxy': 'datapath-proxy.ts', 'datapath-redirect': 'datapath-redirect.ts' };
 // memory reads host's per-tenant figures, so it runs after host.
-const DEFAULT = ['cpu', 'openloop', 'host', 'noisy', 'memory', 'profile'];
+const DEFAULT = ['cpu', 'h2', 'openloop', 'host', 'noisy', 'memory', 'profile'];
 
 const { values } = parseArgs({
   options: {

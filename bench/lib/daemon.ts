@@ -99,6 +99,8 @@ export function removeStateDir(d: BenchDaemon | undefined): void {
 export interface TenantSetup {
   /** Upstream the catch-all route sends to. */
   upstreamPort: number;
+  /** What isomesh speaks to it (the service's `protocol`); undefined = the default, http1. */
+  protocol?: 'http1' | 'http2' | 'grpc';
   /** Plugins published, activated and chained in this order: [name, TypeScript source, entry config?]. */
   plugins?: Array<[string, string] | [string, string, Record<string, unknown>]>;
   /** Tenant secrets set before the chain (e.g. a JWT key). */
@@ -110,7 +112,7 @@ export interface TenantSetup {
 export async function setupTenant(d: Pick<BenchDaemon, 'must'>, tenant: string, s: TenantSetup): Promise<number> {
   const t = await d.must('PUT', `/v1/tenants/${tenant}`, {});
   if (s.quota !== undefined) await d.must('PUT', `/v1/tenants/${tenant}/quota`, s.quota);
-  await d.must('PUT', `/v1/tenants/${tenant}/services/origin`, { endpoints: [{ address: '127.0.0.1', port: s.upstreamPort }] });
+  await d.must('PUT', `/v1/tenants/${tenant}/services/origin`, { endpoints: [{ address: '127.0.0.1', port: s.upstreamPort }], ...(s.protocol === undefined ? {} : { protocol: s.protocol }) });
   await d.must('PUT', `/v1/tenants/${tenant}/routes/all`, { match: { pathPrefix: '/' }, to: { service: 'origin' } });
   for (const [name, value] of Object.entries(s.secrets ?? {})) await d.must('PUT', `/v1/tenants/${tenant}/secrets/${name}`, { value });
   const chain: Array<{ plugin: string; config?: Record<string, unknown> }> = [];

@@ -15,12 +15,18 @@ export interface PeerOptions {
   name?: string;
   /** argv prefix, e.g. nsenter into a network namespace (see ProcessGroup.start). */
   prefix?: string[];
+  /** Also listen for h2c on a second port (upstream) / listen for h2c instead of HTTP/1.1 (proxy). */
+  h2c?: boolean;
+  /** Proxy only: the upstream is gRPC (`grpc_pass`, HTTP/2) instead of HTTP/1.1 `proxy_pass`. */
+  grpc?: boolean;
 }
 
 export interface Peer {
   name: string;
   port: number;
   proc: Started;
+  /** The same server's h2c (HTTP/2 prior knowledge) port, when asked for (`h2c: true`). */
+  h2cPort?: number;
 }
 
 function nginxCommon(dir: string): string {
@@ -61,6 +67,7 @@ export async function startNginxUpstream(group: ProcessGroup, root: string, cpus
   fs.writeFileSync(path.join(www, SMALL_PATH.slice(1)), SMALL_BODY, { mode: 0o644 });
   fs.writeFileSync(path.join(www, LARGE_PATH.slice(1)), Buffer.alloc(LARGE_BYTES, 'x'), { mode: 0o644 });
   const port = await freePort();
+  const h2cPort = opts.h2c === true ? await freePort() : undefined;
   const conf = `${nginxCommon(dir)}
 http {
 ${nginxHttpCommon(dir)}
@@ -69,7 +76,8 @@ ${nginxHttpCommon(dir)}
   tcp_nopush off;
   default_type application/octet-stream;
   server {
-    listen 127.0.0.1:${port} backlog=4096;
+    listen 127.0.0.1:${port} backlog=4096;${h2cPort === undefined ? '' : `
+    listen 127.0.0.1:${h2cPort} http2 backlog=4096;`}
     root ${www};
   }
 }
@@ -77,10 +85,14 @@ ${nginxHttpCommon(dir)}
   fs.writeFileSync(path.join(dir, 'nginx.conf'), conf);
   const proc = group.start(name, 'nginx', ['-p', dir, '-c', path.join(dir, 'nginx.conf')], { ...(cpus === undefined ? {} : { cpus }), ...(opts.prefix ? { prefix: opts.prefix } : {}) });
   await waitForPort(port, proc, 10_000, opts.prefix);
-  return { name, port, proc };
+  return { name, port, proc, ...(h2cPort === undefined ? {} : { h2cPort }) };
 }
 
-/** nginx reverse proxy with a keep-alive upstream pool (HTTP/1.1, Connection cleared). */
+/**
+ * nginx reverse proxy with a keep-alive upstream pool (HTTP/1.1, Connection cleared). `h2c`: the
+ * listener speaks HTTP/2 prior knowledge (nginx's `proxy_pass` still talks HTTP/1.1 upstream); `grpc`:
+ * `grpc_pass` to an HTTP/2 gRPC upstream (one stream per upstream connection, connections kept alive).
+ */
 export async function startNginxProxy(group: ProcessGroup, root: string, upstreamPort: number, cpus?: string, opts: PeerOptions = {}): Promise<Peer> {
   const name = opts.name ?? 'nginx';
   const dir = prepareDir(root, name === 'nginx' ? 'nginx-proxy' : name);
@@ -90,15 +102,15 @@ http {
 ${nginxHttpCommon(dir)}
   upstream origin {
     server 127.0.0.1:${upstreamPort};
-    keepalive 128;
+    keepalive ${opts.h2c === true || opts.grpc === true ? 512 : 128}; # h2 clients keep hundreds of streams in flight
     keepalive_requests 10000000;
   }
   server {
-    listen 127.0.0.1:${port} backlog=4096;
+    listen 127.0.0.1:${port}${opts.h2c === true || opts.grpc === true ? ' http2' : ''} backlog=4096;
     location / {
-      proxy_pass http://origin;
+${opts.grpc === true ? '      grpc_pass grpc://origin;' : `      proxy_pass http://origin;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Connection "";`}
     }
   }
 }
