@@ -8,6 +8,7 @@
 // name among the calling tenant's own secrets, so a plugin can name only its own tenant's secrets.
 
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
+import { HmacKeys, verifyHmacJwt, type HmacVerifyOptions } from './jwt-hmac.ts';
 
 export type CapabilityFailureCode =
   | 'ERR_JWT_EXPIRED'
@@ -115,6 +116,14 @@ const PRIVATE_JWK_PARAMS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k'];
 
 class OptionsError extends Error {}
 
+/** A jwt.verify's checked inputs; `secret`: the shared secret's text (HMAC). */
+interface JwtInputs {
+  key: Uint8Array | JWTVerifyGetKey;
+  options: JWTVerifyOptions;
+  token: string;
+  secret?: string;
+}
+
 function fail(id: number, code: CapabilityFailureCode, message: string, claim?: string): CapabilityResult {
   const error: { code: CapabilityFailureCode; message: string; claim?: string } = { code, message: message.slice(0, 1024) };
   if (claim !== undefined) error.claim = claim;
@@ -163,6 +172,7 @@ export class HostCapabilities {
   /** Imported key sets by their JSON text: importing RSA/EC keys costs more than verifying. */
   #jwks = new Map<string, JWTVerifyGetKey>();
   #sleeps = new Set<{ timer: NodeJS.Timeout; done: () => void }>();
+  readonly #hmac = new HmacKeys();
   #disposed = false;
   readonly #fetch: CapabilityFetch | undefined;
 
@@ -191,6 +201,25 @@ export class HostCapabilities {
     return Promise.all(out);
   }
 
+  /**
+   * The same round answered at once, when every request can be without waiting: jwt.verify with a
+   * shared secret whose token the synchronous HMAC path accepts, or whose options are refused.
+   * undefined: something needs perform() (a sleep, a fetch, a JWKS, a token jose must judge).
+   */
+  performSync(requests: unknown, env: CapabilityEnv): CapabilityResult[] | undefined {
+    if (!Array.isArray(requests) || requests.length === 0 || requests.length > CAPABILITY_BOUNDS.requestsPerRound || this.#disposed) return undefined;
+    const out: CapabilityResult[] = [];
+    for (const r of requests as Array<{ id?: unknown; name?: unknown; args?: unknown }>) {
+      const id = r?.id;
+      if (typeof id !== 'number' || !Number.isSafeInteger(id) || id <= 0) continue;
+      if (r.name !== 'jwt.verify') return undefined;
+      const one = this.#jwtVerifySync(id, r.args, env);
+      if (one === undefined) return undefined;
+      out.push(one);
+    }
+    return out;
+  }
+
   /** Ends pending sleeps (their calls fail) and drops cached keys. */
   dispose(): void {
     this.#disposed = true;
@@ -200,18 +229,45 @@ export class HostCapabilities {
     }
     this.#sleeps.clear();
     this.#jwks.clear();
+    this.#hmac.clear();
   }
 
-  async #jwtVerify(id: number, args: unknown, env: CapabilityEnv): Promise<CapabilityResult> {
-    let key: Uint8Array | JWTVerifyGetKey;
-    let options: JWTVerifyOptions;
-    let token: string;
+  /** A verdict without waiting, or undefined when jose has to decide. */
+  #jwtVerifySync(id: number, args: unknown, env: CapabilityEnv): CapabilityResult | undefined {
+    let inputs: JwtInputs;
     try {
-      ({ key, options, token } = this.#jwtInputs(args, env));
+      inputs = this.#jwtInputs(args, env);
     } catch (e) {
       if (e instanceof OptionsError) return fail(id, 'ERR_JWT_OPTIONS', `jwt.verify: ${e.message}`);
       return mapJoseError(id, e);
     }
+    return this.#hmacVerified(id, inputs);
+  }
+
+  #hmacVerified(id: number, inputs: JwtInputs): CapabilityResult | undefined {
+    if (inputs.secret === undefined) return undefined;
+    const o = inputs.options;
+    const hmac: HmacVerifyOptions = { algorithms: o.algorithms as string[], currentDate: o.currentDate as Date };
+    if (o.issuer !== undefined) hmac.issuer = o.issuer as string[];
+    if (o.audience !== undefined) hmac.audience = o.audience as string[];
+    if (o.subject !== undefined) hmac.subject = o.subject;
+    if (o.clockTolerance !== undefined) hmac.clockTolerance = o.clockTolerance as number;
+    if (o.requiredClaims !== undefined) hmac.requiredClaims = o.requiredClaims;
+    const verified = verifyHmacJwt(inputs.token, this.#hmac.get(inputs.secret), hmac);
+    return verified === undefined ? undefined : { id, ok: true, value: { payload: verified.payload, header: verified.protectedHeader } };
+  }
+
+  async #jwtVerify(id: number, args: unknown, env: CapabilityEnv): Promise<CapabilityResult> {
+    let inputs: JwtInputs;
+    try {
+      inputs = this.#jwtInputs(args, env);
+    } catch (e) {
+      if (e instanceof OptionsError) return fail(id, 'ERR_JWT_OPTIONS', `jwt.verify: ${e.message}`);
+      return mapJoseError(id, e);
+    }
+    const fast = this.#hmacVerified(id, inputs);
+    if (fast !== undefined) return fast;
+    const { key, options, token } = inputs;
     try {
       const verified = typeof key === 'function' ? await jwtVerify(token, key, options) : await jwtVerify(token, key, options);
       return { id, ok: true, value: { payload: verified.payload, header: verified.protectedHeader } };
@@ -220,7 +276,8 @@ export class HostCapabilities {
     }
   }
 
-  #jwtInputs(args: unknown, env: CapabilityEnv): { key: Uint8Array | JWTVerifyGetKey; options: JWTVerifyOptions; token: string } {
+  /** The checked inputs of a jwt.verify (throws OptionsError). */
+  #jwtInputs(args: unknown, env: CapabilityEnv): JwtInputs {
     const a = args as { token?: unknown; options?: Record<string, unknown> } | null;
     const token = a?.token;
     if (typeof token !== 'string' || token.length === 0 || token.length > CAPABILITY_BOUNDS.tokenChars) {
@@ -232,6 +289,7 @@ export class HostCapabilities {
 
     let key: Uint8Array | JWTVerifyGetKey;
     let family: string[];
+    let secret: string | undefined;
     if (o.secret !== undefined) {
       const name = o.secret;
       if (typeof name !== 'string' || !Object.prototype.hasOwnProperty.call(env.secrets, name)) {
@@ -242,6 +300,7 @@ export class HostCapabilities {
         throw new OptionsError(`secret ${JSON.stringify(name)} is shorter than ${CAPABILITY_BOUNDS.minSecretBytes} bytes; HMAC keys need at least 256 bits`);
       }
       key = bytes;
+      secret = env.secrets[name] as string;
       family = HMAC_ALGS;
     } else {
       key = this.#keySet(o.jwks);
@@ -269,7 +328,7 @@ export class HostCapabilities {
     }
     const required = stringList(o.requiredClaims, 'requiredClaims');
     if (required !== undefined) options.requiredClaims = required;
-    return { key, options, token };
+    return secret === undefined ? { key, options, token } : { key, options, token, secret };
   }
 
   #keySet(jwks: unknown): JWTVerifyGetKey {

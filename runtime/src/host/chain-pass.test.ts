@@ -10,8 +10,13 @@ import { TenantSandbox } from './sandbox.ts';
 
 const events = { onLoadError() {}, onIsolateLost() {}, onIsolateRebuilt() {} };
 
+const GENERATION = 7;
+let configIds = 0;
+
 async function sandboxWith(plugins: Record<string, string>): Promise<TenantSandbox> {
   const sandbox = new TenantSandbox({ tenant: 'pass', memoryMb: 32, events });
+  // The entries' configs (all {}) and services, installed once like a chain generation.
+  sandbox.defineGeneration(GENERATION, ['reviews'], Array.from({ length: 200 }, (_, i) => [i + 1, {}] as const));
   for (const [name, source] of Object.entries(plugins)) {
     const c = await compilePlugin({ source, language: 'typescript', maxBundleBytes: 1 << 20 });
     sandbox.retain({ key: `${name}@1#d`, plugin: name, version: 1, digest: 'd', code: c.code });
@@ -19,13 +24,12 @@ async function sandboxWith(plugins: Record<string, string>): Promise<TenantSandb
   return sandbox;
 }
 
-let configIds = 0;
 function entry(name: string, over: Partial<PassEntry> = {}): PassEntry {
-  return { key: `${name}@1#d`, plugin: name, configId: ++configIds, config: {}, failurePolicy: 'closed', ...over };
+  return { key: `${name}@1#d`, plugin: name, configId: ++configIds, failurePolicy: 'closed', ...over };
 }
 
 function onRequest(entries: PassEntry[], over: Partial<ChainPass> = {}): ChainPass {
-  return { phase: 'onRequest', requestId: 'r1', req: request({ headers: [['accept', '*/*']] }), entries, cpuBudgetMs: 50, services: ['reviews'], ...over };
+  return { phase: 'onRequest', requestId: 'r1', generation: GENERATION, req: request({ headers: [['accept', '*/*']] }), entries, cpuBudgetMs: 50, services: ['reviews'], ...over };
 }
 
 const TAG = (name: string) => `export default { onRequest(req) { req.headers.set('x-${name}', req.headers.get('x-seen') ?? 'first'); req.headers.set('x-seen', '${name}'); } };`;
@@ -81,7 +85,7 @@ test('ctx.respond stops the chain (onRequest) or replaces the response (onRespon
     assert.deepEqual(req.outcome, { action: 'respond', status: 401, headers: [], body: 'no' });
     assert.deepEqual(req.reports.map((r) => [r.entry, r.outcome]), [[1, 'respond']], 'b has no onRequest: not run, not reported');
 
-    const resPass: ChainPass = { phase: 'onResponse', requestId: 'r1', res: { status: 200, headers: [] }, entries: [entry('b'), entry('a'), entry('r'), entry('b')], cpuBudgetMs: 50 };
+    const resPass: ChainPass = { phase: 'onResponse', requestId: 'r1', generation: GENERATION, res: { status: 200, headers: [] }, entries: [entry('b'), entry('a'), entry('r'), entry('b')], cpuBudgetMs: 50 };
     const res = runChainPass(sandbox, resPass) as PassResult;
     assert.deepEqual(res.outcome, { action: 'continue', status: 502, headers: [['x-replaced', '1']] });
     assert.deepEqual(res.reports.map((r) => r.entry), [0, 2]);

@@ -1,16 +1,30 @@
-// ChainPass: one phase (onRequest or onResponse) of one request's chain, as plain data, and the one
-// implementation of running it against a tenant's isolate. The daemon picks the entries (route filter,
-// canary version pinned by the ChainRun) and the CPU budget left; runChainPass runs them in order with
-// the chain's semantics — header edits carried from entry to entry, ctx.respond stops the chain,
-// ctx.route, failure policy closed/open per entry, the per-request CPU budget by isolate cpuTime — and
-// reports each entry's outcome so the daemon can keep metrics and health. Inline mode calls it in the
-// daemon; in cordon mode the whole pass travels to the cordon in one message and runs there.
+// ChainPass: one phase (onRequest or onResponse) of one request's chain, as plain data. The daemon
+// picks the entries (route filter, canary version pinned by the ChainRun) and the CPU budget left;
+// the tenant's isolate runs them all in one crossing, in its chain runner (sdk/src/guest/runner.ts),
+// with the chain's semantics:
+//   - entries in order, header edits carried from entry to entry; body access only for entries that
+//     declared it (each later one sees earlier replacements);
+//   - ctx.respond stops the chain (in onResponse it replaces status and headers); ctx.route picks one
+//     of the tenant's services;
+//   - failure policy per entry: closed → 503 with the entry's error code, open → the entry is skipped
+//     (its edits are not applied); an entry without an active version fails without a report;
+//   - cpuMsPerRequest is the chain's budget for one request, measured in isolate CPU: an entry that
+//     used more than was left fails as a timeout, entries after a spent budget time out without
+//     running, failed entries are not charged to the ones after them (the sandbox measures each
+//     entry's CPU at the runner's callback between entries, pass-drive.ts);
+//   - one report per entry that ran (outcome, CPU, wall time, error, logs, metrics) for the daemon's
+//     metrics, quota, health and blame.
+// This file is the host's side of that wire: encodePass (once per pass, in the daemon) and
+// decodePass (checks everything the isolate hands back, then builds the PassResult). Inline mode
+// runs both in the daemon around the sandbox; in cordon mode the encoded pass travels to the cordon
+// as it is and the runner's answer comes back as it is.
 
+import { HOOK_REQUEST, HOOK_RESPONSE, MSG_NOT_LOADED, MSG_OVER_BUDGET, MSG_SPENT, type WireEntry, type WirePass, type WireReport, type WireResult } from '@isomesh/sdk/pass-wire';
 import type { ErrorCode } from '../errors.ts';
 import type { FailurePolicy } from '../store/model.ts';
 import type { HeaderList, HookRequest, HookResponse, RequestOutcome, ResponseOutcome } from './contract.ts';
-import type { FailureKind, InvokeLimits, InvokeOutcome } from './sandbox.ts';
-import { BadResult, parseVerdict, type GuestLog, type GuestMetricOp } from './validate.ts';
+import type { FailureKind, InvokeLimits } from './sandbox.ts';
+import { BadResult, base64Bytes, checkHeaders, checkMetrics, checkReportLogs, RESULT_LIMITS, type GuestLog, type GuestMetricOp } from './validate.ts';
 
 export type Phase = 'onRequest' | 'onResponse';
 
@@ -19,7 +33,6 @@ export interface PassEntry {
   key?: string;
   plugin: string;
   configId: number;
-  config: unknown;
   failurePolicy: FailurePolicy;
   /** The body limit (bytes) the version declared for this phase; absent = no body access. */
   body?: number;
@@ -28,6 +41,8 @@ export interface PassEntry {
 export interface ChainPass {
   phase: Phase;
   requestId: string;
+  /** The chain generation (its configs and services are installed in the isolate once). */
+  generation: number;
   /** The request as the data plane saw it (onRequest), without its body. */
   req?: HookRequest;
   /** The upstream response (onResponse), without its body. */
@@ -84,19 +99,44 @@ export interface PassFailure {
 
 export type PassReply = PassResult | PassFailure;
 
-/** What runChainPass needs of a sandbox (TenantSandbox). */
-export interface PassSandbox {
-  hooks(key: string): ReadonlyArray<Phase> | undefined;
-  invoke(key: string, input: Record<string, unknown>, config: unknown, timeoutMs: number, limits?: InvokeLimits): InvokeOutcome | Promise<InvokeOutcome>;
+/** An encoded pass and what the sandbox needs to know without parsing it. */
+export interface EncodedPass {
+  json: string;
+  /** Entries in the pass. */
+  entries: number;
+  /** Each entry's runner slot (-1: no active version; -3: not loaded by this runtime). */
+  slots: number[];
+  /** The onRequest phase. */
+  req: boolean;
+  cpuBudgetMs: number;
 }
 
+/**
+ * What the isolate answered for a pass: the runner's JSON, plus what the sandbox measured around it
+ * (CPU and wall time per entry index) and decided itself (messages of entries it found over budget,
+ * reports of entries whose isolate was lost under them).
+ */
+export interface PassWire {
+  json: string;
+  cpuNs: number[];
+  wallMs: number[];
+  over?: Record<number, string>;
+  extra?: WireReport[];
+}
+
+/** What a sandbox runPass needs from its caller (the cordon's scheduler and blackbox). */
 export interface PassHooks {
-  /** Passed to every invoke (a cordon releases the tenant in onIdle). */
+  /** Passed to every crossing (a cordon releases the tenant in onIdle). */
   limits?: InvokeLimits;
-  /** Before each entry's hook call (the cordon's blackbox records which entry runs). */
+  /** When entry `entry` starts using the isolate (the cordon's blackbox records which entry runs). */
   enter?(entry: number): void;
   /** When the pass stops using the isolate: finished, or waiting for an async hook. */
   exit?(): void;
+}
+
+/** What runChainPass needs of a sandbox (TenantSandbox). */
+export interface PassSandbox {
+  runPass(pass: ChainPass, hooks?: PassHooks): PassResult | Promise<PassResult>;
 }
 
 export const FAILURE_CODES: Record<FailureKind | 'overloaded', ErrorCode> = {
@@ -128,149 +168,157 @@ export function unchanged(pass: ChainPass): PassOutcome {
   return { action: 'continue', status: res.status, headers: res.headers };
 }
 
-const NO_SERVICES: readonly string[] = [];
-
-class PassRun {
-  readonly #sandbox: PassSandbox;
-  readonly #pass: ChainPass;
-  readonly #hooks: PassHooks;
-  readonly #services: { has(name: string): boolean };
-  readonly reports: EntryReport[] = [];
-  #headers: HeaderList;
-  #status: number;
-  #service: string | undefined;
-  #usedMs = 0;
-  #body: string | undefined;
-  #bodyReplaced = false;
-
-  constructor(sandbox: PassSandbox, pass: ChainPass, hooks: PassHooks) {
-    this.#sandbox = sandbox;
-    this.#pass = pass;
-    this.#hooks = hooks;
-    const services = pass.services ?? NO_SERVICES;
-    this.#services = { has: (name) => services.includes(name) };
-    this.#body = pass.body;
-    if (pass.phase === 'onRequest') {
-      this.#headers = (pass.req as HookRequest).headers;
-      this.#status = 0;
-    } else {
-      const res = pass.res as HookResponse;
-      this.#headers = res.headers;
-      this.#status = res.status;
+/** The pass as the runner reads it. `slotOf`: the isolate slot of a loaded version key. */
+export function encodePass(pass: ChainPass, slotOf: (key: string) => number | undefined): EncodedPass {
+  const req = pass.phase === 'onRequest';
+  const slots: number[] = new Array(pass.entries.length);
+  const e: WireEntry[] = new Array(pass.entries.length);
+  for (let i = 0; i < pass.entries.length; i++) {
+    const entry = pass.entries[i] as PassEntry;
+    const closed = entry.failurePolicy === 'closed' ? 1 : 0;
+    if (entry.key === undefined) {
+      e[i] = [-1, entry.configId, closed, 0, entry.plugin];
+      slots[i] = -1;
+      continue;
     }
+    // -3: a version this runtime has not loaded (the runner reports it as not loaded).
+    const slot = slotOf(entry.key) ?? -3;
+    e[i] = [slot, entry.configId, closed, entry.body ?? 0];
+    slots[i] = slot;
   }
+  const wire: WirePass = { q: req ? 1 : 0, id: pass.requestId, now: Date.now(), g: pass.generation, b: pass.cpuBudgetMs, h: '', e };
+  if (req) {
+    const r = pass.req as HookRequest;
+    wire.h = JSON.stringify(r.headers);
+    const w: NonNullable<WirePass['w']> = { method: r.method, path: r.path, query: r.query, host: r.host, remoteAddress: r.remoteAddress };
+    if (r.originalDestination !== undefined) w.originalDestination = r.originalDestination;
+    if (r.route !== undefined) w.route = r.route;
+    if (r.service !== undefined) w.service = r.service;
+    wire.w = w;
+  } else {
+    const r = pass.res as HookResponse;
+    wire.h = JSON.stringify(r.headers);
+    wire.st = r.status;
+  }
+  if (pass.body !== undefined) wire.bd = pass.body;
+  return { json: JSON.stringify(wire), entries: pass.entries.length, slots, req, cpuBudgetMs: pass.cpuBudgetMs };
+}
 
-  /** Runs entries from `from` on; synchronous until an entry's hook has to wait. */
-  run(from: number): PassResult | Promise<PassResult> {
-    const pass = this.#pass;
-    const entries = pass.entries;
-    for (let i = from; i < entries.length; i++) {
-      const entry = entries[i] as PassEntry;
-      if (entry.key === undefined) {
-        const stop = policyOutcome(entry, 'ISOMESH_ERR_PLUGIN_UNAVAILABLE', `plugin ${entry.plugin} has no active version`);
-        if (stop !== undefined) return this.#result(stop);
-        continue;
+const OUTCOMES = new Set(['ok', 'respond', 'threw', 'timeout', 'memory', 'crashed', 'bad_result', 'unavailable']);
+const FAILURES = new Set(['threw', 'timeout', 'memory', 'crashed', 'bad_result', 'unavailable']);
+const SERVICE_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
+
+function isStatus(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 200 && v <= 599;
+}
+
+function message(v: unknown): string {
+  return typeof v === 'string' ? v.slice(0, 2048) : '';
+}
+
+/** One report as the runner made it, checked, with what the sandbox measured. */
+function entryReport(pass: ChainPass, wire: PassWire, r: WireReport): EntryReport {
+  const i = r.e;
+  if (typeof i !== 'number' || !Number.isInteger(i) || i < 0 || i >= pass.entries.length || !OUTCOMES.has(r.o)) throw new BadResult('invalid report');
+  // An entry failed for a spent budget never ran: what the runner did meanwhile is not its CPU.
+  const ran = r.m !== MSG_SPENT;
+  const out: EntryReport = { entry: i, outcome: r.o, cpuNs: ran ? (wire.cpuNs[i] ?? 0) : 0, wallMs: ran ? (wire.wallMs[i] ?? 0) : 0 };
+  if (FAILURES.has(r.o)) {
+    out.code = FAILURE_CODES[r.o as FailureKind];
+    out.message = filledIn(pass, wire, i, message(r.m));
+  }
+  const logs = checkReportLogs(r.l);
+  if (logs !== undefined && logs.length > 0) out.logs = logs;
+  if (r.x !== undefined || r.d !== undefined) {
+    const extras: { metrics?: GuestMetricOp[]; metricsDropped?: number } = {};
+    checkMetrics({ metrics: r.x, metricsDropped: r.d }, extras);
+    if (extras.metrics !== undefined) out.metrics = extras.metrics;
+    if (extras.metricsDropped !== undefined) out.metricsDropped = extras.metricsDropped;
+  }
+  return out;
+}
+
+/** Messages the runner leaves to the host (figures and names it does not know). */
+function filledIn(pass: ChainPass, wire: PassWire, entry: number, m: string): string {
+  if (m === MSG_OVER_BUDGET) return wire.over?.[entry] ?? 'plugin exceeded its CPU time per request';
+  if (m === MSG_NOT_LOADED) return `plugin version ${pass.entries[entry]?.key ?? '?'} is not loaded`;
+  return m;
+}
+
+function largestBody(pass: ChainPass): number {
+  let n = 0;
+  for (const e of pass.entries) if (e.body !== undefined && e.body > n) n = e.body;
+  return n;
+}
+
+/** The outcome the runner reported, checked again (for the host the isolate is untrusted). */
+function outcomeOf(pass: ChainPass, wire: PassWire, r: WireResult): { outcome: PassOutcome; body?: string } {
+  const req = pass.phase === 'onRequest';
+  const input = req ? (pass.req as HookRequest).headers : (pass.res as HookResponse).headers;
+  const headers = (): HeaderList => (r.h === undefined ? input : checkHeaders(r.h));
+  switch (r.a) {
+    case 'c': {
+      let body: string | undefined;
+      if (r.bd !== undefined) {
+        if (typeof r.bd !== 'string' || r.bd.length % 4 !== 0 || !BASE64_RE.test(r.bd) || base64Bytes(r.bd) > largestBody(pass)) throw new BadResult('invalid replaced body');
+        body = r.bd;
       }
-      const hooks = this.#sandbox.hooks(entry.key);
-      if (hooks !== undefined && !hooks.includes(pass.phase)) continue;
-      // cpuMsPerRequest is the chain's budget for one request, measured in isolate CPU. Entries that
-      // failed are not charged to the ones after them (a failed 'open' entry must not starve the next).
-      const budgetMs = pass.cpuBudgetMs - this.#usedMs;
-      if (budgetMs <= 0) {
-        const out: InvokeOutcome = { ok: false, kind: 'timeout', message: 'the request used up its CPU time per request in earlier plugins', cpuNs: 0 };
-        const stop = this.#after(i, entry, out, budgetMs, 0);
-        if (stop !== undefined) return stop;
-        continue;
+      if (!req) {
+        const status = r.st === undefined ? (pass.res as HookResponse).status : r.st;
+        if (!isStatus(status)) throw new BadResult('status must be an integer 200..599');
+        return { outcome: { action: 'continue', status, headers: headers() }, ...(body === undefined ? {} : { body }) };
       }
-      const input: Record<string, unknown> =
-        pass.phase === 'onRequest'
-          ? { hook: 'onRequest', requestId: pass.requestId, now: Date.now(), configId: entry.configId, req: { ...pass.req, headers: this.#headers } }
-          : { hook: 'onResponse', requestId: pass.requestId, now: Date.now(), configId: entry.configId, res: { status: this.#status, headers: this.#headers } };
-      // Only an entry that declared body access gets the body (each later one sees earlier edits).
-      if (entry.body !== undefined) (input[pass.phase === 'onRequest' ? 'req' : 'res'] as Record<string, unknown>).body = this.#body ?? '';
-      const t0 = performance.now();
-      this.#hooks.enter?.(i);
-      let called: InvokeOutcome | Promise<InvokeOutcome>;
-      try {
-        // The isolate's timeout is wall time: a backstop. The verdict is the measured CPU (#after).
-        called = this.#sandbox.invoke(entry.key, input, entry.config, budgetMs * WALL_BACKSTOP_FACTOR + WALL_BACKSTOP_SLACK_MS, this.#hooks.limits);
-      } catch (e) {
-        called = { ok: false, kind: 'crashed', message: `sandbox error: ${e instanceof Error ? e.message : String(e)}`, cpuNs: 0 };
+      const outcome: RequestOutcome = { action: 'continue', headers: headers() };
+      if (r.s !== undefined) {
+        if (typeof r.s !== 'string' || !SERVICE_RE.test(r.s) || !(pass.services ?? []).includes(r.s)) throw new BadResult('ctx.route: not a service of the tenant');
+        outcome.service = r.s;
       }
-      if (called instanceof Promise) {
-        this.#hooks.exit?.();
-        return called.then(
-          (out) => this.#after(i, entry, out, budgetMs, t0) ?? this.run(i + 1),
-          (e: unknown) => this.#after(i, entry, { ok: false, kind: 'crashed', message: String(e), cpuNs: 0 }, budgetMs, t0) ?? this.run(i + 1),
-        );
-      }
-      const stop = this.#after(i, entry, called, budgetMs, t0);
-      if (stop !== undefined) return stop;
+      return { outcome, ...(body === undefined ? {} : { body }) };
     }
-    const outcome: PassOutcome =
-      pass.phase === 'onRequest'
-        ? this.#service === undefined
-          ? { action: 'continue', headers: this.#headers }
-          : { action: 'continue', headers: this.#headers, service: this.#service }
-        : { action: 'continue', status: this.#status, headers: this.#headers };
-    return this.#result(outcome);
+    case 'r':
+      if (!req || !isStatus(r.st) || typeof r.bd !== 'string' || r.bd.length > RESULT_LIMITS.bodyChars) throw new BadResult('invalid early response');
+      return { outcome: { action: 'respond', status: r.st, headers: checkHeaders(r.h ?? []), body: r.bd } };
+    case 'f': {
+      if (typeof r.k !== 'string' || !FAILURES.has(r.k)) throw new BadResult('invalid failure');
+      // The failing entry is the last one reported (a closed failure ends the chain).
+      const last = r.r?.at(-1)?.e ?? -1;
+      return { outcome: { action: 'fail', status: 503, code: FAILURE_CODES[r.k], message: filledIn(pass, wire, last, message(r.m)) } };
+    }
+    default:
+      throw new BadResult('unknown pass answer');
   }
+}
 
-  #result(outcome: PassOutcome): PassResult {
-    this.#hooks.exit?.();
-    const result: PassResult = { reports: this.reports, outcome, budgetUsedMs: this.#usedMs };
-    if (this.#bodyReplaced && outcome.action === 'continue' && this.#body !== undefined) result.body = this.#body;
+/** Turns the isolate's answer into the PassResult the daemon accounts for. */
+export function decodePass(pass: ChainPass, wire: PassWire): PassResult {
+  let r: WireResult;
+  const reports: EntryReport[] = [];
+  try {
+    r = JSON.parse(wire.json) as WireResult;
+    if (r === null || typeof r !== 'object' || (r.r !== undefined && !Array.isArray(r.r))) throw new BadResult('the chain runner answered no object');
+    const all = wire.extra === undefined ? (r.r ?? []) : [...wire.extra, ...(r.r ?? [])].sort((a, b) => a.e - b.e);
+    for (const rep of all) reports.push(entryReport(pass, wire, rep));
+    const { outcome, body } = outcomeOf(pass, wire, r);
+    let budgetUsedMs = 0;
+    for (const rep of reports) if (rep.outcome === 'ok' || rep.outcome === 'respond') budgetUsedMs += rep.cpuNs / 1e6;
+    const result: PassResult = { reports, outcome, budgetUsedMs };
+    if (body !== undefined) result.body = body;
     return result;
+  } catch (e) {
+    // The runner is host code in a context no plugin reaches: an answer that fails these checks
+    // means the isolate cannot be trusted for this pass. Closed, whatever the policy.
+    const why = e instanceof Error ? e.message : String(e);
+    const message = `the chain runner's answer failed the host's checks: ${why}`;
+    const last = reports.at(-1)?.entry ?? Math.max(0, wire.cpuNs.length - 1);
+    const failedReport: EntryReport = { entry: last, outcome: 'bad_result', cpuNs: wire.cpuNs[last] ?? 0, wallMs: wire.wallMs[last] ?? 0, code: 'ISOMESH_ERR_PLUGIN_BAD_RESULT', message };
+    return { reports: [...reports.filter((x) => x.entry !== last), failedReport], outcome: { action: 'fail', status: 503, code: 'ISOMESH_ERR_PLUGIN_BAD_RESULT', message }, budgetUsedMs: 0 };
   }
+}
 
-  /** Records one entry's outcome and applies it; a PassResult when the chain stops here. */
-  #after(i: number, entry: PassEntry, out: InvokeOutcome, budgetMs: number, t0: number): PassResult | undefined {
-    const wallMs = t0 === 0 ? 0 : performance.now() - t0;
-    const usedMs = out.cpuNs / 1e6;
-    if (out.ok && usedMs > budgetMs) {
-      out = { ok: false, kind: 'timeout', message: `plugin used ${usedMs.toFixed(1)} ms CPU, over the ${budgetMs.toFixed(1)} ms left of its CPU time per request`, cpuNs: out.cpuNs };
-    }
-    const report: EntryReport = { entry: i, outcome: 'ok', cpuNs: out.cpuNs, wallMs };
-    this.reports.push(report);
-    if (!out.ok) return this.#failed(report, entry, FAILURE_CODES[out.kind], out.message, out.kind);
-    let verdict;
-    try {
-      verdict = parseVerdict(out.result, this.#pass.phase, this.#services, entry.body ?? 0);
-    } catch (e) {
-      if (!(e instanceof BadResult)) throw e;
-      return this.#failed(report, entry, 'ISOMESH_ERR_PLUGIN_BAD_RESULT', e.message, 'bad_result');
-    }
-    if (verdict.logs !== undefined && verdict.logs.length > 0) report.logs = verdict.logs;
-    if (verdict.metrics !== undefined) report.metrics = verdict.metrics;
-    if (verdict.metricsDropped !== undefined) report.metricsDropped = verdict.metricsDropped;
-    if (verdict.action === 'error') return this.#failed(report, entry, 'ISOMESH_ERR_PLUGIN_THREW', verdict.message, 'threw');
-    this.#usedMs += usedMs;
-    if (verdict.action === 'respond') {
-      report.outcome = 'respond';
-      // In onResponse, ctx.respond replaces status and headers and ends the response chain.
-      return this.#result(
-        this.#pass.phase === 'onRequest'
-          ? { action: 'respond', status: verdict.status, headers: verdict.headers, body: verdict.body }
-          : { action: 'continue', status: verdict.status, headers: verdict.headers },
-      );
-    }
-    if (verdict.headers !== undefined) this.#headers = verdict.headers;
-    if (verdict.service !== undefined) this.#service = verdict.service;
-    if (verdict.action === 'continue' && verdict.body !== undefined) {
-      this.#body = verdict.body;
-      this.#bodyReplaced = true;
-    }
-    if (verdict.status !== undefined && this.#pass.phase === 'onResponse') this.#status = verdict.status;
-    return undefined;
-  }
-
-  #failed(report: EntryReport, entry: PassEntry, code: ErrorCode, message: string, kind: FailureKind): PassResult | undefined {
-    report.outcome = kind;
-    report.code = code;
-    report.message = message;
-    const stop = policyOutcome(entry, code, message);
-    return stop === undefined ? undefined : this.#result(stop);
-  }
+/** Which hook bit a phase needs (the runner's slots carry their hooks as bits). */
+export function hookBits(hooks: ReadonlyArray<Phase>): number {
+  return (hooks.includes('onRequest') ? HOOK_REQUEST : 0) | (hooks.includes('onResponse') ? HOOK_RESPONSE : 0);
 }
 
 /**
@@ -278,5 +326,5 @@ class PassRun {
  * synchronously (the common case); a promise once a hook awaits something (a host capability).
  */
 export function runChainPass(sandbox: PassSandbox, pass: ChainPass, hooks: PassHooks = {}): PassResult | Promise<PassResult> {
-  return new PassRun(sandbox, pass, hooks).run(0);
+  return sandbox.runPass(pass, hooks);
 }

@@ -2,18 +2,20 @@
 // tenants (TenantSandbox each) and runs their chain passes through a FairScheduler. If V8 or
 // isolated-vm aborts this process, only these tenants' in-flight calls fail; the daemon restarts it.
 //
-// The unit of work is a pass: one phase of one request's chain, every entry run in order
-// (runChainPass, the same code as inline mode) and answered in one message. Passes run synchronously
-// (applySync) one at a time; the scheduler picks the next tenant between passes. A pass whose hook
-// waits for a host capability (ctx.sleep, ctx.jwt.verify) releases its tenant (InvokeLimits.onIdle),
-// so the tenant's other requests run meanwhile; its CPU is charged when it settles. Before each
-// entry the pass id and entry index are written to the "blackbox" file (pwrite, no wake-up of the
-// daemon) so that after a crash the daemon can blame the tenant and plugin that were running.
+// The unit of work is a pass: one phase of one request's chain, every entry run in order by the
+// tenant's chain runner (the same code as inline mode) and answered in one message. The pass arrives
+// encoded by the daemon and its answer leaves as the runner made it: the cordon reads neither.
+// Passes run synchronously one at a time; the scheduler picks the next tenant between passes. A pass
+// whose hook waits for a host capability it cannot answer at once (ctx.sleep, ctx.fetch, a JWKS)
+// releases its tenant (InvokeLimits.onIdle), so the tenant's other requests run meanwhile; its CPU is
+// charged when it settles. Before each entry the pass id and entry index are written to the
+// "blackbox" file (pwrite, no wake-up of the daemon) so that after a crash the daemon can blame the
+// tenant and plugin that were running.
 
 import fs from 'node:fs';
 import net from 'node:net';
 import { seedGuestRuntimeCode } from './guest-code.ts';
-import { runChainPass, type PassHooks, type PassReply, type PassResult } from './chain-pass.ts';
+import type { PassFailure, PassHooks, PassWire } from './chain-pass.ts';
 import { CapabilityFetchError, type CapabilityFetch } from './capabilities.ts';
 import { TenantSandbox } from './sandbox.ts';
 import { FairScheduler } from './scheduler.ts';
@@ -50,13 +52,13 @@ let unflushedSince = 0;
 /** Recent wall time per call, by tenant (EWMA), to predict whether the next call is long. */
 const callMs = new Map<string, number>();
 
-function sendDone(call: Call, reply: PassReply, waitNs: number): void {
-  const input = call.pass.phase === 'onRequest' ? call.pass.req?.headers : call.pass.res?.headers;
-  if ('reports' in reply && reply.outcome.action === 'continue' && reply.outcome.headers === input) {
-    // Nothing edited the headers (the common no-op case): do not send them back.
-    channel.send({ t: 'passed', id: call.id, reply: { ...reply, outcome: { ...reply.outcome, headers: [] } }, waitNs, sameHeaders: true });
-  } else {
-    channel.send({ t: 'passed', id: call.id, reply, waitNs });
+function sendDone(call: Call, reply: PassWire | PassFailure, waitNs: number): void {
+  if ('transport' in reply) channel.send({ t: 'unpassed', id: call.id, reply, waitNs });
+  else {
+    const m: Extract<FromCordon, { t: 'passed' }> = { t: 'passed', id: call.id, waitNs, raw: reply.json, cpuNs: reply.cpuNs, wallMs: reply.wallMs };
+    if (reply.over !== undefined) m.over = reply.over;
+    if (reply.extra !== undefined) m.extra = reply.extra;
+    channel.send(m);
   }
   if (unflushedSince === 0) unflushedSince = performance.now();
 }
@@ -139,9 +141,9 @@ function createTenant(m: Extract<ToCordon, { t: 'tenant' }>): void {
   scheduler.setWeight(tenant, m.weight);
 }
 
-function passCpuMs(result: PassResult): number {
+function passCpuMs(wire: PassWire): number {
   let ns = 0;
-  for (const r of result.reports) ns += r.cpuNs;
+  for (const n of wire.cpuNs) ns += n;
   return ns / 1e6;
 }
 
@@ -193,9 +195,9 @@ function run(call: Call): void {
       },
     },
   };
-  let out: PassResult | Promise<PassResult>;
+  let out: PassWire | Promise<PassWire>;
   try {
-    out = runChainPass(sandbox, call.pass, hooks);
+    out = sandbox.runEncoded({ json: call.raw, entries: call.s.length, slots: call.s, req: call.q === 1, cpuBudgetMs: call.b }, hooks);
   } catch (e) {
     record(-1, -1);
     scheduler.complete(call.tenant, 0);
@@ -218,8 +220,8 @@ function run(call: Call): void {
   sendDone(call, out, waitNs);
 }
 
-function settle(call: Call, reply: PassReply, waitNs: number, released: boolean): void {
-  const cpuMs = 'reports' in reply ? passCpuMs(reply) : 0;
+function settle(call: Call, reply: PassWire | PassFailure, waitNs: number, released: boolean): void {
+  const cpuMs = 'transport' in reply ? 0 : passCpuMs(reply);
   // A released tenant may already run its next pass: charge the CPU without touching "busy".
   if (released) scheduler.charge(call.tenant, cpuMs);
   else scheduler.complete(call.tenant, cpuMs);
@@ -277,7 +279,7 @@ function handle(m: ToCordon): void {
       return;
     }
     case 'init':
-      seedGuestRuntimeCode(m.guest);
+      seedGuestRuntimeCode(m.guest, m.runner);
       blackbox = fs.openSync(m.blackbox, 'r+');
       break;
     case 'tenant':
@@ -300,6 +302,12 @@ function handle(m: ToCordon): void {
       break;
     case 'memory':
       tenants.get(m.tenant)?.setMemoryMb(m.mb);
+      break;
+    case 'generation':
+      tenants.get(m.tenant)?.defineGenerationJson(m.g, m.json);
+      break;
+    case 'dropGeneration':
+      tenants.get(m.tenant)?.dropGeneration(m.g);
       break;
     case 'weight':
       scheduler.setWeight(m.tenant, m.weight);

@@ -11,9 +11,9 @@ import path from 'node:path';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { ProcessSupervisor } from '../process-supervisor.ts';
-import type { ChainPass, PassReply } from './chain-pass.ts';
-import { guestRuntimeCode } from './guest-code.ts';
-import type { SandboxEvents, VersionSpec } from './sandbox.ts';
+import { decodePass, encodePass, type ChainPass, type PassReply } from './chain-pass.ts';
+import { guestRuntimeCode, runnerCode } from './guest-code.ts';
+import { generationJson, type SandboxEvents, type VersionSpec } from './sandbox.ts';
 import { FrameChannel, NodeIpcChannel, type Channel, type FromCordon, type ToCordon, type WireFetchReply, type WireFetchRequest, type WireKind } from './wire.ts';
 
 /** The daemon's side of ctx.fetch for a tenant in a cordon (PluginHost checks and performs it). */
@@ -28,6 +28,9 @@ export interface TenantRuntime {
   hooks(key: string): Hooks | undefined;
   setSecrets(secrets: Record<string, string>): void;
   setMemoryMb(memoryMb: number): void;
+  /** A chain generation's services and entry configs (installed in the isolate once, then referenced by passes). */
+  defineGeneration(generation: number, services: readonly string[], configs: ReadonlyArray<readonly [number, unknown]>): void;
+  dropGeneration(generation: number): void;
   resetBackoff(): void;
   memoryBytes(): number;
   /** Runs one phase of a request's chain (runChainPass): in this process, or in one round trip to a cordon. */
@@ -138,17 +141,18 @@ export class Cordon {
     if (this.#up) this.#channel?.send(msg);
   }
 
-  /** Sends one chain pass; the cordon runs all its entries and answers once. */
-  pass(t: CordonTenant, pass: ChainPass): PassReply | Promise<PassReply> {
+  /** Sends one chain pass, encoded once here; the cordon runs all its entries and answers once. */
+  pass(t: CordonTenant, pass: ChainPass, slotOf: (key: string) => number | undefined): PassReply | Promise<PassReply> {
     if (!this.#up) {
       return { transport: 'unavailable', message: `cordon ${this.id} is restarting (back-off after repeated crashes)` };
     }
+    const enc = encodePass(pass, slotOf);
     const id = ++this.#ids;
     this.passes++;
     if (this.#pending.size === 0) this.#channel?.ref();
     return new Promise<PassReply>((resolve) => {
       this.#pending.set(id, { tenant: t, pass, resolve });
-      (this.#channel as Channel<ToCordon, FromCordon>).send({ t: 'pass', id, tenant: t.tenant, pass });
+      (this.#channel as Channel<ToCordon, FromCordon>).send({ t: 'pass', id, tenant: t.tenant, s: enc.slots, q: enc.req ? 1 : 0, b: enc.cpuBudgetMs, raw: enc.json });
     });
   }
 
@@ -184,7 +188,7 @@ export class Cordon {
     // The IPC channel only carries control traffic in socket mode; it must not keep the daemon alive.
     (child.channel as { unref?: () => void } | undefined)?.unref?.();
     channel.unref();
-    channel.send({ t: 'init', guest: guestRuntimeCode(), blackbox: this.#blackbox, cordon: this.id });
+    channel.send({ t: 'init', guest: guestRuntimeCode(), runner: runnerCode(), blackbox: this.#blackbox, cordon: this.id });
     for (const t of this.#tenants.values()) t.replay();
     if (restart) this.#events.onRestart(this);
   }
@@ -192,19 +196,21 @@ export class Cordon {
   #receive(m: FromCordon): void {
     switch (m.t) {
       case 'passed':
+      case 'unpassed':
       case 'shed': {
         const p = this.#pending.get(m.id);
         if (p === undefined) return;
         this.#pending.delete(m.id);
         if (this.#pending.size === 0) this.#channel?.unref();
-        if (m.t === 'shed') {
-          p.resolve({ transport: 'overloaded', message: `tenant has ${m.queued} plugin calls queued in its cordon` });
-          return;
+        if (m.t === 'shed') p.resolve({ transport: 'overloaded', message: `tenant has ${m.queued} plugin calls queued in its cordon` });
+        else if (m.t === 'unpassed') p.resolve(m.reply);
+        else {
+          const wire: Parameters<typeof decodePass>[1] = { json: m.raw ?? '', cpuNs: m.cpuNs, wallMs: m.wallMs };
+          if (m.over !== undefined) wire.over = m.over;
+          if (m.extra !== undefined) wire.extra = m.extra;
+          // The daemon checks what the isolate answered (the cordon passed it on unread).
+          p.resolve(decodePass(p.pass, wire));
         }
-        if (m.sameHeaders === true && 'reports' in m.reply && m.reply.outcome.action === 'continue') {
-          m.reply.outcome.headers = (p.pass.phase === 'onRequest' ? p.pass.req?.headers : p.pass.res?.headers) ?? [];
-        }
-        p.resolve(m.reply);
         return;
       }
       case 'ready':
@@ -280,6 +286,11 @@ export class CordonTenant implements TenantRuntime {
   #weight: number;
   #secrets: Record<string, string> = {};
   readonly #specs = new Map<string, { spec: VersionSpec; refs: number }>();
+  /** Runner slots by version key (assigned here: passes are encoded in the daemon). */
+  readonly #slots = new Map<string, number>();
+  #nextSlot = 1;
+  readonly #generations = new Map<number, string>();
+  readonly #slotOf = (key: string): number | undefined => this.#slots.get(key);
   readonly #hooks = new Map<string, Hooks>();
   #memoryBytes = 0;
   #queued = 0;
@@ -328,6 +339,7 @@ export class CordonTenant implements TenantRuntime {
   /** Sends the whole desired state (after a cordon start or a move). */
   replay(): void {
     this.#cordon.send({ t: 'tenant', tenant: this.tenant, memoryMb: this.#memoryMb, weight: this.#weight, secrets: this.#secrets });
+    for (const [g, json] of this.#generations) this.#cordon.send({ t: 'generation', tenant: this.tenant, g, json });
     for (const { spec } of this.#specs.values()) this.#cordon.send({ t: 'retain', tenant: this.tenant, spec });
   }
 
@@ -363,14 +375,17 @@ export class CordonTenant implements TenantRuntime {
       s.refs++;
       return;
     }
-    this.#specs.set(spec.key, { spec, refs: 1 });
-    this.#cordon.send({ t: 'retain', tenant: this.tenant, spec });
+    const slotted: VersionSpec = { ...spec, slot: this.#nextSlot++ };
+    this.#slots.set(spec.key, slotted.slot as number);
+    this.#specs.set(spec.key, { spec: slotted, refs: 1 });
+    this.#cordon.send({ t: 'retain', tenant: this.tenant, spec: slotted });
   }
 
   release(key: string): void {
     const s = this.#specs.get(key);
     if (s === undefined || --s.refs > 0) return;
     this.#specs.delete(key);
+    this.#slots.delete(key);
     this.#hooks.delete(key);
     this.#cordon.send({ t: 'release', tenant: this.tenant, key });
   }
@@ -397,6 +412,17 @@ export class CordonTenant implements TenantRuntime {
     this.#cordon.send({ t: 'weight', tenant: this.tenant, weight });
   }
 
+  defineGeneration(generation: number, services: readonly string[], configs: ReadonlyArray<readonly [number, unknown]>): void {
+    const json = generationJson(services, configs);
+    this.#generations.set(generation, json);
+    this.#cordon.send({ t: 'generation', tenant: this.tenant, g: generation, json });
+  }
+
+  dropGeneration(generation: number): void {
+    if (!this.#generations.delete(generation)) return;
+    this.#cordon.send({ t: 'dropGeneration', tenant: this.tenant, g: generation });
+  }
+
   resetBackoff(): void {
     this.#cordon.send({ t: 'reset', tenant: this.tenant });
   }
@@ -410,7 +436,7 @@ export class CordonTenant implements TenantRuntime {
     if (this.#queued >= this.#queueLimit) {
       return { transport: 'overloaded', message: `tenant has ${this.#queued} plugin calls queued (max ${this.#queueLimit})` };
     }
-    const out = this.#cordon.pass(this, pass);
+    const out = this.#cordon.pass(this, pass, this.#slotOf);
     if (!(out instanceof Promise)) return out;
     this.#queued++;
     return out.then((o) => {

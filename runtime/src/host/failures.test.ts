@@ -18,8 +18,10 @@ const BAD: Record<string, { source: string; code: string }> = {
     code: 'ISOMESH_ERR_PLUGIN_MEMORY',
   },
   garbage: {
+    // The header edit makes the guest serialise a result (with the JSON.stringify the plugin replaced);
+    // a call that changes nothing answers without serialising anything.
     source: `const stringify = JSON.stringify;
-      export default { onRequest() { JSON.stringify = (v) => (v && v.action ? stringify({ action: 'respond', status: 99999, headers: 'x', body: 1 }) : stringify(v)); } };`,
+      export default { onRequest(req) { JSON.stringify = (v) => (v && v.action ? stringify({ action: 'respond', status: 99999, headers: 'x', body: 1 }) : stringify(v)); req.headers.set('x-garbage', '1'); } };`,
     code: 'ISOMESH_ERR_PLUGIN_BAD_RESULT',
   },
   badHeader: { source: `export default { onRequest(req, ctx) { return ctx.respond(200, { headers: [['bad name', 'v']] }); } };`, code: 'ISOMESH_ERR_PLUGIN_THREW' },

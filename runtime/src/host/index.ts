@@ -5,7 +5,7 @@
 // looping plugin blocks this event loop and an isolated-vm abort takes every tenant down.
 
 import type { Logger } from 'pino';
-import type { Counter, Histogram, Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { IsomeshError, type ErrorCode } from '../errors.ts';
 import type { TenantConfig } from '../store/model.ts';
 import { Chain, type StepVersion } from './chain.ts';
@@ -30,7 +30,7 @@ import type {
   ResponseOutcome,
   TenantHostStatus,
 } from './contract.ts';
-import { HostMetrics } from './metrics.ts';
+import { HostMetrics, type CounterSeries, type HistogramSeries } from './metrics.ts';
 import { PluginMetrics } from './plugin-metrics.ts';
 import { TenantQuota } from './quota.ts';
 import type { NodeLedger } from './ledger.ts';
@@ -77,6 +77,8 @@ export function hostModeFromEnv(env: NodeJS.ProcessEnv = process.env): HostMode 
 }
 
 interface Generation {
+  /** Its configs and services are installed in the tenant's isolate under this id. */
+  id: number;
   chain: Chain;
   /** The tenant's current config holds one ref; each ChainRun pinned to it holds one. */
   refs: number;
@@ -84,9 +86,10 @@ interface Generation {
 
 interface VersionRecord extends PluginHealth {
   consecutiveFailures: number;
-  outcomes: Map<string, Counter.Internal>;
-  cpu: Counter.Internal;
-  duration: Histogram.Internal<'tenant' | 'plugin'>;
+  /** Metric series resolved once: a call adds to plain numbers (read by prom-client at scrape). */
+  outcomes: Map<string, CounterSeries>;
+  cpu: CounterSeries;
+  duration: HistogramSeries;
 }
 
 interface TenantState {
@@ -148,6 +151,8 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   readonly #compiledHooks = new Map<string, Hooks>();
   readonly mode: HostMode;
   #configIds = 0;
+  /** Chain generation ids (0 is a sandbox's own scratch generation). */
+  #generationIds = 0;
   #closed = false;
 
   constructor(opts: PluginHostOptions) {
@@ -218,7 +223,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
       const before = new Set(state.gen.chain.specs.map((s) => s.key));
       for (const spec of chain.specs) state.sandbox.retain(spec);
       const old = state.gen;
-      state.gen = { chain, refs: 1 };
+      state.gen = this.#generation(state.sandbox, chain);
       this.#unref(state, old);
       // New code may be the fix for a crash-looping version: rebuild now rather than after back-off.
       if (chain.specs.some((s) => !before.has(s.key))) state.sandbox.resetBackoff();
@@ -421,7 +426,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
       sandbox,
       ...(cordon === undefined ? {} : { cordon }),
       quota: new TenantQuota(config.quota, Date.now, this.#ledger?.quotaCells(this.#ledger.assign(name))),
-      gen: { chain, refs: 1 },
+      gen: this.#generation(sandbox, chain),
       versions: new Map(),
       logTokens: LOG_LINES_PER_SEC * 2,
       logRefilledAt: Date.now(),
@@ -431,8 +436,16 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     return state;
   }
 
+  /** A new chain generation: its configs and services go to the isolate once, not with every pass. */
+  #generation(sandbox: TenantRuntime, chain: Chain): Generation {
+    const id = ++this.#generationIds;
+    sandbox.defineGeneration(id, chain.serviceList, chain.steps.map((s) => [s.configId, s.config] as const));
+    return { id, chain, refs: 1 };
+  }
+
   #unref(state: TenantState, gen: Generation): void {
     if (--gen.refs > 0) return;
+    state.sandbox.dropGeneration(gen.id);
     for (const spec of gen.chain.specs) state.sandbox.release(spec.key);
   }
 
@@ -447,8 +460,8 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
         restarts: 0,
         consecutiveFailures: 0,
         outcomes: new Map(),
-        cpu: this.#metrics.cpuSeconds.labels(labels),
-        duration: this.#metrics.duration.labels(labels),
+        cpu: this.#metrics.cpuSeconds.series(labels),
+        duration: this.#metrics.duration.series(labels),
       };
       state.versions.set(v.healthKey, rec);
     }
@@ -458,10 +471,10 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   #count(state: TenantState, v: StepVersion, rec: VersionRecord, outcome: string): void {
     let c = rec.outcomes.get(outcome);
     if (c === undefined) {
-      c = this.#metrics.invocations.labels({ tenant: state.name, plugin: v.plugin, version: String(v.version), outcome });
+      c = this.#metrics.invocations.series({ tenant: state.name, plugin: v.plugin, version: String(v.version), outcome });
       rec.outcomes.set(outcome, c);
     }
-    c.inc();
+    c.value++;
   }
 
   #markFailure(state: TenantState, healthKey: string, code: ErrorCode, message: string): void {
@@ -489,7 +502,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
         // Before the call: events about it (isolate lost, restarts) may arrive before its result.
         this.#record(r.state, v);
       }
-      const entry: PassEntry = { plugin: step.plugin, configId: step.configId, config: step.config, failurePolicy: step.failurePolicy };
+      const entry: PassEntry = { plugin: step.plugin, configId: step.configId, failurePolicy: step.failurePolicy };
       if (v !== undefined) {
         entry.key = v.key;
         const limit = v.body?.[direction];
@@ -503,7 +516,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     }
     if (entries === undefined || versions === undefined) return undefined;
     const cpuBudgetMs = r.state.quota.quota.cpuMsPerRequest - r.budgetUsedMs;
-    return { pass: { phase, requestId: r.requestId, entries, cpuBudgetMs }, versions, body };
+    return { pass: { phase, requestId: r.requestId, generation: r.gen.id, entries, cpuBudgetMs }, versions, body };
   }
 
   /** Runs a pass (in this process or one round trip to the cordon) and accounts for every entry. */
@@ -563,6 +576,9 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
 
   #account(r: Run, plan: Plan, result: PassResult): void {
     r.budgetUsedMs += result.budgetUsedMs;
+    let cpuNs = 0;
+    for (const report of result.reports) cpuNs += report.cpuNs;
+    r.state.quota.addCpu(cpuNs);
     // Entries run one after another: each starts where the one before it ended.
     let at = plan.startMs ?? 0;
     for (const report of result.reports) {
@@ -580,11 +596,10 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   #apply(r: Run, v: StepVersion, report: EntryReport): void {
     const state = r.state;
     const rec = this.#record(state, v);
-    rec.duration.observe(report.wallMs / 1000);
+    this.#metrics.duration.observe(rec.duration, report.wallMs / 1000);
     if (report.cpuNs > 0) {
       r.cpuMs += report.cpuNs / 1e6;
-      state.quota.addCpu(report.cpuNs);
-      rec.cpu.inc(report.cpuNs / 1e9);
+      rec.cpu.value += report.cpuNs / 1e9;
     }
     if (report.logs !== undefined) this.#forwardLogs(state, v, report.logs);
     if (report.metrics !== undefined || report.metricsDropped !== undefined) {

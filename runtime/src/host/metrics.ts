@@ -1,12 +1,105 @@
-// Prometheus series of the plugin host. Label children are cached by the caller (per plugin
-// version) so the hot path does not hash label sets on every call.
+// Prometheus series of the plugin host. The per-call families (invocations, CPU, duration) are
+// plain numbers the hot path adds to — a series object resolved once per plugin version, no label
+// hashing or allocation per call (prom-client's labels().inc() hashes the label set on every call) —
+// exposed as custom collectors that prom-client reads at scrape time.
 
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
+
+/** Seconds buckets of isomesh_plugin_duration_seconds. */
+export const DURATION_BUCKETS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25];
+
+export interface CounterSeries {
+  value: number;
+}
+
+export interface HistogramSeries {
+  /** Observations per bucket (not cumulative); the last is +Inf. */
+  buckets: Float64Array;
+  sum: number;
+  count: number;
+}
+
+type Labels = Record<string, string>;
+
+/** A counter family whose series live as long as the host (like prom-client's children). */
+export class CounterFamily<L extends string> {
+  readonly #series = new Map<string, { labels: Labels; s: CounterSeries }>();
+
+  constructor(registry: Registry, name: string, help: string) {
+    registry.registerMetric({
+      name,
+      help,
+      type: 'counter',
+      aggregator: 'sum',
+      get: async () => ({ name, help, type: 'counter', aggregator: 'sum', values: [...this.#series.values()].map((x) => ({ labels: x.labels, value: x.s.value })) }),
+      reset: () => this.#series.clear(),
+    } as never);
+  }
+
+  /** The series of a label set: resolve once, then add to `.value`. */
+  series(labels: Record<L, string>): CounterSeries {
+    const key = JSON.stringify(Object.values(labels));
+    let x = this.#series.get(key);
+    if (x === undefined) {
+      x = { labels: { ...labels }, s: { value: 0 } };
+      this.#series.set(key, x);
+    }
+    return x.s;
+  }
+}
+
+export class HistogramFamily<L extends string> {
+  readonly #series = new Map<string, { labels: Labels; s: HistogramSeries }>();
+  readonly #bounds: readonly number[];
+
+  constructor(registry: Registry, name: string, help: string, bounds: readonly number[]) {
+    this.#bounds = bounds;
+    registry.registerMetric({
+      name,
+      help,
+      type: 'histogram',
+      aggregator: 'sum',
+      get: async () => {
+        const values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }> = [];
+        for (const { labels, s } of this.#series.values()) {
+          let cumulative = 0;
+          for (let i = 0; i <= bounds.length; i++) {
+            cumulative += s.buckets[i] as number;
+            values.push({ metricName: `${name}_bucket`, labels: { ...labels, le: i < bounds.length ? (bounds[i] as number) : '+Inf' }, value: cumulative });
+          }
+          values.push({ metricName: `${name}_sum`, labels, value: s.sum });
+          values.push({ metricName: `${name}_count`, labels, value: s.count });
+        }
+        return { name, help, type: 'histogram', aggregator: 'sum', values };
+      },
+      reset: () => this.#series.clear(),
+    } as never);
+  }
+
+  series(labels: Record<L, string>): HistogramSeries {
+    const key = JSON.stringify(Object.values(labels));
+    let x = this.#series.get(key);
+    if (x === undefined) {
+      x = { labels: { ...labels }, s: { buckets: new Float64Array(this.#bounds.length + 1), sum: 0, count: 0 } };
+      this.#series.set(key, x);
+    }
+    return x.s;
+  }
+
+  observe(s: HistogramSeries, value: number): void {
+    const b = this.#bounds;
+    let i = 0;
+    while (i < b.length && value > (b[i] as number)) i++;
+    s.buckets[i] = (s.buckets[i] as number) + 1;
+    s.sum += value;
+    s.count++;
+  }
+}
 
 export class HostMetrics {
-  readonly invocations: Counter<'tenant' | 'plugin' | 'version' | 'outcome'>;
-  readonly cpuSeconds: Counter<'tenant' | 'plugin'>;
-  readonly duration: Histogram<'tenant' | 'plugin'>;
+  readonly invocations: CounterFamily<'tenant' | 'plugin' | 'version' | 'outcome'>;
+  readonly cpuSeconds: CounterFamily<'tenant' | 'plugin'>;
+  readonly duration: HistogramFamily<'tenant' | 'plugin'>;
   readonly restarts: Counter<'tenant'>;
   readonly rejections: Counter<'tenant' | 'reason'>;
   readonly cordonCrashes: Counter<'cordon'>;
@@ -20,25 +113,9 @@ export class HostMetrics {
   /** `sample` reports per-tenant gauges at scrape time. */
   constructor(registry: Registry, sample: () => Array<{ tenant: string; memoryBytes: number; cpuMsPerSecond: number; cordon?: string; pid?: number | null }> = () => []) {
     const registers = [registry];
-    this.invocations = new Counter({
-      name: 'isomesh_plugin_invocations_total',
-      help: 'Plugin hook invocations by outcome (ok, respond, threw, timeout, memory, crashed, bad_result, unavailable).',
-      labelNames: ['tenant', 'plugin', 'version', 'outcome'],
-      registers,
-    });
-    this.cpuSeconds = new Counter({
-      name: 'isomesh_plugin_cpu_seconds_total',
-      help: 'CPU time spent in plugin hooks, measured in the tenant isolate.',
-      labelNames: ['tenant', 'plugin'],
-      registers,
-    });
-    this.duration = new Histogram({
-      name: 'isomesh_plugin_duration_seconds',
-      help: 'Wall time of one plugin hook call, including the isolate boundary.',
-      labelNames: ['tenant', 'plugin'],
-      buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25],
-      registers,
-    });
+    this.invocations = new CounterFamily(registry, 'isomesh_plugin_invocations_total', 'Plugin hook invocations by outcome (ok, respond, threw, timeout, memory, crashed, bad_result, unavailable).');
+    this.cpuSeconds = new CounterFamily(registry, 'isomesh_plugin_cpu_seconds_total', 'CPU time spent in plugin hooks, measured in the tenant isolate.');
+    this.duration = new HistogramFamily(registry, 'isomesh_plugin_duration_seconds', 'Wall time of one plugin hook call, including the isolate boundary.', DURATION_BUCKETS);
     this.restarts = new Counter({
       name: 'isomesh_isolate_restarts_total',
       help: 'Tenant isolates rebuilt after a crash or memory-limit disposal.',

@@ -1,19 +1,34 @@
-// TenantSandbox owns one tenant's isolate: a context per plugin version in use, hook invocation, and
-// rebuilding after a crash. It speaks plain data only (JSON strings in, InvokeOutcome out) so it can
-// later move into a supervised worker process ("cordon") without changing the chain or quota code.
+// TenantSandbox owns one tenant's isolate: a context per plugin version in use, one context for the
+// chain runner (sdk/src/guest/runner.ts), loading, and rebuilding after a crash. It speaks plain data
+// only (JSON strings in, JSON strings out), so it runs the same in the daemon (inline) and in a
+// cordon process.
 //
 // Security: the host keeps references *to* guest functions; nothing from the host (Reference,
-// ExternalCopy, Callback) is ever placed where guest code could reach it. Data crosses as strings.
+// ExternalCopy, Callback) is ever placed where plugin code could reach it. Data crosses as strings.
+// The runner's context holds each plugin context's entry functions (handed over by reference at
+// load) and one host callback, `mark`, through which the host measures each entry's CPU; plugin code
+// cannot reach that context (runner.ts: it hands plugins only strings and numbers).
 //
-// Async host capabilities (ctx.jwt.verify, ctx.sleep) follow the same rule: a hook that awaits one
-// leaves a request in guest state; #drive collects it with poll() (a copied string), performs it in
-// HostCapabilities, hands the result back with deliver() (a copied string), lets microtasks run and
-// polls again — in bounded rounds, within the call's CPU and wall budgets.
+// A pass (one phase of a request's chain) is one crossing into the runner in the common case;
+// PassDrive (pass-drive.ts) makes the crossings and measures them.
 
+import v8 from 'node:v8';
 import ivm from 'isolated-vm';
 import { HostCapabilities, type CapabilityFetch } from './capabilities.ts';
-import { runChainPass, type ChainPass, type PassResult } from './chain-pass.ts';
-import { guestRuntimeCode } from './guest-code.ts';
+import { decodePass, encodePass, hookBits, type ChainPass, type EncodedPass, type PassHooks, type PassResult, type PassWire } from './chain-pass.ts';
+import { guestRuntimeCode, runnerCode } from './guest-code.ts';
+import { PassDrive, type Crossing, type DriveHost, type RunnerCall } from './pass-drive.ts';
+
+export { CAPABILITY_ROUNDS, CAPABILITY_WALL_MS } from './pass-drive.ts';
+
+// A plugin's hook runs while the runner's context is the one entered into the isolate. V8 lets the
+// Function constructor (new Function, Function('return this')) create code only when the entered
+// context may access the constructor's own context — contexts of one isolate never may (each has
+// its own security token) — so without this, plugins that compile code (ajv, template engines) would
+// fail with "no access". The check guards against one context using another's Function constructor;
+// here no context ever holds another's objects (runner.ts), so a plugin can still only create
+// functions in its own context. Process-wide, and read by V8 at each call.
+v8.setFlagsFromString('--allow-unsafe-function-constructor');
 
 export interface VersionSpec {
   /** Unique per loaded code: "<plugin>@<version>#<digest>". */
@@ -22,6 +37,8 @@ export interface VersionSpec {
   version: number;
   digest: string;
   code: string;
+  /** The version's slot in the chain runner (set by whoever encodes passes; assigned here when absent). */
+  slot?: number;
 }
 
 export type FailureKind = 'threw' | 'timeout' | 'memory' | 'crashed' | 'bad_result' | 'unavailable';
@@ -38,64 +55,47 @@ export interface SandboxEvents {
   onIsolateRebuilt(): void;
 }
 
-/** Bounds of one invocation's capability loop (defaults: CAPABILITY_WALL_MS, CAPABILITY_ROUNDS). */
+/** Bounds of one entry's capability loop (defaults: CAPABILITY_WALL_MS, CAPABILITY_ROUNDS). */
 export interface InvokeLimits {
   /** Wall time host capabilities may take in one hook call; not charged as the tenant's CPU. */
   capabilityWallMs?: number;
-  /** Rounds of poll → perform → deliver one hook call may need. */
+  /** Rounds of capability requests one hook call may need. */
   capabilityRounds?: number;
   /**
-   * Called once when the call stops using the isolate to wait (for a capability or for another call).
-   * A scheduler that runs one call per tenant at a time may start the tenant's next call meanwhile:
-   * the sandbox charges each call only for its own turns of the isolate.
+   * Called once when the pass stops using the isolate to wait (for a capability or for another
+   * call). A scheduler that runs one pass per tenant at a time may start the tenant's next one
+   * meanwhile: the sandbox charges each pass only for its own turns of the isolate.
    */
   onIdle?: () => void;
   /**
-   * With onIdle: resolves when the scheduler gives the call its tenant's turn back. The sandbox
-   * awaits it before it uses the isolate again after a wait (and before it returns), and calls onIdle
-   * again at the next wait — so the work a call does after a capability is scheduled like a new call.
-   * Time spent waiting for it is not counted against the call's idle budget.
+   * With onIdle: resolves when the scheduler gives the pass its tenant's turn back. The sandbox
+   * awaits it before it uses the isolate again after a wait, and calls onIdle again at the next wait
+   * — so the work a pass does after a capability is scheduled like a new pass. Time spent waiting for
+   * it is not counted against the entry's idle budget.
    */
   resume?: () => Promise<void>;
 }
 
 interface GuestApi {
-  call: ivm.Reference<(input: string) => string>;
-  poll: ivm.Reference<(id: number) => string>;
-  deliver: ivm.Reference<(results: string) => void>;
-  cancel: ivm.Reference<(id: number) => void>;
   setSecrets: ivm.Reference<(json: string) => void>;
   finishLoad: ivm.Reference<(meta: string) => string>;
+  /** The runner's entries into this context (handed to the runner at load, then released here). */
+  request: ivm.Reference<unknown>;
+  response: ivm.Reference<unknown>;
+  poll: ivm.Reference<unknown>;
+  deliver: ivm.Reference<unknown>;
+  cancel: ivm.Reference<unknown>;
 }
+
+type RunnerApi = Record<RunnerCall | 'install' | 'uninstall' | 'generation' | 'dropGeneration' | 'setMark', ivm.Reference<unknown>>;
 
 interface LoadedVersion {
   spec: VersionSpec;
+  slot: number;
   refs: number;
   context?: ivm.Context;
   api?: GuestApi;
   hooks?: Array<'onRequest' | 'onResponse'>;
-  /** Config ids this context has already received (configs are sent once, then referenced). */
-  configsSeen: Set<number>;
-  /** Calls waiting for this context to run again (anything that runs may settle their promises). */
-  wakers: Set<() => void>;
-}
-
-/** What one invocation has used so far. */
-interface Budget {
-  cpuNs: number;
-  cpuLimitNs: number;
-  timeoutMs: number;
-  startedAt: number;
-  capabilityMs: number;
-  capabilityWallMs: number;
-  rounds: number;
-  maxRounds: number;
-  onIdle?: () => void;
-  resume?: () => Promise<void>;
-  /** Whether the call holds its tenant's turn (true until its first wait). */
-  holding: boolean;
-  /** Wall time spent waiting for resume() (the scheduler), excluded from the idle budget. */
-  queuedMs: number;
 }
 
 // Loading a version that passed the publish-time trial: bounded, with room for a CPU-starved machine.
@@ -104,10 +104,8 @@ const MIN_MEMORY_MB = 8;
 const MAX_BACKOFF_MS = 10_000;
 const STREAK_RESET_MS = 30_000;
 const TIMED_OUT = 'Script execution timed out.';
-export const CAPABILITY_WALL_MS = 5_000;
-export const CAPABILITY_ROUNDS = 8;
-/** Wake-ups of one waiting call (each is a turn of the context by some other call). */
-const MAX_TURNS = 10_000;
+/** Generation 0 is the scratch generation of invoke(). */
+const INVOKE_GENERATION = 0;
 
 export function classifyError(isolate: ivm.Isolate, e: unknown): { kind: FailureKind; message: string } {
   const message = e instanceof Error ? e.message : String(e);
@@ -135,12 +133,13 @@ export function loadPluginContext(
     const entry = context.global.getSync('__isomesh', { reference: true }) as ivm.Reference<Record<string, unknown>>;
     const fn = <T>(name: string): ivm.Reference<T> => entry.getSync(name, { reference: true }) as ivm.Reference<T>;
     const api: GuestApi = {
-      call: fn('call'),
+      setSecrets: fn('setSecrets'),
+      finishLoad: fn('finishLoad'),
+      request: fn('request'),
+      response: fn('response'),
       poll: fn('poll'),
       deliver: fn('deliver'),
       cancel: fn('cancel'),
-      setSecrets: fn('setSecrets'),
-      finishLoad: fn('finishLoad'),
     };
     entry.release();
     context.global.deleteSync('__isomesh');
@@ -162,15 +161,31 @@ export class TenantSandbox {
   #events: SandboxEvents;
   #isolate: ivm.Isolate | undefined;
   #guest: ivm.Script | undefined;
+  #runnerContext: ivm.Context | undefined;
+  #runner: RunnerApi | undefined;
   #versions = new Map<string, LoadedVersion>();
+  #bySlot = new Map<number, LoadedVersion>();
+  #nextSlot = 1;
+  /** Chain generations: id → JSON of their services and configs (installed in every new isolate). */
+  #generations = new Map<number, string>();
   #secretsJson = '{}';
   #secrets: Record<string, string> = Object.create(null);
   readonly #capabilities: HostCapabilities;
+  /** The pass inside the isolate right now (the runner's mark callback reaches it). */
+  #crossing: PassDrive | undefined;
+  /** Passes waiting for the isolate's next turn (another call may settle what they wait on). */
+  #wakers = new Set<() => void>();
+  /** The version of the entry that ran last (a lost isolate counts as its restart). */
+  #lastEntered: string | undefined;
+  #tokens = 0;
+  #incarnation = 0;
+  #invokeConfigs = 0;
   #down = false;
   #crashStreak = 0;
   #lastLostAt = 0;
   #rebuildAt = 0;
   #restarts = 0;
+  readonly #driveHost: DriveHost;
 
   /** `fetch`: the backend of the tenant's ctx.fetch (the daemon's PluginFetch, or a cordon's relay to it). */
   constructor(opts: { tenant: string; memoryMb: number; events: SandboxEvents; fetch?: CapabilityFetch }) {
@@ -178,6 +193,22 @@ export class TenantSandbox {
     this.#capabilities = new HostCapabilities(opts.fetch === undefined ? {} : { fetch: opts.fetch });
     this.#memoryMb = Math.max(MIN_MEMORY_MB, opts.memoryMb);
     this.#events = opts.events;
+    this.#driveHost = {
+      cross: (drive, call, args, timeoutMs) => this.#cross(drive, call, args, timeoutMs),
+      cpuNs: () => (this.#isolate === undefined || this.#isolate.isDisposed ? 0n : this.#isolate.cpuTime),
+      generation: () => this.#incarnation,
+      slotHooks: (slot) => {
+        const hooks = this.#bySlot.get(slot)?.hooks;
+        return hooks === undefined ? undefined : hookBits(hooks);
+      },
+      capabilities: this.#capabilities,
+      secrets: () => this.#secrets,
+      nextTurn: (ms) => this.#nextTurn(ms),
+      newToken: () => ++this.#tokens,
+      entered: (slot) => {
+        this.#lastEntered = this.#bySlot.get(slot)?.spec.key;
+      },
+    };
     this.#build();
   }
 
@@ -192,8 +223,10 @@ export class TenantSandbox {
       v.refs++;
       return;
     }
-    const loaded: LoadedVersion = { spec, refs: 1, configsSeen: new Set(), wakers: new Set() };
+    const slot = spec.slot ?? this.#nextSlot++;
+    const loaded: LoadedVersion = { spec, slot, refs: 1 };
     this.#versions.set(spec.key, loaded);
+    this.#bySlot.set(slot, loaded);
     if (!this.#down) this.#load(loaded);
   }
 
@@ -202,11 +235,42 @@ export class TenantSandbox {
     if (v === undefined) return;
     if (--v.refs > 0) return;
     this.#versions.delete(key);
+    if (this.#bySlot.get(v.slot) === v) this.#bySlot.delete(v.slot);
     this.#unload(v);
   }
 
   hooks(key: string): Array<'onRequest' | 'onResponse'> | undefined {
     return this.#versions.get(key)?.hooks;
+  }
+
+  /** The runner slot of a retained version. */
+  slotOf(key: string): number | undefined {
+    return this.#versions.get(key)?.slot;
+  }
+
+  /** A chain generation's ctx.route services and entry configs, installed in the isolate once. */
+  defineGeneration(generation: number, services: readonly string[], configs: ReadonlyArray<readonly [number, unknown]>): void {
+    this.defineGenerationJson(generation, generationJson(services, configs));
+  }
+
+  /** The same, already encoded (a cordon receives it from the daemon). */
+  defineGenerationJson(generation: number, json: string): void {
+    this.#generations.set(generation, json);
+    if (this.#down || this.#runner === undefined) return;
+    try {
+      this.#runner.generation.applySync(undefined, [generation, json], { timeout: LOAD_TIMEOUT_MS });
+    } catch (e) {
+      this.#fail(undefined, e, this.#isolate as ivm.Isolate);
+    }
+  }
+
+  dropGeneration(generation: number): void {
+    if (!this.#generations.delete(generation) || this.#down || this.#runner === undefined) return;
+    try {
+      this.#runner.dropGeneration.applySync(undefined, [generation], { timeout: LOAD_TIMEOUT_MS });
+    } catch (e) {
+      this.#fail(undefined, e, this.#isolate as ivm.Isolate);
+    }
   }
 
   setSecrets(secrets: Record<string, string>): void {
@@ -219,7 +283,7 @@ export class TenantSandbox {
       try {
         v.api?.setSecrets.applySync(undefined, [json], { timeout: LOAD_TIMEOUT_MS });
       } catch (e) {
-        this.#fail(v.spec.key, e, this.#isolate as ivm.Isolate, 0);
+        this.#fail(v.spec.key, e, this.#isolate as ivm.Isolate);
         return;
       }
     }
@@ -248,208 +312,147 @@ export class TenantSandbox {
     return h.used_heap_size + h.externally_allocated_size;
   }
 
+  /** Runs one phase of a request's chain in this isolate (inline mode; a cordon adds its own hooks). */
+  runPass(pass: ChainPass, hooks: PassHooks = {}): PassResult | Promise<PassResult> {
+    const enc = encodePass(pass, (key) => this.slotOf(key));
+    const wire = this.runEncoded(enc, hooks);
+    return wire instanceof Promise ? wire.then((w) => decodePass(pass, w)) : decodePass(pass, wire);
+  }
+
   /**
-   * Runs one hook call. Synchronous when the hook settles synchronously (the common case); a promise
-   * when it awaits something (another call's progress, or a host capability). `timeoutMs` bounds the
-   * guest's CPU and the wall time it may sit idle; capability work has its own wall budget.
+   * Runs an encoded pass and answers the runner's JSON with what was measured around it. Synchronous
+   * when every hook settles synchronously or with a capability answered at once (the common case).
+   */
+  runEncoded(enc: EncodedPass, hooks: PassHooks = {}): PassWire | Promise<PassWire> {
+    if (this.#down) {
+      if (Date.now() < this.#rebuildAt) return unavailablePass(enc, 'isolate is being rebuilt (back-off after repeated failures)');
+      this.#rebuild();
+      if (this.#down) return unavailablePass(enc, 'isolate is being rebuilt (back-off after repeated failures)');
+    }
+    return new PassDrive(this.#driveHost, enc, hooks).run();
+  }
+
+  /**
+   * One hook call as a one-entry pass (tests and tools): `input` as the guest's CallInput, the
+   * result as a CallResult-shaped JSON (a hook that threw: action "error"). Other failures (timeout,
+   * memory, bad result, unavailable) come back as ok: false.
    */
   invoke(
     key: string,
-    input: Record<string, unknown>,
+    input: { hook: string; requestId: string; now?: number; configId?: number; req?: ChainPass['req']; res?: ChainPass['res'] },
     config: unknown,
     timeoutMs: number,
-    limits: InvokeLimits = {},
+    limits: PassHooks['limits'] = {},
   ): InvokeOutcome | Promise<InvokeOutcome> {
-    if (this.#down) {
-      if (Date.now() < this.#rebuildAt) {
-        return { ok: false, kind: 'unavailable', message: 'isolate is being rebuilt (back-off after repeated failures)', cpuNs: 0 };
-      }
-      this.#rebuild();
-    }
-    const v = this.#versions.get(key);
-    const isolate = this.#isolate;
-    const api = v?.api;
-    if (v === undefined || api === undefined || isolate === undefined || this.#down) {
-      return { ok: false, kind: 'unavailable', message: `plugin version ${key} is not loaded`, cpuNs: 0 };
-    }
-    const configId = input.configId as number;
-    const json = JSON.stringify(v.configsSeen.has(configId) ? input : { ...input, config });
-    v.configsSeen.add(configId);
-    const b: Budget = {
-      cpuNs: 0,
-      cpuLimitNs: Math.max(1, timeoutMs) * 1e6,
-      timeoutMs: Math.max(1, timeoutMs),
-      startedAt: performance.now(),
-      capabilityMs: 0,
-      capabilityWallMs: Math.max(0, limits.capabilityWallMs ?? CAPABILITY_WALL_MS),
-      rounds: 0,
-      maxRounds: Math.max(0, limits.capabilityRounds ?? CAPABILITY_ROUNDS),
-      holding: true,
-      queuedMs: 0,
+    const configId = 1_000_000_000 + ++this.#invokeConfigs;
+    this.defineGeneration(INVOKE_GENERATION, [], [[configId, config]]);
+    const pass: ChainPass = {
+      phase: input.hook === 'onResponse' ? 'onResponse' : 'onRequest',
+      requestId: input.requestId,
+      generation: INVOKE_GENERATION,
+      entries: [{ key, plugin: key.split('@')[0] as string, configId, failurePolicy: 'closed' }],
+      // The wall backstop of the call is timeoutMs (budget × factor + slack).
+      cpuBudgetMs: Math.max(0, (timeoutMs - 2) / 1.5),
     };
-    if (limits.onIdle !== undefined) {
-      b.onIdle = limits.onIdle;
-      if (limits.resume !== undefined) b.resume = limits.resume;
-    }
-    let out: unknown;
-    let id: number | undefined;
-    try {
-      out = this.#enter(isolate, b, (timeout) => api.call.applySync(undefined, [json], { timeout }));
-      this.#wake(v);
-      if (typeof out === 'string' && out.startsWith('{"pending":')) {
-        id = (JSON.parse(out) as { pending: number }).pending;
-        const pendingId = id;
-        // Microtasks ran before applySync returned: most async hooks have settled by now.
-        out = this.#enter(isolate, b, (timeout) => api.poll.applySync(undefined, [pendingId], { timeout }));
-        if (out === '' || (typeof out === 'string' && out.startsWith('['))) return this.#drive(v, api, isolate, pendingId, out, b);
+    if (input.req !== undefined) pass.req = input.req;
+    if (input.res !== undefined) pass.res = input.res;
+    const toOutcome = (r: PassResult): InvokeOutcome => {
+      const rep = r.reports[0];
+      const cpuNs = rep?.cpuNs ?? 0;
+      const o = r.outcome;
+      // A hook that threw is the guest's answer (action "error"), as the guest's call reports it.
+      if (o.action === 'fail' && rep?.outcome === 'threw') return { ok: true, result: JSON.stringify({ action: 'error', message: o.message, logs: rep.logs, metrics: rep.metrics }), cpuNs };
+      if (o.action === 'fail') {
+        const kind = rep !== undefined && rep.outcome !== 'ok' && rep.outcome !== 'respond' && rep.outcome !== 'shed' ? rep.outcome : 'unavailable';
+        return { ok: false, kind, message: o.message, cpuNs };
       }
-    } catch (e) {
-      const failed = this.#fail(key, e, isolate, b.cpuNs);
-      // The guest must not keep a call the host gave up on (it counts against its pending limit).
-      if (id !== undefined && this.#current(v, api, isolate)) this.#abandon(api, id, b, 'threw', '');
-      return failed;
-    }
-    if (typeof out !== 'string') return { ok: false, kind: 'bad_result', message: 'hook call returned a non-string', cpuNs: b.cpuNs };
-    return { ok: true, result: out, cpuNs: b.cpuNs };
-  }
-
-  /** Runs one phase of a request's chain in this isolate (inline mode; a cordon adds its own hooks). */
-  runPass(pass: ChainPass): PassResult | Promise<PassResult> {
-    return runChainPass(this, pass);
+      const extras = { logs: rep?.logs, metrics: rep?.metrics };
+      if (o.action === 'respond') return { ok: true, result: JSON.stringify({ action: 'respond', status: o.status, headers: o.headers, body: o.body, ...extras }), cpuNs };
+      return { ok: true, result: JSON.stringify({ ...o, ...(r.body === undefined ? {} : { body: r.body }), ...extras }), cpuNs };
+    };
+    const out = this.runPass(pass, { limits });
+    return out instanceof Promise ? out.then(toOutcome) : toOutcome(out);
   }
 
   dispose(): void {
     this.#teardown();
     this.#versions.clear();
+    this.#bySlot.clear();
     this.#capabilities.dispose();
   }
 
-  /** One synchronous turn of the isolate, charged to the call's CPU (only its own turns count). */
-  #enter<T>(isolate: ivm.Isolate, b: Budget, run: (timeoutMs: number) => T): T {
-    const leftNs = b.cpuLimitNs - b.cpuNs;
-    if (leftNs <= 0) throw new Error(TIMED_OUT);
-    const c0 = isolate.cpuTime;
-    try {
-      return run(Math.max(1, Math.ceil(leftNs / 1e6)));
-    } finally {
-      if (!isolate.isDisposed) b.cpuNs += Number(isolate.cpuTime - c0);
+  // ── crossings ──────────────────────────────────────────────────────────────────────────────────
+
+  #cross(drive: PassDrive, call: RunnerCall, args: unknown[], timeoutMs: number): Crossing {
+    // A lost isolate is rebuilt on its next use unless it is in its back-off.
+    if (this.#down && Date.now() >= this.#rebuildAt) this.#rebuild();
+    const isolate = this.#isolate;
+    const runner = this.#runner;
+    if (this.#down || isolate === undefined || runner === undefined || isolate.isDisposed) {
+      return { ok: false, kind: 'unavailable', message: 'isolate is being rebuilt (back-off after repeated failures)', lost: true };
     }
-  }
-
-  /**
-   * The async half of invoke: until the hook settles, perform the capability requests it makes
-   * (bounded rounds, capability wall budget) or, when it makes none, wait for the context to run
-   * again for another call (its promise may depend on that call) within the idle wall budget.
-   */
-  async #drive(v: LoadedVersion, api: GuestApi, isolate: ivm.Isolate, id: number, first: string, b: Budget): Promise<InvokeOutcome> {
-    const out = await this.#driveTurns(v, api, isolate, id, first, b);
-    // The caller goes on using the isolate (the rest of its chain): only within its tenant's turn.
-    await this.#regain(b);
-    return out;
-  }
-
-  #idle(b: Budget): void {
-    if (!b.holding || b.onIdle === undefined) return;
-    b.holding = false;
+    let out: unknown;
+    let error: unknown;
+    let threw = false;
+    this.#crossing = drive;
+    drive.beginCrossing(isolate.cpuTime);
     try {
-      b.onIdle();
-    } catch {}
-  }
-
-  async #regain(b: Budget): Promise<void> {
-    if (b.holding || b.resume === undefined) return;
-    const t0 = performance.now();
-    try {
-      await b.resume();
-    } catch {}
-    b.queuedMs += performance.now() - t0;
-    b.holding = true;
-  }
-
-  async #driveTurns(v: LoadedVersion, api: GuestApi, isolate: ivm.Isolate, id: number, first: string, b: Budget): Promise<InvokeOutcome> {
-    let out: unknown = first;
-    this.#idle(b);
-    try {
-      for (let turn = 0; turn < MAX_TURNS; turn++) {
-        if (typeof out !== 'string') return this.#abandon(api, id, b, 'bad_result', 'hook call returned a non-string');
-        if (out !== '' && !out.startsWith('[')) return { ok: true, result: out, cpuNs: b.cpuNs };
-        if (out.startsWith('[')) {
-          if (++b.rounds > b.maxRounds) {
-            return this.#abandon(api, id, b, 'timeout', `plugin needed more than ${b.maxRounds} rounds of capability calls in one hook call`);
-          }
-          this.#idle(b);
-          const t0 = performance.now();
-          const results = await this.#capabilities.perform(JSON.parse(out), {
-            secrets: this.#secrets,
-            now: Date.now(),
-            wallLeftMs: b.capabilityWallMs - b.capabilityMs,
-          });
-          b.capabilityMs += performance.now() - t0;
-          await this.#regain(b);
-          if (!this.#current(v, api, isolate)) return this.#gone(b);
-          if (b.capabilityMs > b.capabilityWallMs) {
-            return this.#abandon(api, id, b, 'timeout', `capability calls took longer than ${b.capabilityWallMs} ms in one hook call`);
-          }
-          this.#enter(isolate, b, (timeout) => api.deliver.applySync(undefined, [JSON.stringify(results)], { timeout }));
-          this.#wake(v);
-        } else {
-          const idleLeft = b.timeoutMs - (performance.now() - b.startedAt - b.capabilityMs - b.queuedMs);
-          if (idleLeft <= 0) return this.#abandon(api, id, b, 'timeout', 'async hook did not settle within the CPU time per request');
-          this.#idle(b);
-          await this.#nextTurn(v, idleLeft);
-          await this.#regain(b);
-          if (!this.#current(v, api, isolate)) return this.#gone(b);
-        }
-        out = this.#enter(isolate, b, (timeout) => api.poll.applySync(undefined, [id], { timeout }));
-      }
-      return this.#abandon(api, id, b, 'timeout', 'async hook did not settle');
+      // A pass answers a string, or (rarely) the holder its microtasks filled: by reference, read below.
+      out = runner[call].applySync(undefined, args, call === 'pass' ? { timeout: timeoutMs } : { timeout: timeoutMs, result: { copy: true } });
     } catch (e) {
-      const failed = this.#fail(v.spec.key, e, isolate, b.cpuNs);
-      if (this.#current(v, api, isolate)) this.#abandon(api, id, b, failed.ok ? 'threw' : failed.kind, '');
-      return failed;
+      threw = true;
+      error = e;
+    } finally {
+      this.#crossing = undefined;
+      drive.endCrossing(isolate.isDisposed ? undefined : isolate.cpuTime);
     }
+    this.#wakeAll();
+    if (threw) {
+      const failed = this.#fail(undefined, error, isolate);
+      return { ok: false, kind: failed.kind, message: failed.message, lost: isolate.isDisposed };
+    }
+    if (out instanceof ivm.Reference) {
+      const ref = out;
+      try {
+        out = ref.getSync(0);
+      } catch (e) {
+        out = undefined;
+        if (isolate.isDisposed) return { ok: false, ...this.#fail(undefined, e, isolate), lost: true };
+      } finally {
+        ref.release();
+      }
+    }
+    if (Array.isArray(out)) out = out[0];
+    if (typeof out !== 'string') return { ok: true, out: '' };
+    return { ok: true, out };
   }
 
-  /** Gives up on a pending call: the guest drops its state so nothing is left hanging. */
-  #abandon(api: GuestApi, id: number, b: Budget, kind: FailureKind, message: string): InvokeOutcome {
-    try {
-      api.cancel.applySync(undefined, [id], { timeout: LOAD_TIMEOUT_MS });
-    } catch {}
-    return { ok: false, kind, message, cpuNs: b.cpuNs };
-  }
-
-  #current(v: LoadedVersion, api: GuestApi, isolate: ivm.Isolate): boolean {
-    return v.api === api && this.#isolate === isolate && !isolate.isDisposed;
-  }
-
-  #gone(b: Budget): InvokeOutcome {
-    return { ok: false, kind: 'unavailable', message: 'the plugin context was unloaded or rebuilt while the call was waiting', cpuNs: b.cpuNs };
-  }
-
-  #wake(v: LoadedVersion): void {
-    if (v.wakers.size === 0) return;
-    const wakers = [...v.wakers];
-    v.wakers.clear();
+  #wakeAll(): void {
+    if (this.#wakers.size === 0) return;
+    const wakers = [...this.#wakers];
+    this.#wakers.clear();
     for (const w of wakers) w();
   }
 
-  #nextTurn(v: LoadedVersion, ms: number): Promise<void> {
+  #nextTurn(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
-        v.wakers.delete(done);
+        this.#wakers.delete(done);
         resolve();
       };
       const timer = setTimeout(done, Math.max(1, Math.ceil(ms)));
-      v.wakers.add(done);
+      this.#wakers.add(done);
     });
   }
 
-  #fail(key: string, e: unknown, isolate: ivm.Isolate, cpuNs: number): InvokeOutcome {
+  // ── the isolate's life ─────────────────────────────────────────────────────────────────────────
+
+  #fail(key: string | undefined, e: unknown, isolate: ivm.Isolate): { kind: FailureKind; message: string } {
     const { kind, message } = classifyError(isolate, e);
-    // Only the isolate we still run counts as lost (an async call may outlive a rebuild).
-    if (isolate.isDisposed && isolate === this.#isolate) this.#lost(key, kind, message);
-    return { ok: false, kind, message, cpuNs };
+    // Only the isolate we still run counts as lost (an async pass may outlive a rebuild).
+    if (isolate.isDisposed && isolate === this.#isolate) this.#lost(key ?? this.#lastEntered, kind, message);
+    return { kind, message };
   }
 
   #lost(key: string | undefined, kind: FailureKind, message: string): void {
@@ -470,12 +473,52 @@ export class TenantSandbox {
 
   #build(): void {
     this.#isolate = new ivm.Isolate({ memoryLimit: this.#memoryMb });
-    this.#guest = this.#isolate.compileScriptSync(guestRuntimeCode(), { filename: 'isomesh-guest.js' });
+    this.#incarnation++;
     this.#down = false;
+    try {
+      this.#guest = this.#isolate.compileScriptSync(guestRuntimeCode(), { filename: 'isomesh-guest.js' });
+      this.#startRunner(this.#isolate);
+      for (const [g, json] of this.#generations) this.#runner?.generation.applySync(undefined, [g, json], { timeout: LOAD_TIMEOUT_MS });
+    } catch (e) {
+      const { kind, message } = classifyError(this.#isolate, e);
+      this.#lost(undefined, kind === 'threw' ? 'crashed' : kind, `chain runner failed to start: ${message}`);
+      return;
+    }
     for (const v of this.#versions.values()) {
       if (this.#down) break;
       this.#load(v);
     }
+  }
+
+  #startRunner(isolate: ivm.Isolate): void {
+    const context = isolate.createContextSync();
+    const script = isolate.compileScriptSync(runnerCode(), { filename: 'isomesh-runner.js' });
+    script.runSync(context, { timeout: LOAD_TIMEOUT_MS });
+    script.release();
+    const entry = context.global.getSync('__isomeshRunner', { reference: true }) as ivm.Reference<Record<string, unknown>>;
+    const fn = (name: string): ivm.Reference<unknown> => entry.getSync(name, { reference: true }) as ivm.Reference<unknown>;
+    const runner: RunnerApi = {
+      pass: fn('pass'),
+      deliver: fn('deliver'),
+      poll: fn('poll'),
+      fail: fn('fail'),
+      install: fn('install'),
+      uninstall: fn('uninstall'),
+      generation: fn('generation'),
+      dropGeneration: fn('dropGeneration'),
+      setMark: fn('setMark'),
+    };
+    entry.release();
+    context.global.deleteSync('__isomeshRunner');
+    // The runner's only way into the host: numbers in, a number out, for the pass inside the isolate.
+    const mark = new ivm.Callback((entryIndex: unknown, next: unknown, charged: unknown): number => {
+      const drive = this.#crossing;
+      if (drive === undefined || typeof entryIndex !== 'number' || typeof next !== 'number') return 0;
+      return drive.mark(entryIndex, next, charged === 1 ? 1 : 0);
+    });
+    runner.setMark.applySync(undefined, [mark], { timeout: LOAD_TIMEOUT_MS });
+    this.#runnerContext = context;
+    this.#runner = runner;
   }
 
   #rebuild(): void {
@@ -489,9 +532,10 @@ export class TenantSandbox {
       v.api = undefined;
       v.context = undefined;
       v.hooks = undefined;
-      v.configsSeen.clear();
-      this.#wake(v);
     }
+    this.#runner = undefined;
+    this.#runnerContext = undefined;
+    this.#wakeAll();
     const isolate = this.#isolate;
     this.#guest = undefined;
     if (isolate !== undefined && !isolate.isDisposed) isolate.dispose();
@@ -509,13 +553,19 @@ export class TenantSandbox {
         this.#secretsJson,
       );
       const result = JSON.parse(loaded.loadResult) as { hooks?: Array<'onRequest' | 'onResponse'>; noHooks?: string; badDeclaration?: string };
+      const a = loaded.api;
+      const entries = [a.request, a.response, a.poll, a.deliver, a.cancel];
       if (result.hooks === undefined) {
+        for (const ref of [a.setSecrets, a.finishLoad, ...entries]) ref.release();
         loaded.context.release();
         this.#events.onLoadError(v.spec.key, 'bad_result', result.noHooks ?? result.badDeclaration ?? 'plugin has no hooks');
         return;
       }
+      (this.#runner as RunnerApi).install.applySync(undefined, [v.slot, hookBits(result.hooks), ...entries.map((r) => r.derefInto())], { timeout: LOAD_TIMEOUT_MS });
+      // The runner holds the functions now; the host keeps only what it calls itself.
+      for (const ref of entries) ref.release();
       v.context = loaded.context;
-      v.api = loaded.api;
+      v.api = a;
       v.hooks = result.hooks;
     } catch (e) {
       const { kind, message } = classifyError(isolate, e);
@@ -525,10 +575,50 @@ export class TenantSandbox {
   }
 
   #unload(v: LoadedVersion): void {
-    for (const ref of Object.values(v.api ?? {})) (ref as ivm.Reference<unknown>).release();
+    if (v.api !== undefined) {
+      v.api.setSecrets.release();
+      v.api.finishLoad.release();
+      try {
+        this.#runner?.uninstall.applySync(undefined, [v.slot], { timeout: LOAD_TIMEOUT_MS });
+      } catch {
+        // a lost isolate takes the slot with it
+      }
+    }
     if (v.context !== undefined && this.#isolate !== undefined && !this.#isolate.isDisposed) v.context.release();
     v.api = undefined;
     v.context = undefined;
-    this.#wake(v);
+    this.#wakeAll();
   }
+}
+
+/** The JSON the runner's generation() takes: services and each entry's config (as JSON, parsed in the plugin's context). */
+export function generationJson(services: readonly string[], configs: ReadonlyArray<readonly [number, unknown]>): string {
+  return JSON.stringify({ s: services, c: configs.map(([id, config]) => [id, JSON.stringify(config ?? {})]) });
+}
+
+/**
+ * A pass that cannot reach the isolate (rebuild back-off): every entry that would run fails as
+ * unavailable, under its policy, in order — as if each had been called.
+ */
+function unavailablePass(enc: EncodedPass, message: string): PassWire {
+  const p = JSON.parse(enc.json) as { e: Array<[number, number, 0 | 1, number, string?]> };
+  const reports: Array<{ e: number; o: 'unavailable'; m: string }> = [];
+  let out: Record<string, unknown> = { a: 'c' };
+  for (let i = 0; i < p.e.length; i++) {
+    const [slot, , closed, , plugin] = p.e[i] as [number, number, 0 | 1, number, string?];
+    if (slot === -2) continue;
+    if (slot === -1) {
+      if (closed === 1) {
+        out = { a: 'f', k: 'unavailable', m: `plugin ${String(plugin)} has no active version` };
+        break;
+      }
+      continue;
+    }
+    reports.push({ e: i, o: 'unavailable', m: message });
+    if (closed === 1) {
+      out = { a: 'f', k: 'unavailable', m: message };
+      break;
+    }
+  }
+  return { json: JSON.stringify({ ...out, r: reports }), cpuNs: new Array<number>(enc.entries).fill(0), wallMs: new Array<number>(enc.entries).fill(0) };
 }

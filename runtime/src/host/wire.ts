@@ -1,10 +1,14 @@
 // The wire between the daemon and a cordon process, and its message shapes. Two interchangeable
-// channels: FrameChannel (length-prefixed JSON over a socketpair, every message written in the same
-// tick goes out in one write) and NodeIpcChannel (Node's IPC channel with 'advanced' serialization).
-// FrameChannel is the default: it measured faster (docs/host.md, bench/cordon-ipc.ts).
+// channels: FrameChannel (length-prefixed frames over a socketpair, every message written in the
+// same tick goes out in one write) and NodeIpcChannel (Node's IPC channel with 'advanced'
+// serialization). FrameChannel is the default: it measured faster (docs/host.md, bench/cordon-ipc.ts).
+//
+// A message may carry `raw`, a string that travels after its JSON header as it is: an encoded chain
+// pass (daemon → cordon) and the chain runner's answer (cordon → daemon) are made once, in the
+// daemon and in the isolate, and are neither parsed nor re-encoded by the cordon in between.
 
 import type { Socket } from 'node:net';
-import type { ChainPass, PassReply } from './chain-pass.ts';
+import type { PassFailure, PassWire } from './chain-pass.ts';
 import type { CapabilityFailureCode } from './capabilities.ts';
 import type { FailureKind, VersionSpec } from './sandbox.ts';
 
@@ -24,7 +28,7 @@ export type WireFetchReply =
 
 /** daemon → cordon */
 export type ToCordon =
-  | { t: 'init'; guest: string; blackbox: string; cordon: string }
+  | { t: 'init'; guest: string; runner: string; blackbox: string; cordon: string }
   | { t: 'tenant'; tenant: string; memoryMb: number; weight: number; secrets: Record<string, string> }
   | { t: 'retain'; tenant: string; spec: VersionSpec }
   | { t: 'release'; tenant: string; key: string }
@@ -33,16 +37,25 @@ export type ToCordon =
   | { t: 'weight'; tenant: string; weight: number }
   | { t: 'reset'; tenant: string }
   | { t: 'drop'; tenant: string }
-  /** One phase of one request's chain: the cordon runs every entry and answers once. */
-  | { t: 'pass'; id: number; tenant: string; pass: ChainPass }
+  /** A chain generation's services and configs (the runner's generation() JSON). */
+  | { t: 'generation'; tenant: string; g: number; json: string }
+  | { t: 'dropGeneration'; tenant: string; g: number }
+  /**
+   * One phase of one request's chain: the cordon runs every entry and answers once. raw: the
+   * encoded pass (chain-pass.ts encodePass); s: each entry's slot, q: 1 for onRequest, b: the CPU
+   * budget (ms) — what the cordon needs without reading the pass.
+   */
+  | { t: 'pass'; id: number; tenant: string; s: number[]; q: 0 | 1; b: number; raw: string }
   /** The answer to a relayed ctx.fetch. */
   | { t: 'fetched'; id: number; reply: WireFetchReply };
 
 /** cordon → daemon */
 export type FromCordon =
   | { t: 'ready'; pid: number }
-  /** sameHeaders: the outcome continues with the pass's input headers (sent as [], restored by the daemon). */
-  | { t: 'passed'; id: number; reply: PassReply; waitNs: number; sameHeaders?: true }
+  /** The runner's answer in raw, with what the cordon measured around it (PassWire without json). */
+  | ({ t: 'passed'; id: number; waitNs: number; raw: string } & Omit<PassWire, 'json'>)
+  /** The pass did not run (tenant gone, sandbox error). */
+  | { t: 'unpassed'; id: number; waitNs: number; reply: PassFailure }
   | { t: 'shed'; id: number; queued: number }
   | { t: 'hooks'; tenant: string; key: string; hooks: Array<'onRequest' | 'onResponse'> | null }
   | { t: 'loadError'; tenant: string; key: string; kind: FailureKind; message: string }
@@ -64,12 +77,14 @@ export interface Channel<Out, In> {
   close(): void;
 }
 
-const HEADER = 4;
+/** Frame: u32 length of the rest, u32 length of the JSON header, the header, the raw string. */
+const HEADER = 8;
 
-/** Length-prefixed JSON frames over a stream socket; sends are batched per tick. */
-export class FrameChannel<Out, In> implements Channel<Out, In> {
+/** Length-prefixed frames over a stream socket (a JSON header, then `raw` as it is); sends are batched per tick. */
+export class FrameChannel<Out extends object, In extends object> implements Channel<Out, In> {
   readonly #socket: Socket;
   #queue: string[] = [];
+  #raws: Array<string | undefined> = [];
   #scheduled = false;
   #pending: Buffer | undefined;
   #handler: (msg: In) => void = () => {};
@@ -83,7 +98,15 @@ export class FrameChannel<Out, In> implements Channel<Out, In> {
   }
 
   send(msg: Out): void {
-    this.#queue.push(JSON.stringify(msg));
+    const m = msg as { raw?: string | undefined };
+    const raw = m.raw;
+    if (raw === undefined) this.#queue.push(JSON.stringify(msg));
+    else {
+      m.raw = undefined;
+      this.#queue.push(JSON.stringify(msg));
+      m.raw = raw;
+    }
+    this.#raws.push(raw);
     if (!this.#scheduled) {
       this.#scheduled = true;
       setImmediate(this.#flushScheduled);
@@ -98,20 +121,29 @@ export class FrameChannel<Out, In> implements Channel<Out, In> {
   flush(): void {
     const q = this.#queue;
     if (q.length === 0) return;
+    const raws = this.#raws;
     this.#queue = [];
+    this.#raws = [];
     let bytes = 0;
-    const lens = new Array<number>(q.length);
+    const lens = new Array<number>(q.length * 2);
     for (let i = 0; i < q.length; i++) {
       const n = Buffer.byteLength(q[i] as string);
-      lens[i] = n;
-      bytes += HEADER + n;
+      const raw = raws[i];
+      const m = raw === undefined ? 0 : Buffer.byteLength(raw);
+      lens[2 * i] = n;
+      lens[2 * i + 1] = m;
+      bytes += HEADER + n + m;
     }
     const buf = Buffer.allocUnsafe(bytes);
     let off = 0;
     for (let i = 0; i < q.length; i++) {
-      buf.writeUInt32LE(lens[i] as number, off);
+      const n = lens[2 * i] as number;
+      const m = lens[2 * i + 1] as number;
+      buf.writeUInt32LE(4 + n + m, off);
+      buf.writeUInt32LE(n, off + 4);
       off += HEADER;
       off += buf.write(q[i] as string, off);
+      if (m > 0) off += buf.write(raws[i] as string, off);
     }
     if (!this.#socket.destroyed) this.#socket.write(buf);
   }
@@ -138,10 +170,14 @@ export class FrameChannel<Out, In> implements Channel<Out, In> {
     let off = 0;
     while (buf.length - off >= HEADER) {
       const len = buf.readUInt32LE(off);
-      if (buf.length - off - HEADER < len) break;
-      const text = buf.toString('utf8', off + HEADER, off + HEADER + len);
-      off += HEADER + len;
-      this.#handler(JSON.parse(text) as In);
+      if (buf.length - off - 4 < len) break;
+      const n = buf.readUInt32LE(off + 4);
+      const start = off + HEADER;
+      const msg = JSON.parse(buf.toString('utf8', start, start + n)) as In;
+      const end = off + 4 + len;
+      if (end > start + n) (msg as { raw?: string }).raw = buf.toString('utf8', start + n, end);
+      off = end;
+      this.#handler(msg);
     }
     this.#pending = off === buf.length ? undefined : buf.subarray(off);
     // Keep only the tail, not the whole chunk it came from.

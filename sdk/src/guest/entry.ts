@@ -66,6 +66,13 @@ g.__isomesh = {
   call(inputJson: string): string {
     return plugin().call(inputJson);
   },
+  // The chain runner's entries (runner.ts): primitives in, a string out.
+  request(...args: Parameters<GuestPlugin['request']>): string {
+    return plugin().request(...args);
+  },
+  response(...args: Parameters<GuestPlugin['response']>): string {
+    return plugin().response(...args);
+  },
   poll(id: number): string {
     return plugin().poll(id);
   },

@@ -26,18 +26,30 @@ function checkValue(value: unknown): string {
 }
 
 export class GuestHeaders implements PluginHeaders {
-  #list: Array<[string, string]>;
+  #list: Array<[string, string]> | undefined;
+  /** The host's JSON of the list, parsed on first use (a hook that reads no header pays nothing). */
+  #json: string | undefined;
   /** True once the plugin changed anything: the host then takes the list back. */
   dirty = false;
 
-  constructor(list: Array<[string, string]> = []) {
-    this.#list = list;
+  constructor(list: Array<[string, string]> = [], json?: string) {
+    if (json === undefined) this.#list = list;
+    else this.#json = json;
+  }
+
+  #l(): Array<[string, string]> {
+    if (this.#list === undefined) {
+      const parsed: unknown = JSON.parse(this.#json as string);
+      this.#list = Array.isArray(parsed) ? (parsed as Array<[string, string]>) : [];
+      this.#json = undefined;
+    }
+    return this.#list;
   }
 
   get(name: string): string | null {
     const n = checkName(name);
     let out: string | null = null;
-    for (const [k, v] of this.#list) {
+    for (const [k, v] of this.#l()) {
       if (k !== n) continue;
       // Fetch joins repeated values with ", " (set-cookie is read with getSetCookie()).
       out = out === null ? v : `${out}, ${v}`;
@@ -46,52 +58,54 @@ export class GuestHeaders implements PluginHeaders {
   }
 
   getSetCookie(): string[] {
-    return this.#list.filter(([k]) => k === 'set-cookie').map(([, v]) => v);
+    return this.#l().filter(([k]) => k === 'set-cookie').map(([, v]) => v);
   }
 
   has(name: string): boolean {
     const n = checkName(name);
-    return this.#list.some(([k]) => k === n);
+    return this.#l().some(([k]) => k === n);
   }
 
   set(name: string, value: string): void {
     const n = checkName(name);
     const v = checkValue(value);
-    const i = this.#list.findIndex(([k]) => k === n);
-    if (i < 0) this.#list.push([n, v]);
+    const list = this.#l();
+    const i = list.findIndex(([k]) => k === n);
+    if (i < 0) list.push([n, v]);
     else {
-      this.#list[i] = [n, v];
-      this.#list = this.#list.filter(([k], j) => j <= i || k !== n);
+      list[i] = [n, v];
+      this.#list = list.filter(([k], j) => j <= i || k !== n);
     }
     this.dirty = true;
   }
 
   append(name: string, value: string): void {
-    this.#list.push([checkName(name), checkValue(value)]);
+    this.#l().push([checkName(name), checkValue(value)]);
     this.dirty = true;
   }
 
   delete(name: string): void {
     const n = checkName(name);
-    const before = this.#list.length;
-    this.#list = this.#list.filter(([k]) => k !== n);
-    if (this.#list.length !== before) this.dirty = true;
+    const list = this.#l();
+    if (!list.some(([k]) => k === n)) return;
+    this.#list = list.filter(([k]) => k !== n);
+    this.dirty = true;
   }
 
   forEach(callback: (value: string, name: string, headers: PluginHeaders) => void): void {
-    for (const [k, v] of this.#list.slice()) callback(v, k, this);
+    for (const [k, v] of this.#l().slice()) callback(v, k, this);
   }
 
   *entries(): IterableIterator<[string, string]> {
-    for (const [k, v] of this.#list.slice()) yield [k, v];
+    for (const [k, v] of this.#l().slice()) yield [k, v];
   }
 
   *keys(): IterableIterator<string> {
-    for (const [k] of this.#list.slice()) yield k;
+    for (const [k] of this.#l().slice()) yield k;
   }
 
   *values(): IterableIterator<string> {
-    for (const [, v] of this.#list.slice()) yield v;
+    for (const [, v] of this.#l().slice()) yield v;
   }
 
   [Symbol.iterator](): IterableIterator<[string, string]> {
@@ -100,7 +114,7 @@ export class GuestHeaders implements PluginHeaders {
 
   /** The wire list (copies, so later edits by the plugin cannot change what was handed back). */
   toList(): Array<[string, string]> {
-    return this.#list.map(([k, v]) => [k, v]);
+    return this.#l().map(([k, v]) => [k, v]);
   }
 }
 

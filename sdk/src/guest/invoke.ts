@@ -43,6 +43,10 @@ interface CallState {
   logs: LogLine[];
   logsDropped: number;
   caps: CallCapabilities;
+  /** The runner's calls: "" for a call that changed and reported nothing; status only when changed. */
+  compact: boolean;
+  /** onResponse: the status the hook got. */
+  status?: number;
 }
 
 interface Pending {
@@ -103,6 +107,8 @@ class CallMetrics implements PluginMetrics {
 const UNDECLARED_REQUEST = new BodyState(0, undefined, 'request');
 const UNDECLARED_RESPONSE = new BodyState(0, undefined, 'response');
 const checkResStatus = (v: unknown): number => checkStatus(v, 'res.status');
+const EMPTY_HEADERS = new GuestHeaders();
+const EMPTY_CONFIG = Object.freeze({});
 
 export class GuestPlugin {
   readonly hooks: HookName[];
@@ -143,21 +149,77 @@ export class GuestPlugin {
   /** Runs one hook. Returns the result, or `{pending}` when the hook returned an unsettled promise. */
   call(inputJson: string): string {
     const input = JSON.parse(inputJson) as CallInput;
-    if (input.config !== undefined) {
-      if (this.#configs.size >= GUEST_LIMITS.configsKept) this.#configs.clear();
-      this.#configs.set(input.configId, deepFreeze(input.config));
-    }
-    const hook = this.#plugin[input.hook];
-    const state: CallState = { headers: new GuestHeaders(), logs: [], logsDropped: 0, caps: new CallCapabilities() };
-    if (typeof hook !== 'function') return JSON.stringify({ action: 'continue' });
-    let arg: PluginRequest | PluginResponse;
-    if (input.hook === 'onRequest') arg = this.#request(input.req as WireRequest, state);
-    else arg = this.#response(input.res as WireResponse, state);
-    const ctx = this.#context(input, state);
+    if (input.config !== undefined) this.#setConfig(input.configId, input.config);
+    const state = this.#state(false);
+    if (typeof this.#plugin[input.hook] !== 'function') return JSON.stringify({ action: 'continue' });
+    const arg = input.hook === 'onRequest' ? this.#request(input.req as WireRequest, state) : this.#response(input.res as WireResponse, state);
+    return this.#invoke(input.hook, arg, this.#context(input.requestId, input.configId, input.now, state), state);
+  }
 
+  /**
+   * The chain runner's entry for onRequest (runner.ts): primitives only, since the runner lives in
+   * another context of the isolate and must hand this context no object of its own. `configJson`
+   * comes the first time this context sees `configId`; `headersJson` is parsed when the hook first
+   * reads a header. Returns "" when the hook changed nothing and reported nothing.
+   */
+  request(
+    requestId: string,
+    now: number,
+    configId: number,
+    configJson: string | undefined,
+    method: string,
+    path: string,
+    query: string,
+    host: string,
+    remoteAddress: string,
+    originalDestination: string | undefined,
+    route: string | undefined,
+    service: string | undefined,
+    headersJson: string,
+    body: string | undefined,
+  ): string {
+    if (configJson !== undefined) this.#setConfig(configId, JSON.parse(configJson));
+    const state = this.#state(true);
+    if (typeof this.#plugin.onRequest !== 'function') return '';
+    state.headers = new GuestHeaders(undefined, headersJson);
+    const limit = this.declarations.body?.request;
+    if (limit !== undefined) state.body = new BodyState(limit, body, 'request');
+    const wire: WireRequest = { method, path, query, host, headers: [], remoteAddress };
+    if (originalDestination !== undefined) wire.originalDestination = originalDestination;
+    if (route !== undefined) wire.route = route;
+    if (service !== undefined) wire.service = service;
+    const arg = new GuestRequest(wire, state.headers, state.body ?? UNDECLARED_REQUEST);
+    return this.#invoke('onRequest', arg, this.#context(requestId, configId, now, state), state);
+  }
+
+  /** The chain runner's entry for onResponse (see request()). */
+  response(requestId: string, now: number, configId: number, configJson: string | undefined, status: number, headersJson: string, body: string | undefined): string {
+    if (configJson !== undefined) this.#setConfig(configId, JSON.parse(configJson));
+    const state = this.#state(true);
+    if (typeof this.#plugin.onResponse !== 'function') return '';
+    state.headers = new GuestHeaders(undefined, headersJson);
+    const box = { status };
+    state.res = box;
+    state.status = status;
+    const limit = this.declarations.body?.response;
+    if (limit !== undefined) state.body = new BodyState(limit, body, 'response');
+    const arg = new GuestResponse({ status, headers: [] }, state.headers, box, state.body ?? UNDECLARED_RESPONSE, checkResStatus);
+    return this.#invoke('onResponse', arg, this.#context(requestId, configId, now, state), state);
+  }
+
+  #setConfig(configId: number, config: unknown): void {
+    if (this.#configs.size >= GUEST_LIMITS.configsKept) this.#configs.clear();
+    this.#configs.set(configId, deepFreeze(config));
+  }
+
+  #state(compact: boolean): CallState {
+    return { headers: EMPTY_HEADERS, logs: [], logsDropped: 0, caps: new CallCapabilities(), compact };
+  }
+
+  #invoke(name: HookName, arg: PluginRequest | PluginResponse, ctx: PluginContext<unknown>, state: CallState): string {
     let returned: unknown;
     try {
-      returned = hook.call(this.#plugin, arg, ctx);
+      returned = (this.#plugin[name] as Hook).call(this.#plugin, arg, ctx);
     } catch (e) {
       return this.#error(e, state);
     }
@@ -171,14 +233,15 @@ export class GuestPlugin {
     const pending: Pending = { state, waiters: [] };
     this.#pending.set(id, pending);
     const done = (result: string): void => {
-      pending.result = result;
+      // "" means "not settled" to poll(): a settled call that changed nothing answers in full.
+      pending.result = result === '' ? '{"action":"continue"}' : result;
       for (const w of pending.waiters.splice(0)) w(result);
     };
     Promise.resolve(returned as PromiseLike<unknown>).then(
       () => done(this.#finish(state)),
       (e: unknown) => done(this.#error(e, state)),
     );
-    return JSON.stringify({ pending: id });
+    return `{"pending":${id}}`;
   }
 
   /** The result of a pending call if it has settled (and forgets it), else "". */
@@ -245,7 +308,7 @@ export class GuestPlugin {
     return new GuestResponse(wire, state.headers, box, state.body ?? UNDECLARED_RESPONSE, checkResStatus);
   }
 
-  #context(input: CallInput, state: CallState): PluginContext<unknown> {
+  #context(requestId: string, configId: number, now: number, state: CallState): PluginContext<unknown> {
     const meta = this.#meta;
     const buckets = this.#buckets;
     const log = (level: LogLevel) => (msg: string, fields?: LogFields): void => {
@@ -267,9 +330,9 @@ export class GuestPlugin {
     };
     const broker = this.#broker;
     return {
-      config: this.#configs.get(input.configId) ?? Object.freeze({}),
+      config: this.#configs.get(configId) ?? EMPTY_CONFIG,
       tenant: meta.tenant,
-      requestId: input.requestId,
+      requestId,
       respond(status: number, init?: RespondInit): EarlyResponse {
         const s = checkStatus(status, 'ctx.respond');
         const body = init?.body === undefined ? '' : init.body;
@@ -285,7 +348,7 @@ export class GuestPlugin {
         state.service = service;
       },
       rateLimit(key: string, options: RateLimitOptions): RateLimitResult {
-        return buckets.take(key, options, input.now);
+        return buckets.take(key, options, now);
       },
       log: { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') },
       secrets: this.#secrets,
@@ -318,6 +381,19 @@ export class GuestPlugin {
 
   #finish(state: CallState): string {
     this.#broker.close(state.caps);
+    if (
+      state.compact &&
+      state.responded === undefined &&
+      !state.headers.dirty &&
+      state.service === undefined &&
+      (state.res === undefined || state.res.status === state.status) &&
+      state.body?.replaced === undefined &&
+      state.logs.length === 0 &&
+      state.logsDropped === 0 &&
+      state.metrics === undefined
+    ) {
+      return '';
+    }
     let result: CallResult;
     if (state.responded !== undefined) {
       const r = state.responded;
@@ -327,7 +403,7 @@ export class GuestPlugin {
         action: 'continue',
         headers: state.headers.dirty ? state.headers.toList() : undefined,
         service: state.service,
-        status: state.res !== undefined ? state.res.status : undefined,
+        status: state.res !== undefined && !(state.compact && state.res.status === state.status) ? state.res.status : undefined,
         body: state.body?.replaced,
       });
     }
