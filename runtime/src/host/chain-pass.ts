@@ -101,6 +101,7 @@ export type PassReply = PassResult | PassFailure;
 
 /** An encoded pass and what the sandbox needs to know without parsing it. */
 export interface EncodedPass {
+  /** The pass's JSON, a NUL, the headers' JSON (see encodePass). */
   json: string;
   /** Entries in the pass. */
   entries: number;
@@ -118,6 +119,8 @@ export interface EncodedPass {
  */
 export interface PassWire {
   json: string;
+  /** `json` parsed already (by the sandbox, when it had to look inside). */
+  parsed?: WireResult;
   cpuNs: number[];
   wallMs: number[];
   over?: Record<number, string>;
@@ -186,10 +189,11 @@ export function encodePass(pass: ChainPass, slotOf: (key: string) => number | un
     e[i] = [slot, entry.configId, closed, entry.body ?? 0];
     slots[i] = slot;
   }
-  const wire: WirePass = { q: req ? 1 : 0, id: pass.requestId, now: Date.now(), g: pass.generation, b: pass.cpuBudgetMs, h: '', e };
+  const wire: WirePass = { q: req ? 1 : 0, id: pass.requestId, now: Date.now(), g: pass.generation, b: pass.cpuBudgetMs, e };
+  let headers: HeaderList;
   if (req) {
     const r = pass.req as HookRequest;
-    wire.h = JSON.stringify(r.headers);
+    headers = r.headers;
     const w: NonNullable<WirePass['w']> = { method: r.method, path: r.path, query: r.query, host: r.host, remoteAddress: r.remoteAddress };
     if (r.originalDestination !== undefined) w.originalDestination = r.originalDestination;
     if (r.route !== undefined) w.route = r.route;
@@ -197,11 +201,13 @@ export function encodePass(pass: ChainPass, slotOf: (key: string) => number | un
     wire.w = w;
   } else {
     const r = pass.res as HookResponse;
-    wire.h = JSON.stringify(r.headers);
+    headers = r.headers;
     wire.st = r.status;
   }
   if (pass.body !== undefined) wire.bd = pass.body;
-  return { json: JSON.stringify(wire), entries: pass.entries.length, slots, req, cpuBudgetMs: pass.cpuBudgetMs };
+  // The headers' JSON follows the pass after a NUL (which JSON text cannot contain): the runner hands
+  // it to the first entry as it is, neither escaped into the pass nor parsed by the runner.
+  return { json: `${JSON.stringify(wire)}\u0000${JSON.stringify(headers)}`, entries: pass.entries.length, slots, req, cpuBudgetMs: pass.cpuBudgetMs };
 }
 
 const OUTCOMES = new Set(['ok', 'respond', 'threw', 'timeout', 'memory', 'crashed', 'bad_result', 'unavailable']);
@@ -295,7 +301,7 @@ export function decodePass(pass: ChainPass, wire: PassWire): PassResult {
   let r: WireResult;
   const reports: EntryReport[] = [];
   try {
-    r = JSON.parse(wire.json) as WireResult;
+    r = wire.parsed ?? (JSON.parse(wire.json) as WireResult);
     if (r === null || typeof r !== 'object' || (r.r !== undefined && !Array.isArray(r.r))) throw new BadResult('the chain runner answered no object');
     const all = wire.extra === undefined ? (r.r ?? []) : [...wire.extra, ...(r.r ?? [])].sort((a, b) => a.e - b.e);
     for (const rep of all) reports.push(entryReport(pass, wire, rep));

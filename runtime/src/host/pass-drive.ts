@@ -52,6 +52,19 @@ export const CAPABILITY_ROUNDS = 8;
 const MAX_TURNS = 10_000;
 const GONE = 'the plugin context was unloaded or rebuilt while the call was waiting';
 
+/**
+ * isolated-vm arms a watchdog timer per timed call; its timer thread wakes at each distinct deadline.
+ * Deadlines rounded up to a 10 ms grid (a backstop may fire that much later) make the passes of a
+ * busy isolate share wake-ups: at most 100 per second instead of one per pass.
+ */
+const BACKSTOP_GRID_MS = 10;
+
+export function backstopMs(timeoutMs: number): number {
+  const now = performance.now();
+  const deadline = Math.ceil((now + Math.max(1, timeoutMs)) / BACKSTOP_GRID_MS) * BACKSTOP_GRID_MS;
+  return Math.max(1, Math.ceil(deadline - now));
+}
+
 type Step = { done: PassWire } | { next: Crossing } | { wait: () => Promise<Crossing> };
 
 /** The state of the entry the pass currently waits on or runs. */
@@ -175,6 +188,10 @@ export class PassDrive {
       if (c.lost) return this.#lost(c.kind, c.message);
       return { next: this.#fail(this.#cur, c.kind, c.message) };
     }
+    // A final answer is read only where it must be (the daemon decodes it): pending ones start so.
+    const final = !c.out.startsWith('{"a":"p"');
+    const used = this.#cur >= 0 ? (this.cpuNs[this.#cur] as number) / 1e6 : 0;
+    if (final && used <= this.#remaining) return this.#done(c.out);
     let r: WireResult;
     try {
       r = JSON.parse(c.out) as WireResult;
@@ -182,16 +199,13 @@ export class PassDrive {
       return this.#done(c.out); // decodePass reports the broken answer
     }
     if (r.a !== 'p') {
-      // The entry the crossing ended on has not been judged by a mark: judge it now.
+      // The entry the crossing ended on has not been judged by a mark, and it used more than was left.
       const last = r.r?.findLast((x) => x.e === this.#cur);
       if (last !== undefined && (last.o === 'ok' || last.o === 'respond')) {
-        const used = (this.cpuNs[this.#cur] as number) / 1e6;
-        if (used > this.#remaining) {
-          this.#overBudget(this.#cur, used);
-          return { next: this.#fail(this.#cur, 'timeout', MSG_OVER_BUDGET) };
-        }
+        this.#overBudget(this.#cur, used);
+        return { next: this.#fail(this.#cur, 'timeout', MSG_OVER_BUDGET) };
       }
-      return this.#done(c.out);
+      return this.#done(c.out, r);
     }
     const pe = typeof r.pe === 'number' && r.pe >= 0 && r.pe < this.cpuNs.length ? r.pe : this.#cur;
     if (pe !== this.#cur) {
@@ -240,9 +254,10 @@ export class PassDrive {
     };
   }
 
-  #done(json: string): Step {
+  #done(json: string, parsed?: WireResult): Step {
     this.#hooks.exit?.();
     const wire: PassWire = { json, cpuNs: this.cpuNs, wallMs: this.wallMs };
+    if (parsed !== undefined) wire.parsed = parsed;
     if (this.over !== undefined) wire.over = this.over;
     if (this.extra !== undefined) wire.extra = this.extra;
     return { done: wire };
@@ -251,7 +266,7 @@ export class PassDrive {
   // ── crossings ────────────────────────────────────────────────────────────────────────────────
 
   #cross(call: RunnerCall, args: unknown[], timeoutMs: number): Crossing {
-    return this.#host.cross(this, call, args, Math.max(1, Math.ceil(timeoutMs)));
+    return this.#host.cross(this, call, args, backstopMs(timeoutMs));
   }
 
   /** The backstop of a crossing that starts entries afresh: the budget left × 1.5 + 2 ms. */
@@ -337,7 +352,8 @@ export class PassDrive {
    */
   #lost(kind: FailureKind, message: string): Step {
     const cur = this.#cur;
-    const p = (this.#parsed ??= JSON.parse(this.#json) as WirePass);
+    const cut = this.#json.indexOf('\u0000');
+    const p = (this.#parsed ??= JSON.parse(cut < 0 ? this.#json : this.#json.slice(0, cut)) as WirePass);
     const entry = p.e[cur];
     if (entry === undefined) return this.#done(JSON.stringify({ a: 'f', k: kind, m: message, r: [] }));
     // What the lost attempt cost is the failed entry's: the other entries' reports are gone with it.
@@ -352,7 +368,7 @@ export class PassDrive {
     if (entry[2] === 1 || ++this.#reruns > p.e.length) return this.#done(JSON.stringify({ a: 'f', k: kind, m: message, r: [] }));
     entry[0] = -2;
     this.#slots[cur] = -2;
-    this.#json = JSON.stringify(p);
+    this.#json = JSON.stringify(p) + (cut < 0 ? '' : this.#json.slice(cut));
     this.#token = this.#host.newToken();
     this.#generation = this.#host.generation();
     this.#remaining = p.b;

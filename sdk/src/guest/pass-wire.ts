@@ -31,6 +31,7 @@ export interface WireRequestLine {
   service?: string;
 }
 
+/** The pass as runner.pass() takes it: `${JSON of WirePass}\u0000${JSON of the headers}`. */
 export interface WirePass {
   /** 1: onRequest, 0: onResponse. */
   q: 0 | 1;
@@ -43,8 +44,8 @@ export interface WirePass {
   b: number;
   /** onRequest: the request line. */
   w?: WireRequestLine;
-  /** JSON of the headers (a string inside the JSON, handed to the first entry as it is). */
-  h: string;
+  /** JSON of the headers: not in the pass's JSON but after it, past a NUL (handed to the first entry as it is). */
+  h?: string;
   /** onResponse: the upstream status. */
   st?: number;
   /** Base64 of the buffered body, when an entry declared body access for this phase. */

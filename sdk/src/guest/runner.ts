@@ -112,7 +112,7 @@ function thrownMessage(e: unknown): string {
 }
 
 function headersJsonOf(s: PassState): string {
-  if (s.headers === undefined) return s.p.h;
+  if (s.headers === undefined) return s.p.h as string;
   s.headersJson ??= JSON.stringify(s.headers);
   return s.headersJson;
 }
@@ -379,10 +379,10 @@ function warm(): void {
   mark = () => 0;
   try {
     for (const q of [1, 0] as const) {
-      const p: WirePass = { q, id: 'warm', now: 0, g: -1, b: 1, h: '[]', e: [[0, 0, 1, 0], [0, 0, 0, 0]] };
+      const p: WirePass = { q, id: 'warm', now: 0, g: -1, b: 1, e: [[0, 0, 1, 0], [0, 0, 0, 0]] };
       if (q === 1) p.w = NO_LINE;
       else p.st = 200;
-      api.pass(-1, JSON.stringify(p));
+      api.pass(-1, `${JSON.stringify(p)}\u0000[]`);
     }
   } finally {
     mark = saved;
@@ -415,7 +415,9 @@ const api = {
   },
   /** Runs one phase of a request's chain: the final answer, a pending one, or a holder (see follow). */
   pass(token: number, json: string): string | string[] {
-    const p = JSON.parse(json) as WirePass;
+    const cut = json.indexOf('\u0000');
+    const p = JSON.parse(cut < 0 ? json : json.slice(0, cut)) as WirePass;
+    p.h = cut < 0 ? '[]' : json.slice(cut + 1);
     const gen = generations.get(p.g);
     const s: PassState = {
       token,
