@@ -8,7 +8,7 @@
 // name among the calling tenant's own secrets, so a plugin can name only its own tenant's secrets.
 
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
-import { HmacKeys, verifyHmacJwt, type HmacVerifyOptions } from './jwt-hmac.ts';
+import { claimsValid, HmacKeys, SignedTokens, signedToken, type HmacVerifyOptions } from './jwt-hmac.ts';
 
 export type CapabilityFailureCode =
   | 'ERR_JWT_EXPIRED'
@@ -173,6 +173,9 @@ export class HostCapabilities {
   #jwks = new Map<string, JWTVerifyGetKey>();
   #sleeps = new Set<{ timer: NodeJS.Timeout; done: () => void }>();
   readonly #hmac = new HmacKeys();
+  readonly #signed = new SignedTokens();
+  /** The value JSON of the last HMAC verification (performSyncJson reuses it instead of re-encoding). */
+  #lastValueJson: string | undefined;
   #disposed = false;
   readonly #fetch: CapabilityFetch | undefined;
 
@@ -220,6 +223,22 @@ export class HostCapabilities {
     return out;
   }
 
+  /** performSync, answered as the JSON the guest's deliver() takes (verified tokens' JSON is kept, not re-encoded). */
+  performSyncJson(requests: unknown, env: CapabilityEnv): string | undefined {
+    if (!Array.isArray(requests) || requests.length === 0 || requests.length > CAPABILITY_BOUNDS.requestsPerRound || this.#disposed) return undefined;
+    const out: string[] = [];
+    for (const r of requests as Array<{ id?: unknown; name?: unknown; args?: unknown }>) {
+      const id = r?.id;
+      if (typeof id !== 'number' || !Number.isSafeInteger(id) || id <= 0) continue;
+      if (r.name !== 'jwt.verify') return undefined;
+      this.#lastValueJson = undefined;
+      const one = this.#jwtVerifySync(id, r.args, env);
+      if (one === undefined) return undefined;
+      out.push(one.ok && this.#lastValueJson !== undefined ? `{"id":${id},"ok":true,"value":${this.#lastValueJson}}` : JSON.stringify(one));
+    }
+    return `[${out.join(',')}]`;
+  }
+
   /** Ends pending sleeps (their calls fail) and drops cached keys. */
   dispose(): void {
     this.#disposed = true;
@@ -230,6 +249,7 @@ export class HostCapabilities {
     this.#sleeps.clear();
     this.#jwks.clear();
     this.#hmac.clear();
+    this.#signed.clear();
   }
 
   /** A verdict without waiting, or undefined when jose has to decide. */
@@ -253,8 +273,17 @@ export class HostCapabilities {
     if (o.subject !== undefined) hmac.subject = o.subject;
     if (o.clockTolerance !== undefined) hmac.clockTolerance = o.clockTolerance as number;
     if (o.requiredClaims !== undefined) hmac.requiredClaims = o.requiredClaims;
-    const verified = verifyHmacJwt(inputs.token, this.#hmac.get(inputs.secret), hmac);
-    return verified === undefined ? undefined : { id, ok: true, value: { payload: verified.payload, header: verified.protectedHeader } };
+    const key = this.#hmac.get(inputs.secret);
+    let t = this.#signed.get(inputs.token, key);
+    if (t === undefined) {
+      t = signedToken(inputs.token, key, hmac.algorithms);
+      if (t === undefined) return undefined;
+      this.#signed.add(inputs.token, t);
+    }
+    // A signature checked before counts only for an algorithm this call allows.
+    if (!hmac.algorithms.includes(t.header.alg as string) || !claimsValid(t.claims, hmac)) return undefined;
+    this.#lastValueJson = t.valueJson;
+    return { id, ok: true, value: { payload: t.claims, header: t.header } };
   }
 
   async #jwtVerify(id: number, args: unknown, env: CapabilityEnv): Promise<CapabilityResult> {

@@ -64,8 +64,51 @@ export class HmacKeys {
   }
 }
 
-/** The token's claims and protected header when it is valid for `o`; undefined: ask jose. */
-export function verifyHmacJwt(token: string, key: KeyObject, o: HmacVerifyOptions): { payload: Record<string, unknown>; protectedHeader: Record<string, unknown> } | undefined {
+/** A token whose signature checked out under `key`: its decoded parts (frozen) and their JSON. */
+export interface SignedToken {
+  key: KeyObject;
+  header: Readonly<Record<string, unknown>>;
+  claims: Readonly<Record<string, unknown>>;
+  /** JSON of { payload: claims, header } — what the guest receives. */
+  valueJson: string;
+}
+
+/**
+ * Tokens whose signature was verified, by token text (a client sends the same token on every
+ * request until it expires): a hit skips the HMAC and the decoding, never the claim checks, and
+ * counts only for the same key. Bounded in entries and characters.
+ */
+export class SignedTokens {
+  readonly #tokens = new Map<string, SignedToken>();
+  #chars = 0;
+
+  get(token: string, key: KeyObject): SignedToken | undefined {
+    const hit = this.#tokens.get(token);
+    return hit !== undefined && hit.key === key ? hit : undefined;
+  }
+
+  add(token: string, entry: SignedToken): void {
+    if (this.#tokens.size >= 1024 || this.#chars + token.length > 1 << 20) this.clear();
+    this.#tokens.set(token, entry);
+    this.#chars += token.length;
+  }
+
+  clear(): void {
+    this.#tokens.clear();
+    this.#chars = 0;
+  }
+}
+
+function deepFreeze<T>(v: T): T {
+  if (v !== null && typeof v === 'object' && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const x of Object.values(v as object)) deepFreeze(x);
+  }
+  return v;
+}
+
+/** Structure and signature (not the claims): the token's decoded parts, or undefined (ask jose). */
+export function signedToken(token: string, key: KeyObject, algorithms: readonly string[]): SignedToken | undefined {
   const parts = token.split('.');
   if (parts.length !== 3) return undefined;
   const [h, p, sig] = parts as [string, string, string];
@@ -77,30 +120,40 @@ export function verifyHmacJwt(token: string, key: KeyObject, o: HmacVerifyOption
   // crit (and with it b64) changes how the token is read: jose's path.
   if (!plainObject(header) || Object.hasOwn(header, 'crit')) return undefined;
   const alg = header.alg;
-  if (typeof alg !== 'string' || HASH[alg] === undefined || !o.algorithms.includes(alg)) return undefined;
+  if (typeof alg !== 'string' || HASH[alg] === undefined || !algorithms.includes(alg)) return undefined;
   const expected = createHmac(HASH[alg] as string, key).update(`${h}.${p}`).digest();
   if (sb.length !== expected.length || !timingSafeEqual(sb, expected)) return undefined;
   const claims = json(pb);
   if (!plainObject(claims)) return undefined;
-  // jose's validateClaimsSet for these options (no typ, no maxTokenAge).
+  return { key, header: deepFreeze(header), claims: deepFreeze(claims), valueJson: JSON.stringify({ payload: claims, header }) };
+}
+
+/** jose's validateClaimsSet for these options (no typ, no maxTokenAge): true when every check passes. */
+export function claimsValid(claims: Readonly<Record<string, unknown>>, o: HmacVerifyOptions): boolean {
   const presence = [...(o.requiredClaims ?? [])];
   if (o.audience !== undefined) presence.push('aud');
   if (o.subject !== undefined) presence.push('sub');
   if (o.issuer !== undefined) presence.push('iss');
-  for (const c of presence) if (!Object.hasOwn(claims, c)) return undefined;
-  if (o.issuer !== undefined && !o.issuer.includes(claims.iss as string)) return undefined;
-  if (o.subject !== undefined && claims.sub !== o.subject) return undefined;
+  for (const c of presence) if (!Object.hasOwn(claims, c)) return false;
+  if (o.issuer !== undefined && !o.issuer.includes(claims.iss as string)) return false;
+  if (o.subject !== undefined && claims.sub !== o.subject) return false;
   if (o.audience !== undefined) {
     const aud = claims.aud;
     const present = typeof aud === 'string' ? o.audience.includes(aud) : Array.isArray(aud) ? o.audience.some((a) => aud.includes(a)) : false;
-    if (!present) return undefined;
+    if (!present) return false;
   }
   const tolerance = o.clockTolerance ?? 0;
-  if (typeof tolerance !== 'number' || !Number.isFinite(tolerance) || tolerance < 0) return undefined;
+  if (typeof tolerance !== 'number' || !Number.isFinite(tolerance) || tolerance < 0) return false;
   const now = Math.floor(o.currentDate.getTime() / 1000);
-  if (!Number.isFinite(now)) return undefined;
-  for (const c of ['iat', 'nbf', 'exp']) if (claims[c] !== undefined && typeof claims[c] !== 'number') return undefined;
-  if (claims.nbf !== undefined && (claims.nbf as number) > now + tolerance) return undefined;
-  if (claims.exp !== undefined && (claims.exp as number) <= now - tolerance) return undefined;
-  return { payload: claims, protectedHeader: header };
+  if (!Number.isFinite(now)) return false;
+  for (const c of ['iat', 'nbf', 'exp']) if (claims[c] !== undefined && typeof claims[c] !== 'number') return false;
+  if (claims.nbf !== undefined && (claims.nbf as number) > now + tolerance) return false;
+  if (claims.exp !== undefined && (claims.exp as number) <= now - tolerance) return false;
+  return true;
+}
+
+/** The token's claims and protected header when it is valid for `o`; undefined: ask jose. */
+export function verifyHmacJwt(token: string, key: KeyObject, o: HmacVerifyOptions): { payload: Readonly<Record<string, unknown>>; protectedHeader: Readonly<Record<string, unknown>> } | undefined {
+  const t = signedToken(token, key, o.algorithms);
+  return t !== undefined && claimsValid(t.claims, o) ? { payload: t.claims, protectedHeader: t.header } : undefined;
 }

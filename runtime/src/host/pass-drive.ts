@@ -155,6 +155,32 @@ export class PassDrive {
     return bits;
   }
 
+  /**
+   * The runner's callback for capability requests of the running entry: answered now when they
+   * can be (jwt.verify with a shared secret), within the entry's rounds and wall budget; "" when
+   * not — the crossing then ends with them and #step takes them on (and fails what is over).
+   */
+  capabilitiesNow(entry: number, requestsJson: string): string {
+    const e = this.#entry;
+    if (e === undefined || entry !== this.#cur || entry !== e.index) return '';
+    if (e.rounds + 1 > Math.max(0, this.#limits.capabilityRounds ?? CAPABILITY_ROUNDS)) return '';
+    let requests: unknown;
+    try {
+      requests = JSON.parse(requestsJson);
+    } catch {
+      return '';
+    }
+    const wallMs = Math.max(0, this.#limits.capabilityWallMs ?? CAPABILITY_WALL_MS);
+    const t0 = performance.now();
+    const results = this.#host.capabilities.performSyncJson(requests, { secrets: this.#host.secrets(), now: Date.now(), wallLeftMs: wallMs - e.capabilityMs });
+    if (results === undefined) return '';
+    const took = performance.now() - t0;
+    if (e.capabilityMs + took > wallMs) return '';
+    e.rounds++;
+    e.capabilityMs += took;
+    return results;
+  }
+
   // ── the loop ─────────────────────────────────────────────────────────────────────────────────
 
   #drive(c: Crossing): PassWire | Promise<PassWire> {
@@ -220,12 +246,12 @@ export class PassDrive {
       const wallMs = Math.max(0, this.#limits.capabilityWallMs ?? CAPABILITY_WALL_MS);
       const env = { secrets: this.#host.secrets(), now: Date.now(), wallLeftMs: wallMs - e.capabilityMs };
       const t0 = performance.now();
-      const sync = this.#host.capabilities.performSync(r.q, env);
+      const sync = this.#host.capabilities.performSyncJson(r.q, env);
       if (sync !== undefined) {
         // Answered at once (no wait): the pass keeps the tenant's turn and goes straight on.
         e.capabilityMs += performance.now() - t0;
         if (e.capabilityMs > wallMs) return { next: this.#fail(pe, 'timeout', `capability calls took longer than ${wallMs} ms in one hook call`) };
-        return { next: this.#continue('deliver', [this.#token, JSON.stringify(sync)]) };
+        return { next: this.#continue('deliver', [this.#token, sync]) };
       }
       const requests = r.q;
       return {

@@ -516,7 +516,13 @@ export class TenantSandbox {
       if (drive === undefined || typeof entryIndex !== 'number' || typeof next !== 'number') return 0;
       return drive.mark(entryIndex, next, charged === 1 ? 1 : 0);
     });
-    runner.setMark.applySync(undefined, [mark], { timeout: LOAD_TIMEOUT_MS });
+    // Capability requests answered inside the crossing (HostCapabilities.performSync) or "" (not now).
+    const capabilities = new ivm.Callback((entryIndex: unknown, requests: unknown): string => {
+      const drive = this.#crossing;
+      if (drive === undefined || typeof entryIndex !== 'number' || typeof requests !== 'string') return '';
+      return drive.capabilitiesNow(entryIndex, requests);
+    });
+    runner.setMark.applySync(undefined, [mark, capabilities], { timeout: LOAD_TIMEOUT_MS });
     this.#runnerContext = context;
     this.#runner = runner;
   }
