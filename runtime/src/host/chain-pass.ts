@@ -24,7 +24,21 @@ import type { ErrorCode } from '../errors.ts';
 import type { FailurePolicy } from '../store/model.ts';
 import type { HeaderList, HookRequest, HookResponse, RequestOutcome, ResponseOutcome } from './contract.ts';
 import type { FailureKind, InvokeLimits } from './sandbox.ts';
-import { BadResult, base64Bytes, checkHeaders, checkMetrics, checkReportLogs, RESULT_LIMITS, type GuestLog, type GuestMetricOp } from './validate.ts';
+import { BadResult, base64Bytes, checkFlatHeaders, checkMetrics, checkReportLogs, RESULT_LIMITS, type GuestLog, type GuestMetricOp } from './validate.ts';
+
+const RESULT_SEP = '\u0001';
+
+/** The runner's flat header form (sdk/src/guest/protocol.ts); refuses a NUL inside a name or value. */
+function flatHeaders(list: HeaderList): string {
+  let out = '';
+  for (let i = 0; i < list.length; i++) {
+    const [k, v] = list[i] as [string, string];
+    // The data planes' parsers refuse control characters in fields; a NUL here would shift pairs.
+    if (k.includes('\u0000') || v.includes('\u0000')) throw new BadResult(`header ${k.replace(/\u0000/g, '')} holds a NUL`);
+    out += i === 0 ? `${k}\u0000${v}` : `\u0000${k}\u0000${v}`;
+  }
+  return out;
+}
 
 export type Phase = 'onRequest' | 'onResponse';
 
@@ -101,7 +115,7 @@ export type PassReply = PassResult | PassFailure;
 
 /** An encoded pass and what the sandbox needs to know without parsing it. */
 export interface EncodedPass {
-  /** The pass's JSON, a NUL, the headers' JSON (see encodePass). */
+  /** The pass's JSON, RESULT_SEP, the headers flat (see encodePass). */
   json: string;
   /** Entries in the pass. */
   entries: number;
@@ -205,9 +219,9 @@ export function encodePass(pass: ChainPass, slotOf: (key: string) => number | un
     wire.st = r.status;
   }
   if (pass.body !== undefined) wire.bd = pass.body;
-  // The headers' JSON follows the pass after a NUL (which JSON text cannot contain): the runner hands
-  // it to the first entry as it is, neither escaped into the pass nor parsed by the runner.
-  return { json: `${JSON.stringify(wire)}\u0000${JSON.stringify(headers)}`, entries: pass.entries.length, slots, req, cpuBudgetMs: pass.cpuBudgetMs };
+  // The headers follow the pass flat, after RESULT_SEP (which JSON text cannot contain): the runner
+  // hands them to the first entry as they are, neither escaped into the pass nor parsed by it.
+  return { json: `${JSON.stringify(wire)}${RESULT_SEP}${flatHeaders(headers)}`, entries: pass.entries.length, slots, req, cpuBudgetMs: pass.cpuBudgetMs };
 }
 
 const OUTCOMES = new Set(['ok', 'respond', 'threw', 'timeout', 'memory', 'crashed', 'bad_result', 'unavailable']);
@@ -259,10 +273,10 @@ function largestBody(pass: ChainPass): number {
 }
 
 /** The outcome the runner reported, checked again (for the host the isolate is untrusted). */
-function outcomeOf(pass: ChainPass, wire: PassWire, r: WireResult): { outcome: PassOutcome; body?: string } {
+function outcomeOf(pass: ChainPass, wire: PassWire, r: WireResult, flat: string | undefined): { outcome: PassOutcome; body?: string } {
   const req = pass.phase === 'onRequest';
   const input = req ? (pass.req as HookRequest).headers : (pass.res as HookResponse).headers;
-  const headers = (): HeaderList => (r.h === undefined ? input : checkHeaders(r.h));
+  const headers = (): HeaderList => (flat === undefined ? input : checkFlatHeaders(flat));
   switch (r.a) {
     case 'c': {
       let body: string | undefined;
@@ -284,7 +298,7 @@ function outcomeOf(pass: ChainPass, wire: PassWire, r: WireResult): { outcome: P
     }
     case 'r':
       if (!req || !isStatus(r.st) || typeof r.bd !== 'string' || r.bd.length > RESULT_LIMITS.bodyChars) throw new BadResult('invalid early response');
-      return { outcome: { action: 'respond', status: r.st, headers: checkHeaders(r.h ?? []), body: r.bd } };
+      return { outcome: { action: 'respond', status: r.st, headers: checkFlatHeaders(flat ?? ''), body: r.bd } };
     case 'f': {
       if (typeof r.k !== 'string' || !FAILURES.has(r.k)) throw new BadResult('invalid failure');
       // The failing entry is the last one reported (a closed failure ends the chain).
@@ -301,11 +315,13 @@ export function decodePass(pass: ChainPass, wire: PassWire): PassResult {
   let r: WireResult;
   const reports: EntryReport[] = [];
   try {
-    r = wire.parsed ?? (JSON.parse(wire.json) as WireResult);
+    const cut = wire.json.indexOf(RESULT_SEP);
+    const flat = cut < 0 ? undefined : wire.json.slice(cut + 1);
+    r = wire.parsed ?? (JSON.parse(cut < 0 ? wire.json : wire.json.slice(0, cut)) as WireResult);
     if (r === null || typeof r !== 'object' || (r.r !== undefined && !Array.isArray(r.r))) throw new BadResult('the chain runner answered no object');
     const all = wire.extra === undefined ? (r.r ?? []) : [...wire.extra, ...(r.r ?? [])].sort((a, b) => a.e - b.e);
     for (const rep of all) reports.push(entryReport(pass, wire, rep));
-    const { outcome, body } = outcomeOf(pass, wire, r);
+    const { outcome, body } = outcomeOf(pass, wire, r, flat);
     let budgetUsedMs = 0;
     for (const rep of reports) if (rep.outcome === 'ok' || rep.outcome === 'respond') budgetUsedMs += rep.cpuNs / 1e6;
     const result: PassResult = { reports, outcome, budgetUsedMs };

@@ -220,7 +220,8 @@ export class PassDrive {
     if (final && used <= this.#remaining) return this.#done(c.out);
     let r: WireResult;
     try {
-      r = JSON.parse(c.out) as WireResult;
+      const cut = c.out.indexOf('\u0001');
+      r = JSON.parse(cut < 0 ? c.out : c.out.slice(0, cut)) as WireResult;
     } catch {
       return this.#done(c.out); // decodePass reports the broken answer
     }
@@ -378,7 +379,7 @@ export class PassDrive {
    */
   #lost(kind: FailureKind, message: string): Step {
     const cur = this.#cur;
-    const cut = this.#json.indexOf('\u0000');
+    const cut = this.#json.indexOf('\u0001');
     const p = (this.#parsed ??= JSON.parse(cut < 0 ? this.#json : this.#json.slice(0, cut)) as WirePass);
     const entry = p.e[cur];
     if (entry === undefined) return this.#done(JSON.stringify({ a: 'f', k: kind, m: message, r: [] }));

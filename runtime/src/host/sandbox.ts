@@ -607,7 +607,7 @@ export function generationJson(services: readonly string[], configs: ReadonlyArr
  * unavailable, under its policy, in order — as if each had been called.
  */
 function unavailablePass(enc: EncodedPass, message: string): PassWire {
-  const p = JSON.parse(enc.json.slice(0, enc.json.indexOf('\u0000'))) as { e: Array<[number, number, 0 | 1, number, string?]> };
+  const p = JSON.parse(enc.json.slice(0, enc.json.indexOf('\u0001'))) as { e: Array<[number, number, 0 | 1, number, string?]> };
   const reports: Array<{ e: number; o: 'unavailable'; m: string }> = [];
   let out: Record<string, unknown> = { a: 'c' };
   for (let i = 0; i < p.e.length; i++) {

@@ -2,6 +2,7 @@
 // host hands in and takes back. Runs inside the isolate: no Node APIs, no imports beyond types.
 
 import type { PluginHeaders } from '../types.ts';
+import { flattenHeaders, unflattenHeaders } from './protocol.ts';
 
 const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // RFC 9110 field-value: HTAB, SP, VCHAR, obs-text — exactly what Node's HTTP stack will send.
@@ -27,21 +28,20 @@ function checkValue(value: unknown): string {
 
 export class GuestHeaders implements PluginHeaders {
   #list: Array<[string, string]> | undefined;
-  /** The host's JSON of the list, parsed on first use (a hook that reads no header pays nothing). */
-  #json: string | undefined;
+  /** The list as the runner passed it (flat, see protocol.ts), split on first use (a hook that reads no header pays nothing). */
+  #flat: string | undefined;
   /** True once the plugin changed anything: the host then takes the list back. */
   dirty = false;
 
-  constructor(list: Array<[string, string]> = [], json?: string) {
-    if (json === undefined) this.#list = list;
-    else this.#json = json;
+  constructor(list: Array<[string, string]> = [], flat?: string) {
+    if (flat === undefined) this.#list = list;
+    else this.#flat = flat;
   }
 
   #l(): Array<[string, string]> {
     if (this.#list === undefined) {
-      const parsed: unknown = JSON.parse(this.#json as string);
-      this.#list = Array.isArray(parsed) ? (parsed as Array<[string, string]>) : [];
-      this.#json = undefined;
+      this.#list = unflattenHeaders(this.#flat as string);
+      this.#flat = undefined;
     }
     return this.#list;
   }
@@ -110,6 +110,11 @@ export class GuestHeaders implements PluginHeaders {
 
   [Symbol.iterator](): IterableIterator<[string, string]> {
     return this.entries();
+  }
+
+  /** The list in the runner's flat form. */
+  toFlat(): string {
+    return this.#flat ?? flattenHeaders(this.#l());
   }
 
   /** The wire list (copies, so later edits by the plugin cannot change what was handed back). */

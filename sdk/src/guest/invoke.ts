@@ -21,6 +21,7 @@ import { BodyState, GuestRequest, GuestResponse, MetricRecorder } from './messag
 import { TokenBuckets } from './rate-limit.ts';
 import {
   GUEST_LIMITS,
+  RESULT_SEP,
   type CallInput,
   type CallResult,
   type LoadMeta,
@@ -159,8 +160,9 @@ export class GuestPlugin {
   /**
    * The chain runner's entry for onRequest (runner.ts): primitives only, since the runner lives in
    * another context of the isolate and must hand this context no object of its own. `configJson`
-   * comes the first time this context sees `configId`; `headersJson` is parsed when the hook first
-   * reads a header. Returns "" when the hook changed nothing and reported nothing.
+   * comes the first time this context sees `configId`; `headers` (flat, protocol.ts) is split when
+   * the hook first reads a header. Returns "" when the hook changed nothing and reported nothing,
+   * else the result's JSON followed by RESULT_SEP and the headers when it has any to give back.
    */
   request(
     requestId: string,
@@ -175,13 +177,13 @@ export class GuestPlugin {
     originalDestination: string | undefined,
     route: string | undefined,
     service: string | undefined,
-    headersJson: string,
+    headers: string,
     body: string | undefined,
   ): string {
     if (configJson !== undefined) this.#setConfig(configId, JSON.parse(configJson));
     const state = this.#state(true);
     if (typeof this.#plugin.onRequest !== 'function') return '';
-    state.headers = new GuestHeaders(undefined, headersJson);
+    state.headers = new GuestHeaders(undefined, headers);
     const limit = this.declarations.body?.request;
     if (limit !== undefined) state.body = new BodyState(limit, body, 'request');
     const wire: WireRequest = { method, path, query, host, headers: [], remoteAddress };
@@ -193,11 +195,11 @@ export class GuestPlugin {
   }
 
   /** The chain runner's entry for onResponse (see request()). */
-  response(requestId: string, now: number, configId: number, configJson: string | undefined, status: number, headersJson: string, body: string | undefined): string {
+  response(requestId: string, now: number, configId: number, configJson: string | undefined, status: number, headers: string, body: string | undefined): string {
     if (configJson !== undefined) this.#setConfig(configId, JSON.parse(configJson));
     const state = this.#state(true);
     if (typeof this.#plugin.onResponse !== 'function') return '';
-    state.headers = new GuestHeaders(undefined, headersJson);
+    state.headers = new GuestHeaders(undefined, headers);
     const box = { status };
     state.res = box;
     state.status = status;
@@ -395,6 +397,20 @@ export class GuestPlugin {
       return '';
     }
     let result: CallResult;
+    if (state.compact) {
+      // The runner's form: the result's JSON, then its headers flat (only when it has any to give).
+      const r = state.responded;
+      if (r !== undefined) return JSON.stringify(this.#extras(state, { action: 'respond', status: r.status, body: r.body } as unknown as CallResult)) + RESULT_SEP + r.headers.toFlat();
+      const json = JSON.stringify(
+        this.#extras<CallResult>(state, {
+          action: 'continue',
+          service: state.service,
+          status: state.res !== undefined && state.res.status !== state.status ? state.res.status : undefined,
+          body: state.body?.replaced,
+        }),
+      );
+      return state.headers.dirty ? json + RESULT_SEP + state.headers.toFlat() : json;
+    }
     if (state.responded !== undefined) {
       const r = state.responded;
       result = this.#extras<CallResult>(state, { action: 'respond', status: r.status, headers: r.headers.toList(), body: r.body });
@@ -403,7 +419,7 @@ export class GuestPlugin {
         action: 'continue',
         headers: state.headers.dirty ? state.headers.toList() : undefined,
         service: state.service,
-        status: state.res !== undefined && !(state.compact && state.res.status === state.status) ? state.res.status : undefined,
+        status: state.res !== undefined ? state.res.status : undefined,
         body: state.body?.replaced,
       });
     }

@@ -5,8 +5,6 @@
 //
 // Compact on purpose: this is encoded and parsed once per request phase.
 
-import type { WireHeaders } from './protocol.ts';
-
 /** What a failed chain entry reports (the host maps each to an ISOMESH_ERR_PLUGIN_* code). */
 export type WireFailure = 'threw' | 'timeout' | 'memory' | 'crashed' | 'bad_result' | 'unavailable';
 export type WireOutcome = 'ok' | 'respond' | WireFailure;
@@ -31,7 +29,7 @@ export interface WireRequestLine {
   service?: string;
 }
 
-/** The pass as runner.pass() takes it: `${JSON of WirePass}\u0000${JSON of the headers}`. */
+/** The pass as runner.pass() takes it: `${JSON of WirePass}${RESULT_SEP}${the headers, flat}`. */
 export interface WirePass {
   /** 1: onRequest, 0: onResponse. */
   q: 0 | 1;
@@ -44,7 +42,7 @@ export interface WirePass {
   b: number;
   /** onRequest: the request line. */
   w?: WireRequestLine;
-  /** JSON of the headers: not in the pass's JSON but after it, past a NUL (handed to the first entry as it is). */
+  /** The headers, flat (protocol.ts): not in the pass's JSON but after it, past RESULT_SEP (handed to the first entry as it is). */
   h?: string;
   /** onResponse: the upstream status. */
   st?: number;
@@ -66,12 +64,12 @@ export interface WireReport {
 
 /**
  * The runner's answer. a: 'c' continue, 'r' respond (onRequest's early answer), 'f' a closed entry
- * failed, 'p' pending. Final answers carry one report per entry that ran; `h` only when some entry
- * changed the headers (absent: the input headers, unchanged).
+ * failed, 'p' pending. Final answers carry one report per entry that ran. The headers follow the
+ * JSON flat after RESULT_SEP, only when some entry changed them (or gave a response's); absent: the
+ * input headers, unchanged.
  */
 export interface WireResult {
   a: 'c' | 'r' | 'f' | 'p';
-  h?: WireHeaders;
   /** ctx.route's service. */
   s?: string;
   /** respond: the status; onResponse continue: the status when an entry changed it (or ctx.respond replaced it). */

@@ -4,6 +4,34 @@
 
 export type WireHeaders = Array<[string, string]>;
 
+/**
+ * Headers as the chain runner passes them between the host and the plugin contexts: names and
+ * values joined by NUL ("name\0value\0name\0value"; "" for none). Field names are tokens and
+ * field values exclude control characters (the HTTP parsers and every check here refuse them), so
+ * NUL cannot occur inside either; a split is all it takes to read them, a join to write them.
+ */
+export const FLAT_SEP = '\u0000';
+/** Separates a compact result's JSON from its flat headers (JSON text holds no raw control character). */
+export const RESULT_SEP = '\u0001';
+
+export function flattenHeaders(list: ReadonlyArray<readonly [string, string]>): string {
+  let out = '';
+  for (let i = 0; i < list.length; i++) {
+    const pair = list[i] as readonly [string, string];
+    out += i === 0 ? `${pair[0]}\u0000${pair[1]}` : `\u0000${pair[0]}\u0000${pair[1]}`;
+  }
+  return out;
+}
+
+/** The pairs of a flat header string (an odd count leaves the last name without a value: the caller checks). */
+export function unflattenHeaders(flat: string): WireHeaders {
+  if (flat === '') return [];
+  const parts = flat.split('\u0000');
+  const out: WireHeaders = [];
+  for (let i = 0; i + 1 < parts.length; i += 2) out.push([parts[i] as string, parts[i + 1] as string]);
+  return out;
+}
+
 export interface WireRequest {
   method: string;
   path: string;

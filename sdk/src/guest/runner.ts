@@ -22,7 +22,7 @@
 
 import { HOOK_REQUEST, HOOK_RESPONSE, MARK_OVER, MARK_SPENT, MSG_NOT_LOADED, MSG_OVER_BUDGET, MSG_SPENT, PENDING_ROUNDS } from './pass-wire.ts';
 import type { WireEntry, WireFailure, WirePass, WireReport, WireRequestLine, WireResult } from './pass-wire.ts';
-import type { WireHeaders } from './protocol.ts';
+import { RESULT_SEP } from './protocol.ts';
 import { BadResult, parseVerdict } from './verdict.ts';
 
 type GuestFn = (...args: unknown[]) => unknown;
@@ -46,8 +46,7 @@ interface Generation {
 /** What applying an entry changed, to take it back when the host finds it over budget afterwards. */
 interface Undo {
   entry: number;
-  headers: WireHeaders | undefined;
-  headersJson: string | undefined;
+  headers: string | undefined;
   status: number;
   service: string | undefined;
   body: string | undefined;
@@ -61,10 +60,8 @@ interface PassState {
   req: boolean;
   gen: Generation;
   line: WireRequestLine;
-  /** The headers after the entries so far; undefined while no entry changed them. */
-  headers: WireHeaders | undefined;
-  /** JSON of `headers` for the next entry (undefined: not made yet). */
-  headersJson: string | undefined;
+  /** The headers after the entries so far, flat (protocol.ts); undefined while no entry changed them. */
+  headers: string | undefined;
   status: number;
   service: string | undefined;
   body: string | undefined;
@@ -114,10 +111,14 @@ function thrownMessage(e: unknown): string {
   return 'the plugin call threw';
 }
 
-function headersJsonOf(s: PassState): string {
-  if (s.headers === undefined) return s.p.h as string;
-  s.headersJson ??= JSON.stringify(s.headers);
-  return s.headersJson;
+function headersOf(s: PassState): string {
+  return s.headers ?? (s.p.h as string);
+}
+
+/** The flat headers a compact result carries after RESULT_SEP (checked by parseVerdict already). */
+function flatOf(out: string): string | undefined {
+  const cut = out.indexOf(RESULT_SEP);
+  return cut < 0 ? undefined : out.slice(cut + 1);
 }
 
 function report(s: PassState, entry: number, o: WireReport['o'], m?: string): WireReport {
@@ -127,20 +128,21 @@ function report(s: PassState, entry: number, o: WireReport['o'], m?: string): Wi
   return r;
 }
 
-function finish(s: PassState, result: WireResult): string {
+/** The final answer: its JSON, and the headers flat after RESULT_SEP when they changed. */
+function finish(s: PassState, result: WireResult, headers?: string): string {
   passes.delete(s.token);
   lastDone = s;
   result.r = s.reports;
-  return JSON.stringify(result);
+  const json = JSON.stringify(result);
+  return headers === undefined ? json : json + RESULT_SEP + headers;
 }
 
 function finalResult(s: PassState): string {
   const out: WireResult = { a: 'c' };
-  if (s.headers !== undefined) out.h = s.headers;
   if (s.service !== undefined) out.s = s.service;
   if (!s.req && s.status !== s.p.st) out.st = s.status;
   if (s.bodyReplaced && s.body !== undefined) out.bd = s.body;
-  return finish(s, out);
+  return finish(s, out, s.headers);
 }
 
 /** Failure of entry `i` under its policy: a final answer when it is closed, undefined to go on. */
@@ -180,7 +182,7 @@ function completed(s: PassState, i: number, out: string): string | undefined {
   if (v.metrics !== undefined) extras.x = v.metrics;
   if (v.metricsDropped !== undefined) extras.d = v.metricsDropped;
   if (v.action === 'error') return afterFailure(s, i, 'threw', v.message, extras);
-  return applied(s, i, v, extras);
+  return applied(s, i, v, extras, flatOf(out));
 }
 
 /** A failed entry's CPU does not count: tell the host (when more entries follow), then its policy. */
@@ -191,7 +193,7 @@ function afterFailure(s: PassState, i: number, kind: WireFailure, message: strin
   return failed(s, i, kind, message, extras);
 }
 
-function applied(s: PassState, i: number, v: ReturnType<typeof parseVerdict> | undefined, extras?: { l?: unknown; x?: unknown; d?: number }): string | undefined {
+function applied(s: PassState, i: number, v: ReturnType<typeof parseVerdict> | undefined, extras?: { l?: unknown; x?: unknown; d?: number }, flat?: string): string | undefined {
   const stops = v !== undefined && v.action === 'respond';
   const next = stops ? -1 : nextRunnable(s, i + 1);
   if (next >= 0) {
@@ -202,19 +204,16 @@ function applied(s: PassState, i: number, v: ReturnType<typeof parseVerdict> | u
     }
     if ((bits & MARK_SPENT) !== 0) s.spent = true;
   }
-  s.undo = { entry: i, headers: s.headers, headersJson: s.headersJson, status: s.status, service: s.service, body: s.body, bodyReplaced: s.bodyReplaced, reports: s.reports.length };
+  s.undo = { entry: i, headers: s.headers, status: s.status, service: s.service, body: s.body, bodyReplaced: s.bodyReplaced, reports: s.reports.length };
   const r = report(s, i, stops ? 'respond' : 'ok');
   if (extras !== undefined) Object.assign(r, extras);
   if (v === undefined) return undefined;
   if (v.action === 'respond') {
     // In onResponse, ctx.respond replaces status and headers and ends the response chain.
-    return s.req ? finish(s, { a: 'r', st: v.status, h: v.headers, bd: v.body }) : finish(s, { a: 'c', st: v.status, h: v.headers });
+    return s.req ? finish(s, { a: 'r', st: v.status, bd: v.body }, flat ?? '') : finish(s, { a: 'c', st: v.status }, flat ?? '');
   }
   if (v.action !== 'continue') return undefined;
-  if (v.headers !== undefined) {
-    s.headers = v.headers;
-    s.headersJson = undefined;
-  }
+  if (flat !== undefined) s.headers = flat;
   if (v.service !== undefined) s.service = v.service;
   if (v.body !== undefined) {
     s.body = v.body;
@@ -236,9 +235,9 @@ function callEntry(s: PassState, i: number, slot: Slot): Step | undefined {
   try {
     if (s.req) {
       const w = s.line;
-      out = slot.request(s.p.id, s.p.now, configId, configJson, w.method, w.path, w.query, w.host, w.remoteAddress, w.originalDestination, w.route, w.service, headersJsonOf(s), body);
+      out = slot.request(s.p.id, s.p.now, configId, configJson, w.method, w.path, w.query, w.host, w.remoteAddress, w.originalDestination, w.route, w.service, headersOf(s), body);
     } else {
-      out = slot.response(s.p.id, s.p.now, configId, configJson, s.status, headersJsonOf(s), body);
+      out = slot.response(s.p.id, s.p.now, configId, configJson, s.status, headersOf(s), body);
     }
   } catch (e) {
     slot.seen.add(configId);
@@ -390,7 +389,7 @@ const gone = (token: number): string => JSON.stringify({ a: 'f', k: 'unavailable
  * isolate is built: V8 compiles functions on first use, and that cost belongs to no tenant request.
  */
 function warm(): void {
-  const changed = '{"action":"continue","headers":[["x-warm","1"]],"logs":[["info","warm"]]}';
+  const changed = `{"action":"continue","logs":[["info","warm"]]}${RESULT_SEP}x-warm\u00002`;
   const fn: GuestFn = () => changed;
   const none: GuestFn = () => '';
   slots.set(0, { hooks: HOOK_REQUEST | HOOK_RESPONSE, request: fn, response: fn, poll: none, deliver: none, cancel: none, seen: new Set() });
@@ -402,7 +401,7 @@ function warm(): void {
       const p: WirePass = { q, id: 'warm', now: 0, g: -1, b: 1, e: [[0, 0, 1, 0], [0, 0, 0, 0]] };
       if (q === 1) p.w = NO_LINE;
       else p.st = 200;
-      api.pass(-1, `${JSON.stringify(p)}\u0000[]`);
+      api.pass(-1, `${JSON.stringify(p)}${RESULT_SEP}x-warm${'\u0000'}1`);
     }
   } finally {
     mark = saved;
@@ -436,9 +435,9 @@ const api = {
   },
   /** Runs one phase of a request's chain: the final answer, a pending one, or a holder (see follow). */
   pass(token: number, json: string): string | string[] {
-    const cut = json.indexOf('\u0000');
+    const cut = json.indexOf(RESULT_SEP);
     const p = JSON.parse(cut < 0 ? json : json.slice(0, cut)) as WirePass;
-    p.h = cut < 0 ? '[]' : json.slice(cut + 1);
+    p.h = cut < 0 ? '' : json.slice(cut + 1);
     const gen = generations.get(p.g);
     const s: PassState = {
       token,
@@ -447,7 +446,6 @@ const api = {
       gen: gen ?? NO_SERVICES,
       line: p.w ?? NO_LINE,
       headers: undefined,
-      headersJson: undefined,
       status: p.st ?? 0,
       service: undefined,
       body: p.bd,
@@ -503,7 +501,6 @@ const api = {
     const u = s.undo;
     if (u !== undefined && u.entry === entry) {
       s.headers = u.headers;
-      s.headersJson = u.headersJson;
       s.status = u.status;
       s.service = u.service;
       s.body = u.body;

@@ -5,7 +5,7 @@
 // same functions again (checkPassOutcome), since for the host the whole isolate is untrusted.
 // Pure JavaScript: runs inside isolates and in Node.
 
-import type { WireHeaders } from './protocol.ts';
+import { RESULT_SEP, type WireHeaders } from './protocol.ts';
 
 type HeaderList = WireHeaders;
 
@@ -105,6 +105,24 @@ function isStatus(v: unknown): v is number {
   return typeof v === 'number' && Number.isInteger(v) && v >= 200 && v <= 599;
 }
 
+/** checkHeaders for the runner's flat form (protocol.ts). */
+export function checkFlatHeaders(flat: string): HeaderList {
+  if (flat === '') return [];
+  const parts = flat.split('\u0000');
+  if (parts.length % 2 !== 0) throw new BadResult('header must be a [name, value] pair');
+  if (parts.length / 2 > RESULT_LIMITS.headerCount) throw new BadResult('too many headers');
+  if (flat.length > RESULT_LIMITS.headerBytes + parts.length) throw new BadResult('headers are too large');
+  const out: HeaderList = [];
+  for (let i = 0; i < parts.length; i += 2) {
+    const name = parts[i] as string;
+    const value = parts[i + 1] as string;
+    if (!NAME_RE.test(name)) throw new BadResult('invalid header name');
+    if (value.length > RESULT_LIMITS.headerValueChars || BAD_VALUE_RE.test(value)) throw new BadResult(`invalid value for header ${name}`);
+    out.push([name, value]);
+  }
+  return out;
+}
+
 export function checkHeaders(v: unknown): HeaderList {
   if (!Array.isArray(v)) throw new BadResult('headers must be an array');
   if (v.length > RESULT_LIMITS.headerCount) throw new BadResult('too many headers');
@@ -141,8 +159,12 @@ export function checkLogs(v: unknown): GuestLog[] | undefined {
  * Parses one hook result. `bodyLimit`: the bytes the entry declared for this phase's body (0 = none),
  * the most a setBody() may carry. Throws BadResult with a reason the status API can show.
  */
-export function parseVerdict(json: string, phase: 'onRequest' | 'onResponse', services: { has(name: string): boolean }, bodyLimit = 0): Verdict {
-  if (json.length > RESULT_LIMITS.resultChars + Math.ceil(bodyLimit / 3) * 4) throw new BadResult('result is too large');
+export function parseVerdict(result: string, phase: 'onRequest' | 'onResponse', services: { has(name: string): boolean }, bodyLimit = 0): Verdict {
+  if (result.length > RESULT_LIMITS.resultChars + Math.ceil(bodyLimit / 3) * 4) throw new BadResult('result is too large');
+  // A compact result (the runner's calls) carries its headers flat after RESULT_SEP.
+  const cut = result.indexOf(RESULT_SEP);
+  const json = cut < 0 ? result : result.slice(0, cut);
+  const flat = cut < 0 ? undefined : result.slice(cut + 1);
   let raw: unknown;
   try {
     raw = JSON.parse(json);
@@ -163,7 +185,8 @@ export function parseVerdict(json: string, phase: 'onRequest' | 'onResponse', se
         if (bytes > bodyLimit) throw new BadResult(`replaced body is ${bytes} bytes, over the declared limit of ${bodyLimit}`);
         v.body = r.body;
       }
-      if (r.headers !== undefined) v.headers = checkHeaders(r.headers);
+      if (flat !== undefined) v.headers = checkFlatHeaders(flat);
+      else if (r.headers !== undefined) v.headers = checkHeaders(r.headers);
       if (r.service !== undefined) {
         if (phase !== 'onRequest') throw new BadResult('ctx.route is only valid in onRequest');
         if (typeof r.service !== 'string' || !SERVICE_RE.test(r.service)) throw new BadResult('invalid service name');
@@ -179,7 +202,7 @@ export function parseVerdict(json: string, phase: 'onRequest' | 'onResponse', se
     case 'respond': {
       if (!isStatus(r.status)) throw new BadResult('status must be an integer 200..599');
       if (typeof r.body !== 'string' || r.body.length > RESULT_LIMITS.bodyChars) throw new BadResult('invalid body');
-      const v: Verdict = { action: 'respond', status: r.status, headers: checkHeaders(r.headers), body: r.body, logs };
+      const v: Verdict = { action: 'respond', status: r.status, headers: flat !== undefined ? checkFlatHeaders(flat) : checkHeaders(r.headers), body: r.body, logs };
       checkMetrics(r, v);
       return v;
     }
