@@ -49,6 +49,8 @@ let blackbox = -1;
 let pumpScheduled = false;
 /** When the oldest result not yet written was produced (0: none). */
 let unflushedSince = 0;
+/** The tenant whose results wait unwritten ('' once they are several tenants'). */
+let unflushedTenant: string | undefined;
 /** Recent wall time per call, by tenant (EWMA), to predict whether the next call is long. */
 const callMs = new Map<string, number>();
 
@@ -60,12 +62,16 @@ function sendDone(call: Call, reply: PassWire | PassFailure, waitNs: number): vo
     if (reply.extra !== undefined) m.extra = reply.extra;
     channel.send(m);
   }
-  if (unflushedSince === 0) unflushedSince = performance.now();
+  if (unflushedSince === 0) {
+    unflushedSince = performance.now();
+    unflushedTenant = call.tenant;
+  } else if (unflushedTenant !== call.tenant) unflushedTenant = '';
 }
 
 function flush(): void {
   channel.flush();
   unflushedSince = 0;
+  unflushedTenant = undefined;
 }
 
 /** Which pass and entry run now ([-1, -1]: none); read by the daemon only after this process died. */
@@ -157,8 +163,9 @@ function run(call: Call): void {
   active.add(call.tenant);
   const waitNs = Number(process.hrtime.bigint() - call.queuedAt);
   const t0 = performance.now();
-  // Do not hold finished calls' results hostage behind a long call.
-  if (unflushedSince !== 0 && ((callMs.get(call.tenant) ?? 0) > HOLD_RESULTS_MS || t0 - unflushedSince > HOLD_RESULTS_MS)) flush();
+  // Do not hold finished calls' results hostage behind a long call, nor another tenant's behind
+  // this one's: should this pass kill the process, only its own tenant's answers are lost with it.
+  if (unflushedSince !== 0 && (unflushedTenant !== call.tenant || (callMs.get(call.tenant) ?? 0) > HOLD_RESULTS_MS || t0 - unflushedSince > HOLD_RESULTS_MS)) flush();
   let released = false;
   let entry = -1;
   const hooks: PassHooks = {

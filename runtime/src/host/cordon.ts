@@ -53,10 +53,14 @@ export interface CordonEvents {
 interface PendingCall {
   tenant: CordonTenant;
   pass: ChainPass;
+  /** The process it was sent to (a restarted cordon's calls are not the dead one's). */
+  child: ChildProcess | undefined;
   resolve: (reply: PassReply) => void;
 }
 
 const MAX_BACKOFF_MS = 5_000;
+/** How long a dead cordon's socket may take to deliver what the process wrote before dying. */
+const DRAIN_MS = 200;
 const STREAK_RESET_MS = 30_000;
 
 /** Arguments of the parent that a child must not inherit (the test runner, inspector, watch mode). */
@@ -149,9 +153,10 @@ export class Cordon {
     const enc = encodePass(pass, slotOf);
     const id = ++this.#ids;
     this.passes++;
-    if (this.#pending.size === 0) this.#channel?.ref();
+    // While answers are due, the channel keeps the daemon alive (ref is idempotent and cheap).
+    this.#channel?.ref();
     return new Promise<PassReply>((resolve) => {
-      this.#pending.set(id, { tenant: t, pass, resolve });
+      this.#pending.set(id, { tenant: t, pass, child: this.#child, resolve });
       (this.#channel as Channel<ToCordon, FromCordon>).send({ t: 'pass', id, tenant: t.tenant, s: enc.slots, q: enc.req ? 1 : 0, b: enc.cpuBudgetMs, raw: enc.json });
     });
   }
@@ -234,11 +239,14 @@ export class Cordon {
     }
   }
 
-  #failPending(outcome: (p: PendingCall) => PassReply): void {
-    const pending = [...this.#pending.values()];
-    this.#pending.clear();
-    this.#channel?.unref();
-    for (const p of pending) p.resolve(outcome(p));
+  /** Fails the calls still pending (those sent to `child` only, when given). */
+  #failPending(outcome: (p: PendingCall) => PassReply, child?: ChildProcess): void {
+    for (const [id, p] of [...this.#pending]) {
+      if (child !== undefined && p.child !== child) continue;
+      this.#pending.delete(id);
+      p.resolve(outcome(p));
+    }
+    if (this.#pending.size === 0) this.#channel?.unref();
   }
 
   /** The call (pass id) and chain entry that were running, from the blackbox: [-1, -1] when none. */
@@ -253,17 +261,32 @@ export class Cordon {
 
   /** The process died unasked (the supervisor restarts it after its back-off, unless onExit closes us). */
   #exited(code: number | null, signal: string | null): void {
+    const child = this.#child;
+    const channel = this.#channel;
     this.#child = undefined;
     this.#channel = undefined;
     const [runningId, runningEntry] = this.#runningCall();
     const running = this.#pending.get(runningId);
     const why = signal !== null ? `signal ${signal}` : `exit code ${code}`;
     this.#logger.error({ code, signal, blamed: running?.tenant.tenant, inFlight: this.#pending.size }, 'cordon process died');
-    this.#failPending((p) =>
-      p === running
-        ? { transport: 'crashed', message: `plugin call was running when its cordon process died (${why})`, entry: runningEntry }
-        : { transport: 'crashed', message: `cordon process died (${why}) while the call was in flight` },
-    );
+    // Answers the process wrote before it died may still be in the socket: deliver them first, so
+    // only the calls that were lost with it fail (bounded: a socket that never closes is not waited for).
+    const fail = (): void =>
+      this.#failPending(
+        (p) =>
+          p === running
+            ? { transport: 'crashed', message: `plugin call was running when its cordon process died (${why})`, entry: runningEntry }
+            : { transport: 'crashed', message: `cordon process died (${why}) while the call was in flight` },
+        child,
+      );
+    if (channel === undefined) fail();
+    else {
+      const timer = setTimeout(fail, DRAIN_MS);
+      void channel.closed.then(() => {
+        clearTimeout(timer);
+        fail();
+      });
+    }
     const info: Parameters<CordonEvents['onExit']>[1] = { code, signal };
     if (running !== undefined) {
       info.blamed = running.tenant;

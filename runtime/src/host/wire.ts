@@ -71,6 +71,8 @@ export interface Channel<Out, In> {
   /** Writes queued messages now. */
   flush(): void;
   onMessage(handler: (msg: In) => void): void;
+  /** Resolves once the other end is gone and everything it sent before has been delivered. */
+  readonly closed: Promise<void>;
   /** Keeps the process alive while calls are pending (ref) or not (unref). */
   ref(): void;
   unref(): void;
@@ -88,12 +90,15 @@ export class FrameChannel<Out extends object, In extends object> implements Chan
   #scheduled = false;
   #pending: Buffer | undefined;
   #handler: (msg: In) => void = () => {};
+  readonly closed: Promise<void>;
 
   constructor(socket: Socket, opts: { autoFlush: boolean }) {
     this.#socket = socket;
     this.#socket.setNoDelay?.(true);
     this.#socket.on('data', (chunk: Buffer) => this.#read(chunk));
     this.#socket.on('error', () => {});
+    // 'close' follows the last 'data': what the other end wrote before it died has been read.
+    this.closed = new Promise((resolve) => this.#socket.once('close', () => resolve()));
     if (!opts.autoFlush) this.#scheduled = true; // the owner calls flush()
   }
 
@@ -191,10 +196,12 @@ export class NodeIpcChannel<Out, In> implements Channel<Out, In> {
   #queue: Out[] = [];
   #scheduled = false;
   readonly #autoFlush: boolean;
+  readonly closed: Promise<void>;
 
   constructor(endpoint: NodeIpcEndpoint, opts: { autoFlush: boolean }) {
     this.#endpoint = endpoint;
     this.#autoFlush = opts.autoFlush;
+    this.closed = new Promise((resolve) => endpoint.once?.('disconnect', () => resolve()) ?? resolve());
   }
 
   send(msg: Out): void {
@@ -241,6 +248,7 @@ export interface NodeIpcEndpoint {
   channel?: unknown;
   send?: (msg: never) => boolean;
   on(event: 'message', listener: (m: unknown) => void): unknown;
+  once?(event: 'disconnect', listener: () => void): unknown;
 }
 
 export type WireKind = 'socket' | 'ipc';
