@@ -133,3 +133,35 @@ test('an entry that awaits a capability turns the pass asynchronous; the entries
     sandbox.dispose();
   }
 });
+
+test('a promise an entry leaves rejected fails that entry, not the one the crossing ended on', async () => {
+  // isolated-vm reports an unhandled rejection when the crossing ends, after every entry has run:
+  // the error's stack names the plugin, and the pass runs again without it (open) or fails (closed).
+  const REJECT = `export default { onRequest(req) { req.headers.set('x-rejecter', '1'); Promise.reject(new Error('left unhandled')); } };`;
+  const sandbox = await sandboxWith({ rej: REJECT, a: TAG('a') });
+  try {
+    const open = runChainPass(sandbox, onRequest([entry('rej', { failurePolicy: 'open' }), entry('a')])) as PassResult;
+    assert.deepEqual(open.outcome, { action: 'continue', headers: [['accept', '*/*'], ['x-a', 'first'], ['x-seen', 'a']] }, 'a ran without the rejecter\'s edit');
+    assert.deepEqual(open.reports.map((r) => [r.entry, r.outcome, r.message]), [[0, 'threw', 'left unhandled'], [1, 'ok', undefined]]);
+    const closed = runChainPass(sandbox, onRequest([entry('rej'), entry('a')])) as PassResult;
+    assert.deepEqual(closed.outcome, { action: 'fail', status: 503, code: 'ISOMESH_ERR_PLUGIN_THREW', message: 'left unhandled' });
+    assert.deepEqual(closed.reports.map((r) => [r.entry, r.outcome]), [[0, 'threw']]);
+  } finally {
+    sandbox.dispose();
+  }
+});
+
+test('an entry over the budget in the middle of a chain is taken back; the entries after it still run', async () => {
+  const burn = `export default { onRequest(req) { const end = Date.now() + 15; while (Date.now() < end) {} req.headers.set('x-burnt', String(Number(req.headers.get('x-burnt') ?? 0) + 1)); } };`;
+  const sandbox = await sandboxWith({ burn, a: TAG('a') });
+  try {
+    const out = runChainPass(sandbox, onRequest([entry('burn', { failurePolicy: 'open' }), entry('burn', { failurePolicy: 'open' }), entry('a')], { cpuBudgetMs: 25 })) as PassResult;
+    assert.deepEqual(out.reports.map((r) => r.outcome), ['ok', 'timeout', 'ok']);
+    assert.match(out.reports[1]?.message ?? '', /^plugin used \d+\.\d ms CPU, over the \d+\.\d ms left of its CPU time per request$/);
+    // The second burn's edit was taken back: one burn counted, and entry a saw the first one's headers.
+    assert.equal(out.outcome.action === 'continue' && out.outcome.headers.find(([k]) => k === 'x-burnt')?.[1], '1');
+    assert.ok(out.budgetUsedMs >= 15 && out.budgetUsedMs < 25 + 5, `charged ${out.budgetUsedMs} ms`);
+  } finally {
+    sandbox.dispose();
+  }
+});

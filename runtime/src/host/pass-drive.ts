@@ -25,7 +25,11 @@ import type { FailureKind, InvokeLimits } from './sandbox.ts';
 
 export type RunnerCall = 'pass' | 'deliver' | 'poll' | 'fail';
 
-export type Crossing = { ok: true; out: string } | { ok: false; kind: FailureKind; message: string; lost: boolean };
+/**
+ * A crossing's outcome. When it threw (not lost), `slot` is the plugin whose code the error came
+ * from when its stack says so (an unhandled rejection surfaces only when the crossing ends).
+ */
+export type Crossing = { ok: true; out: string } | { ok: false; kind: FailureKind; message: string; lost: boolean; slot?: number };
 
 /** What a drive needs of its sandbox. */
 export interface DriveHost {
@@ -42,6 +46,8 @@ export interface DriveHost {
   /** Resolves when some call next uses the isolate, or after `ms`. */
   nextTurn(ms: number): Promise<void>;
   newToken(): number;
+  /** The runner may drop the state it keeps for a pass. */
+  forget(token: number): void;
   /** The entry running in the isolate is this slot's (a lost isolate is blamed on it). */
   entered(slot: number): void;
 }
@@ -212,6 +218,13 @@ export class PassDrive {
     }
     if (!c.ok) {
       if (c.lost) return this.#lost(c.kind, c.message);
+      // An error of an entry that finished earlier in this crossing (a promise it left rejected):
+      // its edits already reached the entries after it, so the pass runs again without it.
+      const culprit = c.slot === undefined ? -1 : this.#slots.lastIndexOf(c.slot, this.#cur);
+      if (culprit >= 0 && culprit < this.#cur) {
+        this.#host.forget(this.#token);
+        return this.#rerunWithout(culprit, c.kind, c.message);
+      }
       return { next: this.#fail(this.#cur, c.kind, c.message) };
     }
     // A final answer is read only where it must be (the daemon decodes it): pending ones start so.
@@ -378,7 +391,11 @@ export class PassDrive {
    * policy; 'open' → the pass runs again without it, in the isolate the sandbox builds next.
    */
   #lost(kind: FailureKind, message: string): Step {
-    const cur = this.#cur;
+    return this.#rerunWithout(this.#cur, kind, message);
+  }
+
+  /** Entry `cur` failed with the pass's state gone: closed → the pass fails; open → it runs again without the entry. */
+  #rerunWithout(cur: number, kind: FailureKind, message: string): Step {
     const cut = this.#json.indexOf('\u0001');
     const p = (this.#parsed ??= JSON.parse(cut < 0 ? this.#json : this.#json.slice(0, cut)) as WirePass);
     const entry = p.e[cur];

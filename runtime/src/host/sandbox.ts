@@ -87,7 +87,7 @@ interface GuestApi {
   cancel: ivm.Reference<unknown>;
 }
 
-type RunnerApi = Record<RunnerCall | 'install' | 'uninstall' | 'generation' | 'dropGeneration' | 'setMark', ivm.Reference<unknown>>;
+type RunnerApi = Record<RunnerCall | 'install' | 'uninstall' | 'generation' | 'dropGeneration' | 'setMark' | 'forget', ivm.Reference<unknown>>;
 
 interface LoadedVersion {
   spec: VersionSpec;
@@ -126,6 +126,7 @@ export function loadPluginContext(
   meta: { tenant: string; plugin: string },
   secretsJson: string,
   timeoutMs = LOAD_TIMEOUT_MS,
+  filename = 'plugin.js',
 ): { context: ivm.Context; api: GuestApi; loadResult: string } {
   const context = isolate.createContextSync();
   try {
@@ -144,7 +145,7 @@ export function loadPluginContext(
     entry.release();
     context.global.deleteSync('__isomesh');
     api.setSecrets.applySync(undefined, [secretsJson], { timeout: timeoutMs });
-    const script = isolate.compileScriptSync(code, { filename: 'plugin.js' });
+    const script = isolate.compileScriptSync(code, { filename });
     script.runSync(context, { timeout: timeoutMs });
     script.release();
     const loadResult = api.finishLoad.applySync(undefined, [JSON.stringify(meta)], { timeout: timeoutMs });
@@ -161,7 +162,6 @@ export class TenantSandbox {
   #events: SandboxEvents;
   #isolate: ivm.Isolate | undefined;
   #guest: ivm.Script | undefined;
-  #runnerContext: ivm.Context | undefined;
   #runner: RunnerApi | undefined;
   #versions = new Map<string, LoadedVersion>();
   #bySlot = new Map<number, LoadedVersion>();
@@ -205,6 +205,13 @@ export class TenantSandbox {
       secrets: () => this.#secrets,
       nextTurn: (ms) => this.#nextTurn(ms),
       newToken: () => ++this.#tokens,
+      forget: (token) => {
+        try {
+          this.#runner?.forget.applySync(undefined, [token], { timeout: LOAD_TIMEOUT_MS });
+        } catch {
+          // its state goes with a lost isolate
+        }
+      },
       entered: (slot) => {
         this.#lastEntered = this.#bySlot.get(slot)?.spec.key;
       },
@@ -409,7 +416,11 @@ export class TenantSandbox {
     this.#wakeAll();
     if (threw) {
       const failed = this.#fail(undefined, error, isolate);
-      return { ok: false, kind: failed.kind, message: failed.message, lost: isolate.isDisposed };
+      const out: Crossing = { ok: false, kind: failed.kind, message: failed.message, lost: isolate.isDisposed };
+      // Each plugin's code runs as plugin-<slot>.js: the error's stack names the plugin it came from.
+      const stack = failed.kind === 'threw' && error instanceof Error ? /\bplugin-(\d+)\.js:/.exec(String(error.stack)) : null;
+      if (stack !== null) out.slot = Number(stack[1]);
+      return out;
     }
     if (out instanceof ivm.Reference) {
       const ref = out;
@@ -507,6 +518,7 @@ export class TenantSandbox {
       generation: fn('generation'),
       dropGeneration: fn('dropGeneration'),
       setMark: fn('setMark'),
+      forget: fn('forget'),
     };
     entry.release();
     context.global.deleteSync('__isomeshRunner');
@@ -523,7 +535,6 @@ export class TenantSandbox {
       return drive.capabilitiesNow(entryIndex, requests);
     });
     runner.setMark.applySync(undefined, [mark, capabilities], { timeout: LOAD_TIMEOUT_MS });
-    this.#runnerContext = context;
     this.#runner = runner;
   }
 
@@ -540,7 +551,6 @@ export class TenantSandbox {
       v.hooks = undefined;
     }
     this.#runner = undefined;
-    this.#runnerContext = undefined;
     this.#wakeAll();
     const isolate = this.#isolate;
     this.#guest = undefined;
@@ -557,6 +567,8 @@ export class TenantSandbox {
         v.spec.code,
         { tenant: this.tenant, plugin: v.spec.plugin },
         this.#secretsJson,
+        LOAD_TIMEOUT_MS,
+        `plugin-${v.slot}.js`,
       );
       const result = JSON.parse(loaded.loadResult) as { hooks?: Array<'onRequest' | 'onResponse'>; noHooks?: string; badDeclaration?: string };
       const a = loaded.api;

@@ -94,10 +94,6 @@ let lastDone: PassState | undefined;
 let mark: Mark = () => 0;
 let capabilities: Capabilities = () => '';
 
-function str(v: unknown, max: number): string | undefined {
-  return typeof v === 'string' ? v.slice(0, max) : undefined;
-}
-
 /** A message from something a plugin context threw. Reading it may run plugin code (a getter), which is its own. */
 function thrownMessage(e: unknown): string {
   try {
