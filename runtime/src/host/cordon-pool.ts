@@ -20,7 +20,7 @@ export class CordonPool {
   readonly #logger: Logger;
   readonly #metrics: HostMetrics;
   readonly #wire: WireKind;
-  readonly #queueLimit: number;
+  readonly #queueLimit: number | undefined;
   readonly #hooksFor: (digest: string) => Hooks | undefined;
   readonly #fetch: FetchRelay;
   readonly #runDir: string;
@@ -34,7 +34,8 @@ export class CordonPool {
     wire: WireKind;
     logger: Logger;
     metrics: HostMetrics;
-    queueLimit: number;
+    /** A fixed per-tenant queue bound; default: each tenant's maxConcurrentRequests. */
+    queueLimit?: number;
     hooksFor: (digest: string) => Hooks | undefined;
     fetch: FetchRelay;
   }) {
@@ -54,7 +55,7 @@ export class CordonPool {
     return this.#shared[hashRequestId(tenant) % this.#shared.length] as Cordon;
   }
 
-  tenant(name: string, opts: { memoryMb: number; weight: number; events: SandboxEvents }): CordonTenant {
+  tenant(name: string, opts: { memoryMb: number; weight: number; maxConcurrentRequests: number; events: SandboxEvents }): CordonTenant {
     const cordon = this.#quarantine.get(name) ?? this.homeOf(name);
     const t = new CordonTenant({
       tenant: name,
@@ -62,7 +63,8 @@ export class CordonPool {
       weight: opts.weight,
       events: opts.events,
       cordon,
-      queueLimit: this.#queueLimit,
+      queueLimit: this.#queueLimit ?? opts.maxConcurrentRequests,
+      fixedQueueLimit: this.#queueLimit !== undefined,
       hooksFor: this.#hooksFor,
     });
     this.#tenants.set(name, t);

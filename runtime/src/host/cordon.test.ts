@@ -205,6 +205,24 @@ test('a full call queue sheds with 429 ISOMESH_ERR_QUOTA_QUEUE, counted per tena
   assert.match(await registry.metrics(), /isomesh_quota_rejections_total\{tenant="q",reason="queue"\} 8/);
 });
 
+test('the call queue follows the tenant\'s maxConcurrentRequests: a tenant under its concurrency quota is never shed by the queue', async (t) => {
+  // A request holds at most one plugin pass at a time; a fixed queue smaller than the concurrency
+  // quota answered 429 ISOMESH_ERR_QUOTA_QUEUE to a tenant that was within every quota it was given.
+  const { host } = newHost({ mode: 'cordon', cordons: 1 });
+  t.after(() => host.close());
+  const quota = { cpuMsPerSecond: 0, cpuMsPerRequest: 200, requestsPerSecond: 0, maxConcurrentRequests: 300 };
+  const burst = async (n: number) => {
+    const outs = await Promise.all(Array.from({ length: n }, (_, i) => oneRequest(host, 'wide', request(), `w${n}-${i}`)));
+    return outs.filter((o) => o.action !== 'continue').map((o) => (o.action === 'fail' ? o.code : o.action));
+  };
+  host.configure(await tenantConfig(host, 'wide', [{ name: 'burn', source: burner(1) }], { quota }));
+  assert.deepEqual(await burst(300), []);
+  // Raised at run time: the queue follows.
+  host.configure(await tenantConfig(host, 'wide', [{ name: 'burn', source: burner(1) }], { quota: { ...quota, maxConcurrentRequests: 400 } }));
+  assert.deepEqual(await burst(400), []);
+  assert.equal(host.status('wide').usage.rejections.queue, 0);
+});
+
 test('status shows usage against every quota and the placement', async (t) => {
   const { host, registry } = newHost({ mode: 'cordon', cordons: 2 });
   t.after(() => host.close());

@@ -302,7 +302,8 @@ export class Cordon {
 export class CordonTenant implements TenantRuntime {
   readonly tenant: string;
   readonly #events: SandboxEvents;
-  readonly #queueLimit: number;
+  #queueLimit: number;
+  readonly #fixedQueueLimit: boolean;
   readonly #hooksFor: (digest: string) => Hooks | undefined;
   #cordon: Cordon;
   #memoryMb: number;
@@ -326,6 +327,8 @@ export class CordonTenant implements TenantRuntime {
     events: SandboxEvents;
     cordon: Cordon;
     queueLimit: number;
+    /** The queue bound was set by the operator of the host, not by the tenant's quota. */
+    fixedQueueLimit?: boolean;
     hooksFor: (digest: string) => Hooks | undefined;
   }) {
     this.tenant = opts.tenant;
@@ -333,6 +336,7 @@ export class CordonTenant implements TenantRuntime {
     this.#weight = opts.weight;
     this.#events = opts.events;
     this.#queueLimit = opts.queueLimit;
+    this.#fixedQueueLimit = opts.fixedQueueLimit ?? false;
     this.#hooksFor = opts.hooksFor;
     this.#cordon = opts.cordon;
     this.#cordon.attach(this);
@@ -433,6 +437,11 @@ export class CordonTenant implements TenantRuntime {
     if (weight === this.#weight) return;
     this.#weight = weight;
     this.#cordon.send({ t: 'weight', tenant: this.tenant, weight });
+  }
+
+  /** Follows the tenant's maxConcurrentRequests (unless the host fixed the bound). */
+  setQueueLimit(limit: number): void {
+    if (!this.#fixedQueueLimit) this.#queueLimit = limit;
   }
 
   defineGeneration(generation: number, services: readonly string[], configs: ReadonlyArray<readonly [number, unknown]>): void {

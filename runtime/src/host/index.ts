@@ -45,8 +45,6 @@ export { hashRequestId } from './chain.ts';
 
 /** Plugin log lines forwarded per tenant per second (burst = 2 s worth). */
 const LOG_LINES_PER_SEC = 100;
-/** Plugin calls a tenant may have waiting or running in its cordon; more are shed with 429. */
-export const DEFAULT_QUEUE_LIMIT = 256;
 
 export type HostMode = 'cordon' | 'inline';
 
@@ -57,7 +55,11 @@ export interface PluginHostOptions {
   mode?: HostMode;
   /** Shared cordon processes. Default: ISOMESH_CORDONS, else 2. */
   cordons?: number;
-  /** Plugin calls per tenant waiting in its cordon before 429 ISOMESH_ERR_QUOTA_QUEUE. */
+  /**
+   * Plugin passes a tenant may have waiting or running in its cordon before 429 ISOMESH_ERR_QUOTA_QUEUE.
+   * Default: the tenant's maxConcurrentRequests — a request holds at most one pass at a time, so the
+   * concurrency quota is the bound, and a tenant under it is never shed by the queue.
+   */
   queueLimit?: number;
   /** daemon ↔ cordon transport. Default: ISOMESH_CORDON_WIRE, else 'socket'. */
   wire?: WireKind;
@@ -178,7 +180,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
         wire: opts.wire ?? wireKindFromEnv(),
         logger: this.#logger,
         metrics: this.#metrics,
-        queueLimit: opts.queueLimit ?? DEFAULT_QUEUE_LIMIT,
+        ...(opts.queueLimit === undefined ? {} : { queueLimit: opts.queueLimit }),
         hooksFor: (digest) => this.#compiledHooks.get(digest),
         fetch: (tenant, req) => this.#fetch.relay(tenant, req),
       });
@@ -220,6 +222,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
       state.quota.update(config.quota);
       state.sandbox.setMemoryMb(config.quota.memoryMb);
       state.cordon?.setWeight(config.quota.weight);
+      state.cordon?.setQueueLimit(config.quota.maxConcurrentRequests);
       const before = new Set(state.gen.chain.specs.map((s) => s.key));
       for (const spec of chain.specs) state.sandbox.retain(spec);
       const old = state.gen;
@@ -417,7 +420,12 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
           logger.info('tenant isolate rebuilt');
         },
     };
-    const cordon = this.#pool?.tenant(name, { memoryMb: config.quota.memoryMb, weight: config.quota.weight, events });
+    const cordon = this.#pool?.tenant(name, {
+      memoryMb: config.quota.memoryMb,
+      weight: config.quota.weight,
+      maxConcurrentRequests: config.quota.maxConcurrentRequests,
+      events,
+    });
     const sandbox: TenantRuntime =
       cordon ?? new TenantSandbox({ tenant: name, memoryMb: config.quota.memoryMb, events, fetch: this.#fetch.forTenant(name) });
     for (const spec of chain.specs) sandbox.retain(spec);
