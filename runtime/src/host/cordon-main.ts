@@ -340,6 +340,9 @@ channel.onMessage(handle);
 // The daemon is gone (its end of the channel closed): nothing left to serve.
 process.on('disconnect', () => process.exit(0));
 socket?.on('close', () => process.exit(0));
+// Under `node --cpu-prof` (bench/profile.ts) the profile is written only by an orderly exit; the
+// daemon's close() then sends SIGTERM (elsewhere SIGKILL, and SIGTERM keeps its default).
+if (process.execArgv.some((a) => a.startsWith('--cpu-prof'))) process.on('SIGTERM', () => process.exit(0));
 setInterval(() => {
   for (const t of active) sendStats(t);
   active.clear();
