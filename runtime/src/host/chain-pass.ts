@@ -350,3 +350,8 @@ export function hookBits(hooks: ReadonlyArray<Phase>): number {
 export function runChainPass(sandbox: PassSandbox, pass: ChainPass, hooks: PassHooks = {}): PassResult | Promise<PassResult> {
   return sandbox.runPass(pass, hooks);
 }
+
+/** The JSON the runner's generation() takes: services and each entry's config (as JSON, parsed in the plugin's context). */
+export function generationJson(services: readonly string[], configs: ReadonlyArray<readonly [number, unknown]>): string {
+  return JSON.stringify({ s: services, c: configs.map(([id, config]) => [id, JSON.stringify(config ?? {})]) });
+}

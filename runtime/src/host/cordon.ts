@@ -11,9 +11,9 @@ import path from 'node:path';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { ProcessSupervisor } from '../process-supervisor.ts';
-import { decodePass, encodePass, type ChainPass, type PassReply } from './chain-pass.ts';
+import { decodePass, encodePass, generationJson, type ChainPass, type PassReply } from './chain-pass.ts';
 import { guestRuntimeCode, runnerCode } from './guest-code.ts';
-import { generationJson, type SandboxEvents, type VersionSpec } from './sandbox.ts';
+import type { SandboxEvents, VersionSpec } from './sandbox.ts';
 import { FrameChannel, NodeIpcChannel, type Channel, type FromCordon, type ToCordon, type WireFetchReply, type WireFetchRequest, type WireKind } from './wire.ts';
 
 /** The daemon's side of ctx.fetch for a tenant in a cordon (PluginHost checks and performs it). */

@@ -2,8 +2,11 @@
 // process and runs that same code in every isolate, so createTestHost() and production agree:
 // entry.ts in every plugin context, runner.ts (the chain runner) in one context per isolate.
 
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { buildSync } from 'esbuild';
+
+// esbuild is loaded on first use: a data-plane worker thread, which never bundles, does not pay for it.
+const requireLazy = createRequire(import.meta.url);
 
 const cached = new Map<'entry' | 'runner', string>();
 
@@ -26,6 +29,7 @@ export function seedGuestRuntimeCode(code: string, runner?: string): void {
 function bundle(which: 'entry' | 'runner'): string {
   const hit = cached.get(which);
   if (hit !== undefined) return hit;
+  const { buildSync } = requireLazy('esbuild') as typeof import('esbuild');
   const out = buildSync({
     entryPoints: [sdkFile(`${which}.ts`)],
     bundle: true,

@@ -10,8 +10,7 @@ import { IsomeshError, type ErrorCode } from '../errors.ts';
 import type { TenantConfig } from '../store/model.ts';
 import { Chain, type StepVersion } from './chain.ts';
 import { FAILURE_CODES, policyOutcome, unchanged, type ChainPass, type EntryReport, type PassEntry, type PassReply, type PassResult, type Phase } from './chain-pass.ts';
-import { compilePlugin } from './compiler.ts';
-import { probeLoad } from './probe.ts';
+import { createRequire } from 'node:module';
 import type { CordonTenant, Hooks, TenantRuntime } from './cordon.ts';
 import { CordonPool } from './cordon-pool.ts';
 import type {
@@ -34,7 +33,7 @@ import { HostMetrics, type CounterSeries, type HistogramSeries } from './metrics
 import { PluginMetrics } from './plugin-metrics.ts';
 import { TenantQuota } from './quota.ts';
 import type { NodeLedger } from './ledger.ts';
-import { TenantSandbox, type SandboxEvents } from './sandbox.ts';
+import type { TenantSandbox, SandboxEvents } from './sandbox.ts';
 import { TrialLoader } from './trial.ts';
 import { FetchGate } from './plugin-fetch.ts';
 import { wireKindFromEnv, type WireKind } from './wire.ts';
@@ -47,6 +46,12 @@ export { hashRequestId } from './chain.ts';
 const LOG_LINES_PER_SEC = 100;
 
 export type HostMode = 'cordon' | 'inline';
+
+const requireLazy = createRequire(import.meta.url);
+/** isolated-vm and the in-process sandbox, loaded when a tenant first runs inline (sync: configure() is). */
+function inlineSandbox(): typeof TenantSandbox {
+  return (requireLazy('./sandbox.ts') as typeof import('./sandbox.ts')).TenantSandbox;
+}
 
 export interface PluginHostOptions {
   logger: Logger;
@@ -190,7 +195,11 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   async compile(input: CompileInput): Promise<CompiledPlugin> {
     const trial = this.#trial;
     const timeoutMs = this.#trialTimeoutMs;
-    const compiled = await compilePlugin(input, trial !== undefined ? (code) => trial.probe(code) : (code) => probeLoad(code, timeoutMs));
+    // Loaded on first use (esbuild, isolated-vm): data-plane worker threads import this module for
+    // Chain, TenantQuota and NodeLedger only, and never compile.
+    const { compilePlugin } = await import('./compiler.ts');
+    const probe = trial !== undefined ? (code: string) => trial.probe(code) : async (code: string) => (await import('./probe.ts')).probeLoad(code, timeoutMs);
+    const compiled = await compilePlugin(input, probe);
     if (this.#compiledHooks.size > 4096) this.#compiledHooks.clear();
     this.#compiledHooks.set(compiled.digest, compiled.hooks);
     return compiled;
@@ -427,7 +436,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
       events,
     });
     const sandbox: TenantRuntime =
-      cordon ?? new TenantSandbox({ tenant: name, memoryMb: config.quota.memoryMb, events, fetch: this.#fetch.forTenant(name) });
+      cordon ?? new (inlineSandbox())({ tenant: name, memoryMb: config.quota.memoryMb, events, fetch: this.#fetch.forTenant(name) });
     for (const spec of chain.specs) sandbox.retain(spec);
     state = {
       name,

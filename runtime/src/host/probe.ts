@@ -11,10 +11,8 @@ import { classifyError, loadPluginContext } from './sandbox.ts';
 
 export const SDK = '@isomesh/sdk';
 const BAD_IMPORT_PREFIX = 'ISOMESH_BAD_IMPORT:';
-export const PROBE_MEMORY_MB = 32;
-// Generous: the trial load runs in its own process (a slow load blocks only that publish), and a busy
-// machine must not turn a valid plugin into a load error. A top-level loop is still stopped.
-export const PROBE_TIMEOUT_MS = 2000;
+import { PROBE_MEMORY_MB, PROBE_TIMEOUT_MS } from './trial.ts';
+export { PROBE_MEMORY_MB, PROBE_TIMEOUT_MS };
 /** The largest body limit a plugin may declare (sdk MAX_BODY_BYTES). */
 export const MAX_BODY_BYTES = 64 * 1024 * 1024;
 const MAX_LOAD_RESULT_CHARS = 128 * 1024;

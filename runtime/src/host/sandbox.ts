@@ -15,7 +15,7 @@
 import v8 from 'node:v8';
 import ivm from 'isolated-vm';
 import { HostCapabilities, type CapabilityFetch } from './capabilities.ts';
-import { decodePass, encodePass, hookBits, type ChainPass, type EncodedPass, type PassHooks, type PassResult, type PassWire } from './chain-pass.ts';
+import { decodePass, encodePass, generationJson, hookBits, type ChainPass, type EncodedPass, type PassHooks, type PassResult, type PassWire } from './chain-pass.ts';
 import { guestRuntimeCode, runnerCode } from './guest-code.ts';
 import { PassDrive, type Crossing, type DriveHost, type RunnerCall } from './pass-drive.ts';
 
@@ -609,10 +609,6 @@ export class TenantSandbox {
   }
 }
 
-/** The JSON the runner's generation() takes: services and each entry's config (as JSON, parsed in the plugin's context). */
-export function generationJson(services: readonly string[], configs: ReadonlyArray<readonly [number, unknown]>): string {
-  return JSON.stringify({ s: services, c: configs.map(([id, config]) => [id, JSON.stringify(config ?? {})]) });
-}
 
 /**
  * A pass that cannot reach the isolate (rebuild back-off): every entry that would run fails as

@@ -11,7 +11,11 @@ import type { Logger } from 'pino';
 import { IsomeshError, type ErrorCode } from '../errors.ts';
 import type { PluginVersionDeclarations } from '../store/model.ts';
 import { guestRuntimeCode } from './guest-code.ts';
-import { PROBE_MEMORY_MB, PROBE_TIMEOUT_MS } from './probe.ts';
+
+export const PROBE_MEMORY_MB = 32;
+// Generous: the trial load runs in its own process (a slow load blocks only that publish), and a busy
+// machine must not turn a valid plugin into a load error. A top-level loop is still stopped.
+export const PROBE_TIMEOUT_MS = 2000;
 
 export type ToTrial = { t: 'init'; guest: string } | { t: 'probe'; id: number; code: string; timeoutMs: number };
 export type FromTrial =

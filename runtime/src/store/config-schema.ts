@@ -4,8 +4,9 @@
 // bounded at publish (64 KiB of JSON) and compiled validators are kept in a bounded LRU.
 
 import { createHash } from 'node:crypto';
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import { Ajv2020 } from 'ajv/dist/2020.js';
+import { createRequire } from 'node:module';
+import type { Ajv, ErrorObject, ValidateFunction } from 'ajv';
+import type { Ajv2020 } from 'ajv/dist/2020.js';
 import { re2RegExpEngine } from './regex.ts';
 
 const CACHE_MAX = 256;
@@ -18,6 +19,10 @@ const DRAFT_2020 = /^https?:\/\/json-schema\.org\/draft\/2020-12\/schema#?$/;
 const OPTIONS = { strict: true, strictTypes: false, strictTuples: false, strictRequired: false, allErrors: false, logger: false, code: { regExp: re2RegExpEngine } } as const;
 let ajv2020: Ajv2020 | undefined;
 let ajv07: Ajv | undefined;
+// Ajv is loaded with the first schema: a data-plane worker thread, which never validates configs, does not pay for it.
+const requireLazy = createRequire(import.meta.url);
+const newAjv07 = (): Ajv => new (requireLazy('ajv') as typeof import('ajv')).Ajv(OPTIONS);
+const newAjv2020 = (): Ajv2020 => new (requireLazy('ajv/dist/2020.js') as typeof import('ajv/dist/2020.js')).Ajv2020(OPTIONS);
 const cache = new Map<string, ValidateFunction>();
 
 export class ConfigSchemaError extends Error {}
@@ -30,8 +35,8 @@ function compile(schema: Record<string, unknown>): ValidateFunction {
   // A schema's $id would register it globally in the Ajv instance: compile a copy without it.
   const { $id: _id, ...rest } = schema;
   try {
-    if (typeof $schema === 'string' && DRAFT_07.test($schema)) return (ajv07 ??= new Ajv(OPTIONS)).compile(rest);
-    return (ajv2020 ??= new Ajv2020(OPTIONS)).compile(rest);
+    if (typeof $schema === 'string' && DRAFT_07.test($schema)) return (ajv07 ??= newAjv07()).compile(rest);
+    return (ajv2020 ??= newAjv2020()).compile(rest);
   } catch (e) {
     throw new ConfigSchemaError(e instanceof Error ? e.message : String(e));
   }
