@@ -163,7 +163,7 @@ export async function cpuBench(ctx: BenchContext): Promise<Record<string, unknow
     const isoTenants = async (d: BenchDaemon, prefix: string, labelOf: (what: string) => string, base: Partial<CpuTarget>, kinds: Array<CpuTarget['plugins']>): Promise<void> => {
       for (const kind of kinds) {
         const plugins = kind === 'noop' ? [['noop', NOOP] as [string, string]] : kind === 'noop×3' ? [['noop-a', NOOP], ['noop-b', NOOP], ['noop-c', NOOP]] as Array<[string, string]> : kind === 'chain3' ? chain.plugins : [];
-        const port = await setupTenant(d, `${prefix}-${kind === 'noop×3' ? 'noop3' : kind}`, { upstreamPort: upstream.port, plugins, ...(kind === 'chain3' ? { secrets: chain.secrets } : {}) });
+        const port = await setupTenant(d, `${prefix}-${kind === 'noop×3' ? 'noop3' : kind}`, { upstreamPort: upstream.port, plugins, ...(kind === 'chain3' ? { secrets: chain.secrets, quota: chain.quota } : {}) });
         const id = `${kind === 'none' ? 'iso0' : kind === 'noop' ? 'iso1' : kind === 'noop×3' ? 'iso3noop' : 'chain3'}-${prefix}`;
         all.push({ id, label: labelOf(kind === 'none' ? 'no plugins' : kind === 'noop' ? '1 no-op plugin' : kind === 'noop×3' ? '3 no-op plugins' : 'jwt-auth + rate-limit + header-transform'), group: 'isomesh', port, proxyPids: [d.proc.pid], plugins: kind, pinned, ...base, ...(kind === 'chain3' ? { proofHeader: chain.proofHeader } : {}) } as CpuTarget);
       }

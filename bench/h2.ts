@@ -176,7 +176,7 @@ export async function h2Bench(ctx: BenchContext): Promise<Record<string, unknown
       const port = await setupTenant(daemon!, `${scenario}-${kind}`, {
         upstreamPort: scenario === 'h2c' ? upstream.port : grpcUp.port,
         protocol: scenario === 'h2c' ? 'http1' : 'grpc',
-        ...(kind === 'chain3' ? { plugins: chain.plugins, secrets: chain.secrets } : {}),
+        ...(kind === 'chain3' ? { plugins: chain.plugins, secrets: chain.secrets, quota: chain.quota } : {}),
       });
       const what = kind === 'none' ? 'no plugins' : 'jwt-auth + rate-limit + header-transform';
       return { id: `${kind === 'none' ? 'iso0' : 'chain3'}-${mode}`, scenario, label: `isomesh, ${what} [${mode}]`, port, proxyPids: [daemon!.proc.pid], plugins: kind, mode };

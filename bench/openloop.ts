@@ -92,7 +92,7 @@ export async function openLoopBench(ctx: BenchContext): Promise<Record<string, u
     const d = await startDaemon(group, { ...(proxyCpu === undefined ? {} : { cpus: proxyCpu }), env: { ISOMESH_WORKERS: '1' } });
     daemons.push(d);
     const plainPort = await setupTenant(d, 'plain', { upstreamPort: upstream.port });
-    const chainPort = await setupTenant(d, 'chain3', { upstreamPort: upstream.port, plugins: chain.plugins, secrets: chain.secrets });
+    const chainPort = await setupTenant(d, 'chain3', { upstreamPort: upstream.port, plugins: chain.plugins, secrets: chain.secrets, quota: chain.quota });
     const up = { upstream: upstream.proc.pid };
     targets.push(
       { id: 'direct', label: 'direct (client → upstream)', port: upstream.port, path: up },

@@ -66,7 +66,7 @@ export interface ProfileResult {
 
 async function tenantFor(d: BenchDaemon, scenario: Scenario, upstreamPort: number, grpcPort?: number): Promise<number> {
   const chain = realisticChain();
-  if (scenario === 'chain3') return setupTenant(d, 't', { upstreamPort, plugins: chain.plugins, secrets: chain.secrets });
+  if (scenario === 'chain3') return setupTenant(d, 't', { upstreamPort, plugins: chain.plugins, secrets: chain.secrets, quota: chain.quota });
   if (scenario === 'grpc') return setupTenant(d, 't', { upstreamPort: grpcPort!, protocol: 'grpc' });
   const plugins: Array<[string, string]> = scenario === 'iso1' ? [['noop', NOOP]] : scenario === 'iso3noop' ? [['a', NOOP], ['b', NOOP], ['c', NOOP]] : [];
   return setupTenant(d, 't', { upstreamPort, plugins });

@@ -95,7 +95,7 @@ export async function setupEbpf(o: { chain: RealisticChain; proxyCpu: string | u
       if (r.status < 200 || r.status > 299) throw new Error(`${method} ${p} → ${r.status} ${JSON.stringify(r.body)}`);
       return r.body;
     };
-    const port = await setupTenant({ must }, 'chain3', { upstreamPort: upstream.port, plugins: o.chain.plugins, secrets: o.chain.secrets });
+    const port = await setupTenant({ must }, 'chain3', { upstreamPort: upstream.port, plugins: o.chain.plugins, secrets: o.chain.secrets, quota: o.chain.quota });
     await must('PUT', '/v1/tenants/chain3/services/origin', { vip: `${VIP}:80`, endpoints: [{ address: '127.0.0.1', port: upstream.port }] });
     await must('PUT', '/v1/tenants/chain3/workloads/client', { cgroupPath: workload });
     const pid = d.pid!;

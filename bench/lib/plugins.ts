@@ -39,6 +39,12 @@ function exampleSource(name: string): string {
 export interface RealisticChain {
   plugins: Array<[string, string, Record<string, unknown>]>;
   secrets: Record<string, string>;
+  /**
+   * A CPU-per-second quota no benchmark reaches (like the rate-limit's limit): the default 500 ms/s
+   * answered 429 ISOMESH_ERR_QUOTA_CPU to part of a saturating load, and a cost benchmark must
+   * measure the chain, not the tenant's quota (bench/noisy.ts is the one about quotas).
+   */
+  quota: Record<string, number>;
   /** Request header lines every client sends (to every target alike, so the request is the same). */
   headers: string[];
   /** Response header that proves the whole chain ran (header-transform's onResponse). */
@@ -70,6 +76,7 @@ export function realisticChain(): RealisticChain {
       }],
     ],
     secrets: { [JWT_SECRET_NAME]: JWT_KEY },
+    quota: { cpuMsPerSecond: 100_000 },
     headers: [`authorization: Bearer ${benchToken()}`],
     proofHeader: 'x-served-by',
   };
