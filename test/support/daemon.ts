@@ -33,8 +33,18 @@ export interface StartOptions {
   wrap?: string[];
 }
 
+/** State directories this process created; removed when it exits (a restart test reuses one meanwhile). */
+const createdStateDirs: string[] = [];
+process.once('exit', () => {
+  for (const dir of createdStateDirs) fs.rmSync(dir, { recursive: true, force: true });
+});
+
 export async function startDaemon(opts: StartOptions = {}): Promise<TestDaemon> {
-  const stateDir = opts.stateDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'isomesh-test-'));
+  let stateDir = opts.stateDir;
+  if (stateDir === undefined) {
+    stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'isomesh-test-'));
+    createdStateDirs.push(stateDir);
+  }
   const adminPort = await freePort();
   const grpcPort = await freePort();
   const ports = opts.listenerPorts ?? (await freePortRange());
