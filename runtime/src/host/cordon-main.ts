@@ -27,7 +27,7 @@ type Resume = { t: 'resume'; grant: () => void };
 type Task = Call | Resume;
 
 /** A safety net only: the daemon bounds each tenant's queue before sending. */
-const QUEUE_LIMIT = 65_536;
+const QUEUE_LIMIT = 65_536; // = CORDON_QUEUE_LIMIT in cordon.ts (the daemon's per-tenant bound for an unlimited tenant)
 /** Run calls for at most this long before letting new messages in (fairness needs them queued). */
 const SLICE_MS = 0.5;
 /** Results wait for the end of the slice (one write for many) unless the next call may be long. */

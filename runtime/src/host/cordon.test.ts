@@ -220,6 +220,9 @@ test('the call queue follows the tenant\'s maxConcurrentRequests: a tenant under
   // Raised at run time: the queue follows.
   host.configure(await tenantConfig(host, 'wide', [{ name: 'burn', source: burner(1) }], { quota: { ...quota, maxConcurrentRequests: 400 } }));
   assert.deepEqual(await burst(400), []);
+  // 0 is "no concurrency limit" in the host's quota: it must not become a queue of 0.
+  host.configure(await tenantConfig(host, 'wide', [{ name: 'burn', source: burner(1) }], { quota: { ...quota, maxConcurrentRequests: 0 } }));
+  assert.deepEqual(await burst(300), []);
   assert.equal(host.status('wide').usage.rejections.queue, 0);
 });
 

@@ -301,6 +301,14 @@ export class Cordon {
   }
 }
 
+/** A cordon's own bound on calls waiting in it, for all its tenants (cordon-main.ts QUEUE_LIMIT). */
+const CORDON_QUEUE_LIMIT = 65_536;
+
+/** The queue bound for a concurrency quota: a quota of 0 (no limit) leaves only the cordon's own. */
+export function queueBoundFor(maxConcurrentRequests: number): number {
+  return maxConcurrentRequests > 0 ? maxConcurrentRequests : CORDON_QUEUE_LIMIT;
+}
+
 /** A tenant's handle on the cordon that runs its isolate. */
 export class CordonTenant implements TenantRuntime {
   readonly tenant: string;
@@ -444,7 +452,7 @@ export class CordonTenant implements TenantRuntime {
 
   /** Follows the tenant's maxConcurrentRequests (unless the host fixed the bound). */
   setQueueLimit(limit: number): void {
-    if (!this.#fixedQueueLimit) this.#queueLimit = limit;
+    if (!this.#fixedQueueLimit) this.#queueLimit = queueBoundFor(limit);
   }
 
   defineGeneration(generation: number, services: readonly string[], configs: ReadonlyArray<readonly [number, unknown]>): void {
