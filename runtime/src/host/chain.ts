@@ -87,6 +87,21 @@ export class Chain {
     return step.routes === undefined || (route !== undefined && step.routes.has(route));
   }
 
+  /**
+   * The smallest body limit (`phase`) the versions serving `requestId` on `route` declared; 0 when
+   * none reads that body.
+   */
+  bodyLimit(phase: 'request' | 'response', route: string | undefined, requestId: string): number {
+    if (!this.anyBody) return 0;
+    let limit = 0;
+    for (const step of this.steps) {
+      if (!Chain.applies(step, route)) continue;
+      const declared = Chain.versionFor(step, requestId)?.body?.[phase];
+      if (declared !== undefined && (limit === 0 || declared < limit)) limit = declared;
+    }
+    return limit;
+  }
+
   /** The version serving `requestId`: canary when hash(requestId) % 100 < percent. */
   static versionFor(step: ChainStep, requestId: string): StepVersion | undefined {
     if (step.canary !== undefined && hashRequestId(requestId) % 100 < step.canary.percent) return step.canary;

@@ -293,16 +293,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
 
   bodyLimit(run: ChainRun, phase: 'request' | 'response', route?: string): number {
     const r = run as Run;
-    const chain = r.gen.chain;
-    if (!chain.anyBody) return 0;
-    const on = route ?? r.route;
-    let limit = 0;
-    for (const step of chain.steps) {
-      if (!Chain.applies(step, on)) continue;
-      const declared = Chain.versionFor(step, r.requestId)?.body?.[phase];
-      if (declared !== undefined && (limit === 0 || declared < limit)) limit = declared;
-    }
-    return limit;
+    return r.gen.chain.bodyLimit(phase, route ?? r.route, r.requestId);
   }
 
   hasRequestHooks(run: ChainRun, route: string | undefined): boolean {

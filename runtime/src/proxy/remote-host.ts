@@ -131,16 +131,7 @@ export class RemoteHost implements PluginHostApi {
 
   bodyLimit(run: ChainRun, phase: 'request' | 'response', route?: string): number {
     const r = run as RemoteRun;
-    const chain = r.shape.chain;
-    if (!chain.anyBody) return 0;
-    const on = route ?? r.route;
-    let limit = 0;
-    for (const step of chain.steps) {
-      if (!Chain.applies(step, on)) continue;
-      const declared = Chain.versionFor(step, r.requestId)?.body?.[phase];
-      if (declared !== undefined && (limit === 0 || declared < limit)) limit = declared;
-    }
-    return limit;
+    return r.shape.chain.bodyLimit(phase, route ?? r.route, r.requestId);
   }
 
   recordCalls(run: ChainRun): void {
