@@ -210,33 +210,32 @@ export class HostCapabilities {
    * undefined: something needs perform() (a sleep, a fetch, a JWKS, a token jose must judge).
    */
   performSync(requests: unknown, env: CapabilityEnv): CapabilityResult[] | undefined {
-    if (!Array.isArray(requests) || requests.length === 0 || requests.length > CAPABILITY_BOUNDS.requestsPerRound || this.#disposed) return undefined;
-    const out: CapabilityResult[] = [];
-    for (const r of requests as Array<{ id?: unknown; name?: unknown; args?: unknown }>) {
-      const id = r?.id;
-      if (typeof id !== 'number' || !Number.isSafeInteger(id) || id <= 0) continue;
-      if (r.name !== 'jwt.verify') return undefined;
-      const one = this.#jwtVerifySync(id, r.args, env);
-      if (one === undefined) return undefined;
-      out.push(one);
-    }
-    return out;
+    return this.#answerSync(requests, env)?.map((a) => a.result);
   }
 
   /** performSync, answered as the JSON the guest's deliver() takes (verified tokens' JSON is kept, not re-encoded). */
   performSyncJson(requests: unknown, env: CapabilityEnv): string | undefined {
+    const answers = this.#answerSync(requests, env);
+    if (answers === undefined) return undefined;
+    const out = answers.map(({ result, valueJson }) =>
+      result.ok && valueJson !== undefined ? `{"id":${result.id},"ok":true,"value":${valueJson}}` : JSON.stringify(result));
+    return `[${out.join(',')}]`;
+  }
+
+  /** The round's answers (with a verified token's kept JSON), or undefined when one needs perform(). */
+  #answerSync(requests: unknown, env: CapabilityEnv): Array<{ result: CapabilityResult; valueJson: string | undefined }> | undefined {
     if (!Array.isArray(requests) || requests.length === 0 || requests.length > CAPABILITY_BOUNDS.requestsPerRound || this.#disposed) return undefined;
-    const out: string[] = [];
+    const out: Array<{ result: CapabilityResult; valueJson: string | undefined }> = [];
     for (const r of requests as Array<{ id?: unknown; name?: unknown; args?: unknown }>) {
       const id = r?.id;
       if (typeof id !== 'number' || !Number.isSafeInteger(id) || id <= 0) continue;
       if (r.name !== 'jwt.verify') return undefined;
       this.#lastValueJson = undefined;
-      const one = this.#jwtVerifySync(id, r.args, env);
-      if (one === undefined) return undefined;
-      out.push(one.ok && this.#lastValueJson !== undefined ? `{"id":${id},"ok":true,"value":${this.#lastValueJson}}` : JSON.stringify(one));
+      const result = this.#jwtVerifySync(id, r.args, env);
+      if (result === undefined) return undefined;
+      out.push({ result, valueJson: this.#lastValueJson });
     }
-    return `[${out.join(',')}]`;
+    return out;
   }
 
   /** Ends pending sleeps (their calls fail) and drops cached keys. */
