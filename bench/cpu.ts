@@ -21,7 +21,7 @@ import { removeStateDir, setupTenant, startDaemon, type BenchDaemon } from './li
 import { LARGE_BYTES, LARGE_PATH, SMALL_BODY, SMALL_PATH, startHaproxy, startNginxProxy, startNginxUpstream } from './lib/peers.ts';
 import { NOOP, realisticChain } from './lib/plugins.ts';
 import { ProcessGroup, cpuCount, pinSelf } from './lib/processes.ts';
-import { spread, type Spread } from './lib/stats.ts';
+import { loadSpread, type LoadSpread } from './lib/stats.ts';
 import { runWrk } from './lib/wrk.ts';
 import type { BenchContext } from './run.ts';
 
@@ -69,21 +69,11 @@ export interface CpuSample {
   disturbed: boolean;
 }
 
-export interface CpuSummary {
+export interface CpuSummary extends LoadSpread {
   target: string;
   label: string;
   body: 'small' | '16KiB';
-  cpuUs: Spread;
-  userUs: Spread;
-  sysUs: Spread;
-  rps: Spread;
-  p50Ms: Spread;
-  p99Ms: Spread;
   errors: number;
-  disturbedReps: number;
-  /** Per repetition: this target's CPU/request ÷ nginx's in the same repetition. */
-  cpuVsNginx?: Spread;
-  rpsVsNginx?: Spread;
 }
 
 /** A repetition counts as disturbed when other work used more than this many CPUs on average. */
@@ -264,22 +254,12 @@ function summarize(targets: CpuTarget[], samples: CpuSample[], bodies: Array<'sm
     for (const t of targets) {
       const mine = samples.filter((s) => s.body === body && s.target === t.id);
       if (mine.length === 0) continue;
-      const cpu = (s: CpuSample): number => s.proxyUserUs + s.proxySysUs;
-      const paired = (f: (a: CpuSample, b: CpuSample) => number): Spread =>
-        spread(mine.map((s) => { const r = ref.find((x) => x.rep === s.rep); return r === undefined ? NaN : f(s, r); }), 3);
       out.push({
         target: t.id,
         label: t.label,
         body,
-        cpuUs: spread(mine.map(cpu), 1),
-        userUs: spread(mine.map((s) => s.proxyUserUs), 1),
-        sysUs: spread(mine.map((s) => s.proxySysUs), 1),
-        rps: spread(mine.map((s) => s.rps), 0),
-        p50Ms: spread(mine.map((s) => s.p50Ms), 3),
-        p99Ms: spread(mine.map((s) => s.p99Ms), 3),
+        ...loadSpread(mine, t.id === 'direct' ? undefined : ref, 3),
         errors: mine.reduce((a, s) => a + s.non2xx + s.socketErrors, 0),
-        disturbedReps: mine.filter((s) => s.disturbed).length,
-        ...(t.id === 'direct' || ref.length === 0 ? {} : { cpuVsNginx: paired((a, b) => cpu(a) / cpu(b)), rpsVsNginx: paired((a, b) => a.rps / b.rps) }),
       });
     }
   }

@@ -26,7 +26,7 @@ import { runH2load, type H2loadResult } from './lib/h2load.ts';
 import { SMALL_BODY, SMALL_PATH, startNginxProxy, startNginxUpstream, type Peer } from './lib/peers.ts';
 import { realisticChain } from './lib/plugins.ts';
 import { ProcessGroup, cpuCount, pinSelf } from './lib/processes.ts';
-import { spread, type Spread } from './lib/stats.ts';
+import { loadSpread, type LoadSpread } from './lib/stats.ts';
 import type { BenchContext } from './run.ts';
 
 export const H2_GOALS = { h2cCpuVsNginx: 2.5, grpcCpuVsNginx: 2.5 };
@@ -69,20 +69,11 @@ export interface H2Sample {
   disturbed: boolean;
 }
 
-export interface H2Summary {
+export interface H2Summary extends LoadSpread {
   scenario: H2Scenario;
   target: string;
   label: string;
-  cpuUs: Spread;
-  userUs: Spread;
-  sysUs: Spread;
-  rps: Spread;
-  p50Ms: Spread;
-  p99Ms: Spread;
   errors: number;
-  disturbedReps: number;
-  cpuVsNginx?: Spread;
-  rpsVsNginx?: Spread;
 }
 
 const CLIENTS = 4;
@@ -290,26 +281,16 @@ export async function h2Bench(ctx: BenchContext): Promise<Record<string, unknown
 
 export function summarizeH2(targets: Array<Pick<H2Target, 'id' | 'scenario' | 'label'>>, samples: H2Sample[]): H2Summary[] {
   const out: H2Summary[] = [];
-  const cpu = (s: H2Sample): number => s.proxyUserUs + s.proxySysUs;
   for (const t of targets) {
     const mine = samples.filter((s) => s.scenario === t.scenario && s.target === t.id);
     if (mine.length === 0) continue;
     const ref = samples.filter((s) => s.scenario === t.scenario && s.target === 'nginx');
-    const paired = (f: (a: H2Sample, b: H2Sample) => number): Spread =>
-      spread(mine.map((s) => { const r = ref.find((x) => x.rep === s.rep); return r === undefined ? NaN : f(s, r); }), 3);
     out.push({
       scenario: t.scenario,
       target: t.id,
       label: t.label,
-      cpuUs: spread(mine.map(cpu), 1),
-      userUs: spread(mine.map((s) => s.proxyUserUs), 1),
-      sysUs: spread(mine.map((s) => s.proxySysUs), 1),
-      rps: spread(mine.map((s) => s.rps), 0),
-      p50Ms: spread(mine.map((s) => s.p50Ms), 2),
-      p99Ms: spread(mine.map((s) => s.p99Ms), 2),
+      ...loadSpread(mine, t.id === 'direct' ? undefined : ref, 2),
       errors: mine.reduce((a, s) => a + s.non2xx + s.failed + s.missingBody, 0),
-      disturbedReps: mine.filter((s) => s.disturbed).length,
-      ...(t.id === 'direct' || ref.length === 0 ? {} : { cpuVsNginx: paired((a, b) => cpu(a) / cpu(b)), rpsVsNginx: paired((a, b) => a.rps / b.rps) }),
     });
   }
   return out;

@@ -69,6 +69,48 @@ export function spread(xs: number[], digits = 2): Spread {
   return { median: round(median, digits), min: round(s[0]!, digits), max: round(s[s.length - 1]!, digits), n: s.length };
 }
 
+/** What every repetition of a CPU-per-request benchmark measures (bench/cpu.ts, bench/h2.ts). */
+export interface LoadSample {
+  rep: number;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  proxyUserUs: number;
+  proxySysUs: number;
+  disturbed: boolean;
+}
+
+/** The spread of a target's repetitions, and its ratios to nginx's repetitions of the same number. */
+export interface LoadSpread {
+  cpuUs: Spread;
+  userUs: Spread;
+  sysUs: Spread;
+  rps: Spread;
+  p50Ms: Spread;
+  p99Ms: Spread;
+  disturbedReps: number;
+  /** Per repetition: this target's CPU/request ÷ nginx's in the same repetition. */
+  cpuVsNginx?: Spread;
+  rpsVsNginx?: Spread;
+}
+
+/** `mine`: one target's repetitions; `ref`: nginx's (undefined: no ratios, e.g. for "direct"). */
+export function loadSpread<S extends LoadSample>(mine: S[], ref: S[] | undefined, latencyDigits: number): LoadSpread {
+  const cpu = (s: S): number => s.proxyUserUs + s.proxySysUs;
+  const paired = (f: (a: S, b: S) => number): Spread =>
+    spread(mine.map((s) => { const r = ref?.find((x) => x.rep === s.rep); return r === undefined ? NaN : f(s, r); }), 3);
+  return {
+    cpuUs: spread(mine.map(cpu), 1),
+    userUs: spread(mine.map((s) => s.proxyUserUs), 1),
+    sysUs: spread(mine.map((s) => s.proxySysUs), 1),
+    rps: spread(mine.map((s) => s.rps), 0),
+    p50Ms: spread(mine.map((s) => s.p50Ms), latencyDigits),
+    p99Ms: spread(mine.map((s) => s.p99Ms), latencyDigits),
+    disturbedReps: mine.filter((s) => s.disturbed).length,
+    ...(ref === undefined || ref.length === 0 ? {} : { cpuVsNginx: paired((a, b) => cpu(a) / cpu(b)), rpsVsNginx: paired((a, b) => a.rps / b.rps) }),
+  };
+}
+
 /** "12.3 (11.9–13.0)": median and range, for tables. */
 export function fmtSpread(s: Spread | undefined, digits = 1): string {
   if (s === undefined || s.n === 0) return '—';
