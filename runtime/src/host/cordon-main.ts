@@ -19,7 +19,7 @@ import type { PassFailure, PassHooks, PassWire } from './chain-pass.ts';
 import { CapabilityFetchError, type CapabilityFetch } from './capabilities.ts';
 import { TenantSandbox } from './sandbox.ts';
 import { FairScheduler } from './scheduler.ts';
-import { FrameChannel, NodeIpcChannel, wireKindFromEnv, type Channel, type FromCordon, type ToCordon } from './wire.ts';
+import { CORDON_QUEUE_LIMIT, FrameChannel, NodeIpcChannel, wireKindFromEnv, type Channel, type FromCordon, type ToCordon } from './wire.ts';
 
 type Call = Extract<ToCordon, { t: 'pass' }> & { queuedAt: bigint };
 /** A released pass that got its capability result and waits for its tenant's turn to go on. */
@@ -27,7 +27,6 @@ type Resume = { t: 'resume'; grant: () => void };
 type Task = Call | Resume;
 
 /** A safety net only: the daemon bounds each tenant's queue before sending. */
-const QUEUE_LIMIT = 65_536; // = CORDON_QUEUE_LIMIT in cordon.ts (the daemon's per-tenant bound for an unlimited tenant)
 /** Run calls for at most this long before letting new messages in (fairness needs them queued). */
 const SLICE_MS = 0.5;
 /** Results wait for the end of the slice (one write for many) unless the next call may be long. */
@@ -42,7 +41,7 @@ const channel: Channel<FromCordon, ToCordon> =
     : new FrameChannel<FromCordon, ToCordon>(socket, { autoFlush: false });
 
 const tenants = new Map<string, TenantSandbox>();
-const scheduler = new FairScheduler<Task>({ queueLimit: QUEUE_LIMIT });
+const scheduler = new FairScheduler<Task>({ queueLimit: CORDON_QUEUE_LIMIT });
 const active = new Set<string>();
 const box = Buffer.alloc(16);
 let blackbox = -1;

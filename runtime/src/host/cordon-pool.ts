@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { hashRequestId } from './chain.ts';
-import { Cordon, CordonTenant, cordonRunDir, queueBoundFor, type FetchRelay, type Hooks } from './cordon.ts';
+import { Cordon, CordonTenant, cordonRunDir, type FetchRelay, type Hooks } from './cordon.ts';
 import type { HostMetrics } from './metrics.ts';
 import type { SandboxEvents } from './sandbox.ts';
 import type { WireKind } from './wire.ts';
@@ -63,8 +63,8 @@ export class CordonPool {
       weight: opts.weight,
       events: opts.events,
       cordon,
-      queueLimit: this.#queueLimit ?? queueBoundFor(opts.maxConcurrentRequests),
-      fixedQueueLimit: this.#queueLimit !== undefined,
+      maxConcurrentRequests: opts.maxConcurrentRequests,
+      queueLimit: this.#queueLimit,
       hooksFor: this.#hooksFor,
     });
     this.#tenants.set(name, t);

@@ -14,7 +14,7 @@ import { ProcessSupervisor } from '../process-supervisor.ts';
 import { decodePass, encodePass, generationJson, type ChainPass, type PassReply } from './chain-pass.ts';
 import { guestRuntimeCode, runnerCode } from './guest-code.ts';
 import type { SandboxEvents, VersionSpec } from './sandbox.ts';
-import { FrameChannel, NodeIpcChannel, type Channel, type FromCordon, type ToCordon, type WireFetchReply, type WireFetchRequest, type WireKind } from './wire.ts';
+import { CORDON_QUEUE_LIMIT, FrameChannel, NodeIpcChannel, type Channel, type FromCordon, type ToCordon, type WireFetchReply, type WireFetchRequest, type WireKind } from './wire.ts';
 
 /** The daemon's side of ctx.fetch for a tenant in a cordon (PluginHost checks and performs it). */
 export type FetchRelay = (tenant: string, req: WireFetchRequest) => Promise<WireFetchReply>;
@@ -301,11 +301,8 @@ export class Cordon {
   }
 }
 
-/** A cordon's own bound on calls waiting in it, for all its tenants (cordon-main.ts QUEUE_LIMIT). */
-const CORDON_QUEUE_LIMIT = 65_536;
-
 /** The queue bound for a concurrency quota: a quota of 0 (no limit) leaves only the cordon's own. */
-export function queueBoundFor(maxConcurrentRequests: number): number {
+function queueBoundFor(maxConcurrentRequests: number): number {
   return maxConcurrentRequests > 0 ? maxConcurrentRequests : CORDON_QUEUE_LIMIT;
 }
 
@@ -313,8 +310,9 @@ export function queueBoundFor(maxConcurrentRequests: number): number {
 export class CordonTenant implements TenantRuntime {
   readonly tenant: string;
   readonly #events: SandboxEvents;
+  /** Set by the host's operator (tests); else the bound follows the tenant's maxConcurrentRequests. */
+  readonly #fixedQueueLimit: number | undefined;
   #queueLimit: number;
-  readonly #fixedQueueLimit: boolean;
   readonly #hooksFor: (digest: string) => Hooks | undefined;
   #cordon: Cordon;
   #memoryMb: number;
@@ -337,17 +335,17 @@ export class CordonTenant implements TenantRuntime {
     weight: number;
     events: SandboxEvents;
     cordon: Cordon;
-    queueLimit: number;
-    /** The queue bound was set by the operator of the host, not by the tenant's quota. */
-    fixedQueueLimit?: boolean;
+    maxConcurrentRequests: number;
+    /** A fixed bound instead of the tenant's maxConcurrentRequests. */
+    queueLimit?: number | undefined;
     hooksFor: (digest: string) => Hooks | undefined;
   }) {
     this.tenant = opts.tenant;
     this.#memoryMb = opts.memoryMb;
     this.#weight = opts.weight;
     this.#events = opts.events;
-    this.#queueLimit = opts.queueLimit;
-    this.#fixedQueueLimit = opts.fixedQueueLimit ?? false;
+    this.#fixedQueueLimit = opts.queueLimit;
+    this.#queueLimit = opts.queueLimit ?? queueBoundFor(opts.maxConcurrentRequests);
     this.#hooksFor = opts.hooksFor;
     this.#cordon = opts.cordon;
     this.#cordon.attach(this);
@@ -451,8 +449,8 @@ export class CordonTenant implements TenantRuntime {
   }
 
   /** Follows the tenant's maxConcurrentRequests (unless the host fixed the bound). */
-  setQueueLimit(limit: number): void {
-    if (!this.#fixedQueueLimit) this.#queueLimit = queueBoundFor(limit);
+  setQueueLimit(maxConcurrentRequests: number): void {
+    this.#queueLimit = this.#fixedQueueLimit ?? queueBoundFor(maxConcurrentRequests);
   }
 
   defineGeneration(generation: number, services: readonly string[], configs: ReadonlyArray<readonly [number, unknown]>): void {
