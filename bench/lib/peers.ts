@@ -19,6 +19,11 @@ export interface PeerOptions {
   h2c?: boolean;
   /** Proxy only: the upstream is gRPC (`grpc_pass`, HTTP/2) instead of HTTP/1.1 `proxy_pass`. */
   grpc?: boolean;
+  /**
+   * Proxy only: this many worker processes under a master, each with its own SO_REUSEPORT listener
+   * (what isomesh's ISOMESH_WORKERS does); default one worker, no master.
+   */
+  workers?: number;
 }
 
 export interface Peer {
@@ -29,10 +34,10 @@ export interface Peer {
   h2cPort?: number;
 }
 
-function nginxCommon(dir: string): string {
+function nginxCommon(dir: string, workers = 1): string {
   return `daemon off;
-master_process off;
-worker_processes 1;
+master_process ${workers > 1 ? 'on' : 'off'};
+worker_processes ${workers};
 error_log ${dir}/error.log warn;
 pid ${dir}/nginx.pid;
 events { worker_connections 8192; }
@@ -97,7 +102,7 @@ export async function startNginxProxy(group: ProcessGroup, root: string, upstrea
   const name = opts.name ?? 'nginx';
   const dir = prepareDir(root, name === 'nginx' ? 'nginx-proxy' : name);
   const port = await freePort();
-  const conf = `${nginxCommon(dir)}
+  const conf = `${nginxCommon(dir, opts.workers)}
 http {
 ${nginxHttpCommon(dir)}
   upstream origin {
@@ -106,7 +111,7 @@ ${nginxHttpCommon(dir)}
     keepalive_requests 10000000;
   }
   server {
-    listen 127.0.0.1:${port}${opts.h2c === true || opts.grpc === true ? ' http2' : ''} backlog=4096;
+    listen 127.0.0.1:${port}${opts.h2c === true || opts.grpc === true ? ' http2' : ''}${(opts.workers ?? 1) > 1 ? ' reuseport' : ''} backlog=4096;
     location / {
 ${opts.grpc === true ? '      grpc_pass grpc://origin;' : `      proxy_pass http://origin;
       proxy_http_version 1.1;
