@@ -1,15 +1,17 @@
 // `noisy`: noisy neighbour. Tenant A's plugin burns ~5 ms of CPU per request and A is offered
 // 10× its cpuMsPerSecond; tenant B runs a light plugin at a steady open-loop 200 req/s. B's latency
 // alone vs. with A present (goal ≤ 1.5×, 0 errors), A's 429s — and, as a control, with A's CPU
-// quota lifted, which shows what the quota (not luck) buys B.
-// CPU layout on 2 cores: the daemon on CPU 0; both clients (this process) and the upstream on CPU 1.
+// quota lifted, which shows what the quota (not luck) buys B; and B next to a polite neighbour (A's
+// rate, a light plugin), which shows what any neighbour's traffic costs B on this machine.
+// CPU layout on 2 cores: the daemon on CPU 0; both clients (B in this process, A in a child process
+// of its own) and the upstream on CPU 1.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { removeStateDir, setupTenant, startDaemon, until, type BenchDaemon } from './lib/daemon.ts';
 import { get } from './lib/http.ts';
-import { openLoop, type OpenLoopResult } from './lib/openloop.ts';
+import { openLoop, openLoopInChild, type OpenLoopResult } from './lib/openloop.ts';
 import { SMALL_PATH, startNginxUpstream } from './lib/peers.ts';
 import { LIGHT, burner } from './lib/plugins.ts';
 import { ProcessGroup, cpuCount, pinSelf } from './lib/processes.ts';
@@ -31,6 +33,8 @@ interface Phase {
   a?: OpenLoopResult;
   bLatency: Summary;
   aStatus?: unknown;
+  /** The neighbour was the polite one (A's rate, a light plugin). */
+  polite?: boolean;
 }
 
 function errorsOf(r: OpenLoopResult): number {
@@ -56,38 +60,59 @@ export async function noisyBench(ctx: BenchContext): Promise<void> {
       plugins: [['burner', burner(A_BURN_MS)]],
       quota: { cpuMsPerSecond: A_CPU_MS_PER_SEC, cpuMsPerRequest: 50 },
     });
+    // A polite neighbour: A's request rate with a light plugin like B's. B's latency next to it is
+    // what any neighbour's traffic costs B on this 2-CPU box; next to A, what A's misbehaviour adds.
+    const politePort = await setupTenant(d, 'tenant-polite', { upstreamPort: upstream.port, plugins: [['light', LIGHT]] });
     const agent = new http.Agent({ keepAlive: false });
-    for (const p of [aPort, bPort]) {
+    for (const p of [aPort, bPort, politePort]) {
       if (!(await until(async () => (await get(agent, p, SMALL_PATH)).status === 200, 10_000))) throw new Error(`listener ${p} never served`);
     }
     agent.destroy();
-    // Warm B's path (JIT, pools) before measuring anything.
-    await openLoop({ port: bPort, path: SMALL_PATH, rate: B_RATE, durationSec: ctx.quick ? 1 : 3 });
-    await sleep(1000); // let A's CPU window from the readiness probe drain
+    // Warm both paths (JIT, pools, A's 429s) until the daemon is past what setting up left behind:
+    // with a 1 s warm-up, the first phase after set-up had 25–35 ms stalls (in a traced run, during
+    // the daemon's first major GC after the plugins were published, with incremental-marking steps
+    // of up to 13 ms) — in "B alone" as often as in the others, which is what made this benchmark's
+    // ratio swing from 0.5× to 4.9× between runs of the same code.
+    const warmSec = ctx.quick ? 6 : 10;
+    // A's client runs in a process of its own on the clients' CPU, at the lowest priority: with both
+    // clients in this process, A's answers delayed B's timers and callbacks, and B's p99 "with A"
+    // measured this harness's event loop, not the daemon; at equal priority the two clients still
+    // take turns on the one CPU they share. (A's offered rate does not depend on its client's speed:
+    // it is an open loop, and its latencies are not judged.)
+    const aClient = { ...(pinned ? { cpus: '1' } : {}), nice: 19 };
+    await Promise.all([
+      openLoop({ port: bPort, path: SMALL_PATH, rate: B_RATE, durationSec: warmSec }),
+      openLoopInChild({ port: aPort, path: SMALL_PATH, rate: A_RATE, durationSec: warmSec }, aClient),
+    ]);
+    await sleep(1500); // let A's CPU window drain
 
-    const measure = async (name: string, withA: boolean): Promise<void> => {
+    const measure = async (name: string, neighbour: 'a' | 'polite' | undefined): Promise<void> => {
       let aRun: Promise<OpenLoopResult> | undefined;
-      if (withA) {
-        aRun = openLoop({ port: aPort, path: SMALL_PATH, rate: A_RATE, durationSec: durationSec + 1 });
+      if (neighbour !== undefined) {
+        aRun = openLoopInChild({ port: neighbour === 'a' ? aPort : politePort, path: SMALL_PATH, rate: A_RATE, durationSec: durationSec + 1 }, aClient);
         await sleep(1000); // A reaches its steady state (quota window full) before B is measured
       }
       const b = await openLoop({ port: bPort, path: SMALL_PATH, rate: B_RATE, durationSec });
       const a = aRun === undefined ? undefined : await aRun;
-      const phase: Phase = { name, b, bLatency: summarize(b.okLatencyMs) };
+      const phase: Phase = { name, b, bLatency: summarize(b.okLatencyMs), ...(neighbour === 'polite' ? { polite: true } : {}) };
       if (a !== undefined) {
         phase.a = a;
-        phase.aStatus = (await d!.must('GET', '/v1/tenants/tenant-a/status')).usage;
+        phase.aStatus = (await d!.must('GET', `/v1/tenants/${neighbour === 'a' ? 'tenant-a' : 'tenant-polite'}/status`)).usage;
       }
       phases.push(phase);
       process.stderr.write(`noisy: ${name}: B p50 ${phase.bLatency.p50.toFixed(2)} ms p99 ${phase.bLatency.p99.toFixed(2)} ms, B errors ${errorsOf(b)}${a ? `, A statuses ${JSON.stringify(a.statuses)}` : ''}\n`);
       await sleep(1500);
     };
 
-    await measure('B alone', false);
-    await measure(`B + A (A quota ${A_CPU_MS_PER_SEC} ms/s)`, true);
+    await measure('B alone', undefined);
+    await measure(`B + polite neighbour (${A_RATE} req/s, light plugin)`, 'polite');
+    await measure(`B + A (A quota ${A_CPU_MS_PER_SEC} ms/s)`, 'a');
     await d.must('PUT', '/v1/tenants/tenant-a/quota', { cpuMsPerSecond: 1_000_000 });
     await sleep(200);
-    await measure('B + A (A quota lifted: control)', true);
+    await measure('B + A (A quota lifted: control)', 'a');
+    // B alone once more: a stall or drift of the machine between the phases shows as two different
+    // "alone" figures, and the goal is judged against the better of them (the stricter reference).
+    await measure('B alone (again)', undefined);
   } finally {
     await group.stopAll();
     removeStateDir(d);
@@ -95,7 +120,8 @@ export async function noisyBench(ctx: BenchContext): Promise<void> {
     if (pinned) pinSelf(`0-${cpuCount() - 1}`);
   }
 
-  const alone = phases[0]!.bLatency;
+  const alones = phases.filter((p) => p.a === undefined);
+  const alone = { p50: Math.min(...alones.map((p) => p.bLatency.p50)), p99: Math.min(...alones.map((p) => p.bLatency.p99)) };
   const rows = phases.map((p) => {
     const a = p.a;
     const a2xx = a === undefined ? 0 : Object.entries(a.statuses).filter(([s]) => s.startsWith('2')).reduce((n, [, c]) => n + c, 0);
@@ -103,7 +129,7 @@ export async function noisyBench(ctx: BenchContext): Promise<void> {
       p.name,
       fmt(p.bLatency.p50, 2),
       fmt(p.bLatency.p99, 2),
-      p === phases[0] ? '—' : `${fmt(p.bLatency.p50 / alone.p50)}× / ${fmt(p.bLatency.p99 / alone.p99)}×`,
+      p.a === undefined ? '—' : `${fmt(p.bLatency.p50 / alone.p50)}× / ${fmt(p.bLatency.p99 / alone.p99)}×`,
       String(errorsOf(p.b)),
       a === undefined ? '—' : String(a.sent),
       a === undefined ? '—' : String(a2xx),
@@ -111,7 +137,8 @@ export async function noisyBench(ctx: BenchContext): Promise<void> {
       a === undefined ? '—' : String(errorsOf(a) - (a.statuses['429'] ?? 0)),
     ];
   });
-  const withA = phases[1]!;
+  const withA = phases.find((p) => p.a !== undefined && p.polite !== true)!;
+  const polite = phases.find((p) => p.polite === true)!;
   const ratio = Math.max(withA.bLatency.p50 / alone.p50, withA.bLatency.p99 / alone.p99);
   const ok = ratio <= GOAL_RATIO && errorsOf(withA.b) === 0;
   const tables: Table[] = [
@@ -120,8 +147,9 @@ export async function noisyBench(ctx: BenchContext): Promise<void> {
       columns: ['phase', 'B p50 ms', 'B p99 ms', 'B vs alone (p50 / p99)', 'B errors', 'A sent', 'A 2xx', 'A 429', 'A other'],
       rows,
       notes: [
-        `Goal: B's p50 and p99 with A present ≤ ${GOAL_RATIO}× alone, B errors 0 — **${ok ? 'meets' : 'misses'}** (worst ratio ${fmt(ratio)}×).`,
-        'Open loop: requests are sent on schedule regardless of answers; latency from each request\'s send (JSON also has it from its due time).',
+        `Goal: B's p50 and p99 with A present ≤ ${GOAL_RATIO}× alone, B errors 0 — **${ok ? 'meets' : 'misses'}** (worst ratio ${fmt(ratio)}×). "Alone" is the lower p50 and the lower p99 of the two "B alone" phases (before and after A), the stricter reference; ratios are against it.`,
+        `Next to the polite neighbour (the same ${A_RATE} req/s with a light plugin) B's p99 is ${fmt(polite.bLatency.p99 / alone.p99)}× alone: what any neighbour's traffic costs B on this 2-CPU machine (the daemon, both cordons and the neighbour's client share its cores). Next to A under its quota B's p99 is ${fmt(withA.bLatency.p99 / polite.bLatency.p99)}× what it is next to the polite neighbour: what A's 5 ms plugin and 10× overload add. Columns "A …" are the neighbour's.`,
+        'Open loop: requests are sent on schedule regardless of answers; latency from each request\'s send (JSON also has it from its due time). B\'s client runs in this harness, the neighbour\'s in a process of its own at nice 19 (both on the clients\' CPU).',
       ],
     },
   ];
@@ -129,7 +157,7 @@ export async function noisyBench(ctx: BenchContext): Promise<void> {
     name: 'noisy',
     json: {
       ...ctx.meta,
-      layout: pinned ? 'daemon (and its cordon workers) on CPU 0; clients and upstream nginx on CPU 1' : 'unpinned',
+      layout: pinned ? "daemon (and its cordon workers) on CPU 0; clients (the neighbour's in its own process at nice 19) and upstream nginx on CPU 1" : 'unpinned',
       hostMode: ctx.hostMode ?? 'default',
       durationSec,
       bRate: B_RATE,
@@ -138,6 +166,8 @@ export async function noisyBench(ctx: BenchContext): Promise<void> {
       aCpuMsPerSecond: A_CPU_MS_PER_SEC,
       goalRatio: GOAL_RATIO,
       meetsGoal: ok,
+      aloneReference: alone,
+      withAVsPoliteP99: round(withA.bLatency.p99 / polite.bLatency.p99, 3),
       phases: phases.map((p) => ({
         name: p.name,
         b: { sent: p.b.sent, statuses: p.b.statuses, errors: p.b.errors, skipped: p.b.skipped, latencyMs: roundSummary(p.bLatency, 3), scheduledLatencyMs: roundSummary(summarize(p.b.okScheduledLatencyMs), 3) },
@@ -148,7 +178,7 @@ export async function noisyBench(ctx: BenchContext): Promise<void> {
     chart: {
       title: "Tenant B's latency with a noisy neighbour (ms, lower is better)",
       unit: 'ms',
-      groups: phases.map((p) => ({ label: p.name.replace(/ \(.*\)/, (m) => (m.includes('lifted') ? ' (no quota)' : ' (quota)')), bars: [{ series: 'B p50', value: round(p.bLatency.p50, 3) }, { series: 'B p99', value: round(p.bLatency.p99, 3) }] })),
+      groups: phases.map((p) => ({ label: p.a === undefined || p.polite === true ? p.name.replace(/ \(\d.*\)/, '') : p.name.replace(/ \(.*\)/, (m) => (m.includes('lifted') ? ' (no quota)' : ' (quota)')), bars: [{ series: 'B p50', value: round(p.bLatency.p50, 3) }, { series: 'B p99', value: round(p.bLatency.p99, 3) }] })),
     },
   });
 }

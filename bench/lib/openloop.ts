@@ -3,8 +3,11 @@
 // up as latency instead of silently lowering the offered load (no coordinated omission). Latency is
 // kept both from the actual send (the primary number) and from the due time (adds this client's
 // own timer lateness, ~1 ms with setTimeout).
+import { execFile } from 'node:child_process';
 import http from 'node:http';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 
 export interface OpenLoopResult {
   rate: number;
@@ -98,4 +101,31 @@ export async function openLoop(o: OpenLoopOptions): Promise<OpenLoopResult> {
     agent.destroy();
   }
   return r;
+}
+
+/**
+ * The same open loop in a process of its own (pinned to `cpus`, at `nice`, when given): two tenants' clients
+ * must not share one event loop, or the neighbour's answers delay the measured tenant's timers and
+ * callbacks and the benchmark measures its own client (bench/noisy.ts did, until it used this).
+ */
+export function openLoopInChild(o: Omit<OpenLoopOptions, 'signal'>, opts: { cpus?: string; nice?: number } = {}): Promise<OpenLoopResult> {
+  const script = fileURLToPath(import.meta.url);
+  const argv = [...(opts.nice === undefined ? [] : ['nice', '-n', String(opts.nice)]), process.execPath, script, JSON.stringify(o)];
+  if (opts.cpus !== undefined) argv.unshift('taskset', '-c', opts.cpus);
+  return new Promise((resolve, reject) => {
+    execFile(argv[0] as string, argv.slice(1), { maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      if (err !== null) return reject(new Error(`open-loop client failed: ${err.message}\n${stderr}`));
+      try {
+        resolve(JSON.parse(stdout) as OpenLoopResult);
+      } catch {
+        reject(new Error(`open-loop client printed no result:\n${stdout.slice(0, 500)}\n${stderr}`));
+      }
+    });
+  });
+}
+
+// `node bench/lib/openloop.ts '<OpenLoopOptions JSON>'`: runs one open loop and prints its result.
+if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const r = await openLoop(JSON.parse(process.argv[2] ?? '{}') as OpenLoopOptions);
+  process.stdout.write(JSON.stringify(r));
 }
