@@ -1,6 +1,7 @@
 // `host`: plugin-host costs.
 //  - in process, with the real PluginHost: per-request cost of begin → onRequest (→ onResponse) →
-//    end for an empty chain, one no-op plugin and the chain of 3; isolate cold start to first call;
+//    end for an empty chain, one no-op plugin and the chain of 3, and for the realistic chain's
+//    plugins (jwt-auth, rate-limit, header-transform) alone and together; isolate cold start;
 //  - through a daemon child process: publish→active latency (PUT active answered → a request on the
 //    listener sees the new version) and RSS growth per idle tenant with one plugin.
 import http from 'node:http';
@@ -11,7 +12,7 @@ import type { HookRequest } from '../runtime/src/host/contract.ts';
 import { DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS, type ChainEntry, type ResolvedPlugin, type TenantConfig } from '../runtime/src/store/model.ts';
 import { removeStateDir, rssKiB, startDaemon, until, type BenchDaemon } from './lib/daemon.ts';
 import { get } from './lib/http.ts';
-import { CHAIN3, NOOP, versionTag } from './lib/plugins.ts';
+import { CHAIN3, NOOP, realisticChain, versionTag } from './lib/plugins.ts';
 import { ProcessGroup, cpuCount, pinSelf, treeRssKiB } from './lib/processes.ts';
 import { writeReport, type Table } from './lib/report.ts';
 import { fmt, round, roundSummary, summarize, type Summary } from './lib/stats.ts';
@@ -25,27 +26,31 @@ const REQ: HookRequest = {
   route: 'all', service: 'origin',
 };
 
-async function tenantConfig(host: PluginHost, name: string, plugins: Array<[string, string]>): Promise<TenantConfig> {
+/** The request the realistic plugins see: REQ with the bench's bearer token (jwt-auth verifies it). */
+const REALISTIC_REQ: HookRequest = { ...REQ, headers: [...REQ.headers, ['authorization', realisticChain().headers[0]!.slice('authorization: '.length)]] };
+
+async function tenantConfig(host: PluginHost, name: string, plugins: Array<[string, string] | [string, string, Record<string, unknown>]>, secrets: Record<string, string> = {}): Promise<TenantConfig> {
   const resolved: Record<string, ResolvedPlugin> = {};
   const chain: ChainEntry[] = [];
-  for (const [plugin, source] of plugins) {
+  for (const [plugin, source, config] of plugins) {
     const c = await host.compile({ source, language: 'typescript', maxBundleBytes: 1 << 20 });
     resolved[plugin] = { name: plugin, active: { version: 1, digest: c.digest, code: c.code } };
-    chain.push({ plugin, config: {}, failurePolicy: 'closed' });
+    chain.push({ plugin, config: config ?? {}, failurePolicy: 'closed' });
   }
   return {
-    name, listenerPort: 17000, quota: { ...DEFAULT_QUOTA },
+    // A CPU-per-second budget no sample loop reaches (the default would shed part of it).
+    name, listenerPort: 17000, quota: { ...DEFAULT_QUOTA, cpuMsPerSecond: 1_000_000 },
     services: [{ name: 'origin', endpoints: [], lb: 'round_robin', connectTimeoutMs: 1000, timeoutMs: 1000 }],
-    routes: [], chain, plugins: resolved, secrets: {}, settings: { ...DEFAULT_TENANT_SETTINGS }, rateLimits: [], generation: 1,
+    routes: [], chain, plugins: resolved, secrets, settings: { ...DEFAULT_TENANT_SETTINGS }, rateLimits: [], generation: 1,
   };
 }
 
 /** One request's host work, as the built-in proxy does it. */
-async function oneRequest(host: PluginHost, tenant: string, id: string): Promise<void> {
+async function oneRequest(host: PluginHost, tenant: string, id: string, req: HookRequest = REQ): Promise<void> {
   const a = host.begin(tenant, id);
   if (!a.ok) throw new Error(`${tenant}: not admitted (${a.code})`);
   try {
-    const out = await host.onRequest(a.run, REQ);
+    const out = await host.onRequest(a.run, req);
     if (out.action !== 'continue') throw new Error(`${tenant}: ${out.action}`);
     if (host.hasResponseHooks(a.run)) {
       const res = await host.onResponse(a.run, { status: 200, headers: [['content-type', 'text/plain']] });
@@ -56,18 +61,20 @@ async function oneRequest(host: PluginHost, tenant: string, id: string): Promise
   }
 }
 
-async function perRequestUs(host: PluginHost, tenant: string, calls: number): Promise<Summary> {
-  for (let i = 0; i < Math.min(5000, calls); i++) await oneRequest(host, tenant, `w${i}`);
+async function perRequestUs(host: PluginHost, tenant: string, calls: number, req: HookRequest = REQ): Promise<Summary> {
+  for (let i = 0; i < Math.min(5000, calls); i++) await oneRequest(host, tenant, `w${i}`, req);
   const samples = new Float64Array(calls);
   for (let i = 0; i < calls; i++) {
     const t0 = performance.now();
-    await oneRequest(host, tenant, `r${i}`);
+    await oneRequest(host, tenant, `r${i}`, req);
     samples[i] = (performance.now() - t0) * 1000;
   }
   return summarize(samples);
 }
 
 type Mode = 'cordon' | 'inline';
+type RealisticRow = 'jwt-auth' | 'rate-limit' | 'header-transform' | 'chain';
+const REALISTIC_ROWS: RealisticRow[] = ['jwt-auth', 'rate-limit', 'header-transform', 'chain'];
 
 async function inProcess(quick: boolean, mode: Mode) {
   const calls = quick ? 5000 : 20_000;
@@ -79,6 +86,17 @@ async function inProcess(quick: boolean, mode: Mode) {
     const empty = await perRequestUs(host, 'empty', calls);
     const noop = await perRequestUs(host, 'noop', calls);
     const chain3 = await perRequestUs(host, 'chain3', calls);
+    // The realistic chain's plugins (bench/lib/plugins.ts, as the cpu benchmark runs them), each
+    // alone and together: what each costs on top of a no-op plugin, without sockets or a proxy.
+    const real = realisticChain();
+    const realistic: Record<RealisticRow, Summary> = {} as Record<RealisticRow, Summary>;
+    const sets: Record<RealisticRow, Array<[string, string, Record<string, unknown>]>> = {
+      'jwt-auth': [real.plugins[0]!], 'rate-limit': [real.plugins[1]!], 'header-transform': [real.plugins[2]!], chain: real.plugins,
+    };
+    for (const [row, plugins] of Object.entries(sets) as Array<[RealisticRow, typeof real.plugins]>) {
+      host.configure(await tenantConfig(host, `real-${row}`, plugins, real.secrets));
+      realistic[row] = await perRequestUs(host, `real-${row}`, calls, REALISTIC_REQ);
+    }
     // Cold start: configure a brand-new tenant (isolate + guest runtime + plugin context) → first call done.
     const coldRuns = quick ? 10 : 40;
     const proto = await tenantConfig(host, 'cold', [['noop', NOOP]]);
@@ -97,7 +115,7 @@ async function inProcess(quick: boolean, mode: Mode) {
       await host.compile({ source: `export default { onRequest(req) { req.headers.set('x-n', '${i}'); } };`, language: 'typescript', maxBundleBytes: 1 << 20 });
       compileMs[i] = performance.now() - t0;
     }
-    return { mode, calls, empty, noop, chain3, cold: summarize(cold), compile: summarize(compileMs) };
+    return { mode, calls, empty, noop, chain3, realistic, cold: summarize(cold), compile: summarize(compileMs) };
   } finally {
     await host.close();
   }
@@ -227,6 +245,20 @@ export async function hostBench(ctx: BenchContext): Promise<void> {
       notes: ['Each sample is begin → onRequest (→ onResponse when the chain has one) → end, as the built-in proxy calls it.'],
     },
     {
+      title: `Realistic plugins per request, in process (${inproc[0]!.calls.toLocaleString('en-US')} calls each, µs)`,
+      columns: ['plugin(s) [host mode]', 'hooks', 'p50 µs', 'mean µs', 'mean over 1 no-op µs'],
+      rows: inproc.flatMap((m) =>
+        REALISTIC_ROWS.map((k) => [
+          `${k === 'chain' ? 'jwt-auth + rate-limit + header-transform' : k} [${m.mode}]`,
+          k === 'jwt-auth' ? 'onRequest (awaits ctx.jwt.verify)' : k === 'chain' ? '3 × onRequest, 2 × onResponse' : 'onRequest + onResponse',
+          fmt(m.realistic[k].p50),
+          fmt(m.realistic[k].mean),
+          fmt(m.realistic[k].mean - m.noop.mean),
+        ]),
+      ),
+      notes: ['The cpu benchmark\'s chain, each plugin alone and together, with its configs and a valid HS256 token, begin → onRequest → onResponse → end as above. What a plugin adds over a no-op is mostly the host ↔ isolate mechanics its hooks set off (a second pass for an onResponse hook, a capability round for an awaited ctx.jwt.verify, headers flattened, checked in the runner and again in the host), not its own code: docs/host.md, "Where a chain\'s µs go".'],
+    },
+    {
       title: 'Goals',
       columns: ['measure', 'p50', 'p99', 'goal', 'result'],
       rows: [
@@ -253,7 +285,7 @@ export async function hostBench(ctx: BenchContext): Promise<void> {
       ...ctx.meta,
       layout: pinned ? 'in-process part (and its cordon workers) pinned to CPU 0; daemon (and its cordons) on CPU 0, client on CPU 1' : 'unpinned',
       goals: GOALS,
-      perRequestUs: inproc.map((m) => ({ mode: m.mode, calls: m.calls, empty: us(m.empty), noop: us(m.noop), chain3: us(m.chain3), noopOverheadP50: round(m.noop.p50 - m.empty.p50) })),
+      perRequestUs: inproc.map((m) => ({ mode: m.mode, calls: m.calls, empty: us(m.empty), noop: us(m.noop), chain3: us(m.chain3), noopOverheadP50: round(m.noop.p50 - m.empty.p50), realistic: Object.fromEntries(REALISTIC_ROWS.map((k) => [k, us(m.realistic[k])])) })),
       coldStartMs: inproc.map((m) => ({ mode: m.mode, ...us(m.cold) })),
       compileMs: us(inproc[0]!.compile),
       publishToActiveMs: { mode: ctx.hostMode ?? 'default', flips: flip.flips, polls: flip.polls, visible: us(flip.visibleMs), putRoundTrip: us(flip.putMs) },
