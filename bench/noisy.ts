@@ -2,7 +2,10 @@
 // 10× its cpuMsPerSecond; tenant B runs a light plugin at a steady open-loop 200 req/s. B's latency
 // alone vs. with A present (goal ≤ 1.5×, 0 errors), A's 429s — and, as a control, with A's CPU
 // quota lifted, which shows what the quota (not luck) buys B; and B next to a polite neighbour (A's
-// rate, a light plugin), which shows what any neighbour's traffic costs B on this machine.
+// rate, a light plugin), which shows what any neighbour's traffic costs B on this machine. B shares
+// A's home cordon; held to its quota, A is confined to a cordon of its own (CordonPool.confine).
+// Phases: B alone, + polite neighbour, + A without quota (the control, before A is ever refused),
+// + A at its quota, B alone again.
 // CPU layout on 2 cores: the daemon on CPU 0; both clients (B in this process, A in a child process
 // of its own) and the upstream on CPU 1.
 import fs from 'node:fs';
@@ -26,6 +29,9 @@ const A_CPU_MS_PER_SEC = 50;
 /** Offered CPU demand of A = rate × burn = 10 × its quota. */
 const A_RATE = (10 * A_CPU_MS_PER_SEC) / A_BURN_MS;
 const GOAL_RATIO = 1.5;
+const B_TENANT = 'tenant-b1';
+/** Placement of a tenant as the daemon reports it (GET …/status usage.placement). */
+interface Placement { cordon?: string; confined?: boolean }
 
 interface Phase {
   name: string;
@@ -35,6 +41,8 @@ interface Phase {
   aStatus?: unknown;
   /** The neighbour was the polite one (A's rate, a light plugin). */
   polite?: boolean;
+  /** Where A and B ran at the end of the phase. */
+  placement?: { a: Placement; b: Placement };
 }
 
 function errorsOf(r: OpenLoopResult): number {
@@ -54,11 +62,15 @@ export async function noisyBench(ctx: BenchContext): Promise<void> {
     if (pinned) pinSelf('1');
     const upstream = await startNginxUpstream(group, root, pinned ? '1' : undefined);
     d = await startDaemon(group, { hostMode: ctx.hostMode, ...(pinned ? { cpus: '0' } : {}) });
-    const bPort = await setupTenant(d, 'tenant-b', { upstreamPort: upstream.port, plugins: [['light', LIGHT]] });
+    // B's name puts it in A's home cordon (the daemon's default 2 shared cordons, by the stable hash
+    // of the name): the unlucky placement, where A's long calls would queue in front of B's unless A
+    // is confined to a cordon of its own while it is held to its quota.
+    const bPort = await setupTenant(d, B_TENANT, { upstreamPort: upstream.port, plugins: [['light', LIGHT]] });
+    // A starts without its quota (the control phase comes first, before A was ever refused).
     const aPort = await setupTenant(d, 'tenant-a', {
       upstreamPort: upstream.port,
       plugins: [['burner', burner(A_BURN_MS)]],
-      quota: { cpuMsPerSecond: A_CPU_MS_PER_SEC, cpuMsPerRequest: 50 },
+      quota: { cpuMsPerSecond: 1_000_000, cpuMsPerRequest: 50 },
     });
     // A polite neighbour: A's request rate with a light plugin like B's. B's latency next to it is
     // what any neighbour's traffic costs B on this 2-CPU box; next to A, what A's misbehaviour adds.
@@ -90,7 +102,9 @@ export async function noisyBench(ctx: BenchContext): Promise<void> {
       let aRun: Promise<OpenLoopResult> | undefined;
       if (neighbour !== undefined) {
         aRun = openLoopInChild({ port: neighbour === 'a' ? aPort : politePort, path: SMALL_PATH, rate: A_RATE, durationSec: durationSec + 1 }, aClient);
-        await sleep(1000); // A reaches its steady state (quota window full) before B is measured
+        // A reaches its steady state before B is measured: its quota window full, and (held to its
+        // quota) confined to a cordon of its own, which the daemon does within a second or two.
+        await sleep(neighbour === 'a' ? 2500 : 1000);
       }
       const b = await openLoop({ port: bPort, path: SMALL_PATH, rate: B_RATE, durationSec });
       const a = aRun === undefined ? undefined : await aRun;
@@ -99,6 +113,10 @@ export async function noisyBench(ctx: BenchContext): Promise<void> {
         phase.a = a;
         phase.aStatus = (await d!.must('GET', `/v1/tenants/${neighbour === 'a' ? 'tenant-a' : 'tenant-polite'}/status`)).usage;
       }
+      if (neighbour === 'a') {
+        const where = async (t: string): Promise<Placement> => ((await d!.must('GET', `/v1/tenants/${t}/status`)).usage?.placement ?? {}) as Placement;
+        phase.placement = { a: await where('tenant-a'), b: await where(B_TENANT) };
+      }
       phases.push(phase);
       process.stderr.write(`noisy: ${name}: B p50 ${phase.bLatency.p50.toFixed(2)} ms p99 ${phase.bLatency.p99.toFixed(2)} ms, B errors ${errorsOf(b)}${a ? `, A statuses ${JSON.stringify(a.statuses)}` : ''}\n`);
       await sleep(1500);
@@ -106,10 +124,10 @@ export async function noisyBench(ctx: BenchContext): Promise<void> {
 
     await measure('B alone', undefined);
     await measure(`B + polite neighbour (${A_RATE} req/s, light plugin)`, 'polite');
-    await measure(`B + A (A quota ${A_CPU_MS_PER_SEC} ms/s)`, 'a');
-    await d.must('PUT', '/v1/tenants/tenant-a/quota', { cpuMsPerSecond: 1_000_000 });
-    await sleep(200);
     await measure('B + A (A quota lifted: control)', 'a');
+    await d.must('PUT', '/v1/tenants/tenant-a/quota', { cpuMsPerSecond: A_CPU_MS_PER_SEC, cpuMsPerRequest: 50 });
+    await sleep(200);
+    await measure(`B + A (A quota ${A_CPU_MS_PER_SEC} ms/s)`, 'a');
     // B alone once more: a stall or drift of the machine between the phases shows as two different
     // "alone" figures, and the goal is judged against the better of them (the stricter reference).
     await measure('B alone (again)', undefined);
@@ -137,7 +155,9 @@ export async function noisyBench(ctx: BenchContext): Promise<void> {
       a === undefined ? '—' : String(errorsOf(a) - (a.statuses['429'] ?? 0)),
     ];
   });
-  const withA = phases.find((p) => p.a !== undefined && p.polite !== true)!;
+  const withA = phases.find((p) => p.a !== undefined && p.polite !== true && !p.name.includes('lifted'))!;
+  const control = phases.find((p) => p.name.includes('lifted'))!;
+  const placed = (p: Phase): string => (p.placement === undefined ? '?' : `A in ${p.placement.a.cordon ?? '?'}${p.placement.a.confined ? ' (confined)' : ''}, B in ${p.placement.b.cordon ?? '?'}`);
   const polite = phases.find((p) => p.polite === true)!;
   const ratio = Math.max(withA.bLatency.p50 / alone.p50, withA.bLatency.p99 / alone.p99);
   const ok = ratio <= GOAL_RATIO && errorsOf(withA.b) === 0;
@@ -149,6 +169,7 @@ export async function noisyBench(ctx: BenchContext): Promise<void> {
       notes: [
         `Goal: B's p50 and p99 with A present ≤ ${GOAL_RATIO}× alone, B errors 0 — **${ok ? 'meets' : 'misses'}** (worst ratio ${fmt(ratio)}×). "Alone" is the lower p50 and the lower p99 of the two "B alone" phases (before and after A), the stricter reference; ratios are against it.`,
         `Next to the polite neighbour (the same ${A_RATE} req/s with a light plugin) B's p99 is ${fmt(polite.bLatency.p99 / alone.p99)}× alone: what any neighbour's traffic costs B on this 2-CPU machine (the daemon, both cordons and the neighbour's client share its cores). Next to A under its quota B's p99 is ${fmt(withA.bLatency.p99 / polite.bLatency.p99)}× what it is next to the polite neighbour: what A's 5 ms plugin and 10× overload add. Columns "A …" are the neighbour's.`,
+        `Placement: B's name puts it in A's home cordon. Control phase (first, A never refused): ${placed(control)}; quota phase: ${placed(withA)} — a tenant refused for its CPU quota runs in a cordon of its own while that lasts (docs/host.md, "Confinement").`,
         'Open loop: requests are sent on schedule regardless of answers; latency from each request\'s send (JSON also has it from its due time). B\'s client runs in this harness, the neighbour\'s in a process of its own at nice 19 (both on the clients\' CPU).',
       ],
     },
@@ -167,11 +188,13 @@ export async function noisyBench(ctx: BenchContext): Promise<void> {
       goalRatio: GOAL_RATIO,
       meetsGoal: ok,
       aloneReference: alone,
+      bTenant: B_TENANT,
       withAVsPoliteP99: round(withA.bLatency.p99 / polite.bLatency.p99, 3),
       phases: phases.map((p) => ({
         name: p.name,
         b: { sent: p.b.sent, statuses: p.b.statuses, errors: p.b.errors, skipped: p.b.skipped, latencyMs: roundSummary(p.bLatency, 3), scheduledLatencyMs: roundSummary(summarize(p.b.okScheduledLatencyMs), 3) },
         ...(p.a === undefined ? {} : { a: { sent: p.a.sent, statuses: p.a.statuses, errors: p.a.errors, skipped: p.a.skipped, latencyMs: roundSummary(summarize(p.a.okLatencyMs), 3), hostUsage: p.aStatus } }),
+        ...(p.placement === undefined ? {} : { placement: p.placement }),
       })),
     },
     tables,

@@ -166,7 +166,7 @@ export interface TenantUsage {
   /** The quota each figure above is measured against (0 = unlimited where the quota allows it). */
   limits?: { cpuMsPerSecond: number; memoryBytes: number; maxConcurrentRequests: number; requestsPerSecond: number; cpuMsPerRequest: number; weight: number };
   /** Where the tenant's isolate runs: a cordon process, or the daemon itself (mode inline). */
-  placement?: { mode: 'cordon' | 'inline'; cordon?: string; pid?: number | null; quarantined?: boolean };
+  placement?: { mode: 'cordon' | 'inline'; cordon?: string; pid?: number | null; quarantined?: boolean; confined?: boolean };
 }
 
 export interface TenantHostStatus {

@@ -2,6 +2,9 @@
 // Tenants are spread over ISOMESH_CORDONS shared cordons by a stable hash of their name. When a cordon
 // dies, the tenant whose call was running is blamed; a tenant blamed twice within BLAME_WINDOW_MS is
 // moved into a quarantine cordon of its own, so its next crashes hit only itself.
+// A tenant held to its CPU quota (requests refused for it) is confined to a cordon of its own while
+// that lasts: a call already running cannot be preempted, so in a shared cordon its long calls would
+// sit in front of its neighbours' calls; alone, they queue only behind each other.
 
 import fs from 'node:fs';
 import type { Logger } from 'pino';
@@ -15,6 +18,9 @@ export const BLAME_WINDOW_MS = 60_000;
 export const BLAMES_TO_QUARANTINE = 2;
 /** Beyond this many quarantined tenants, further offenders share one quarantine cordon. */
 const MAX_QUARANTINE_CORDONS = 8;
+/** Beyond this many confined tenants, further ones share one confinement cordon. */
+const MAX_CONFINED_CORDONS = 8;
+const CONFINED_SHARED = 'confined-shared';
 
 export class CordonPool {
   readonly #logger: Logger;
@@ -26,6 +32,7 @@ export class CordonPool {
   readonly #runDir: string;
   readonly #shared: Cordon[];
   readonly #quarantine = new Map<string, Cordon>();
+  readonly #confined = new Map<string, Cordon>();
   readonly #tenants = new Map<string, CordonTenant>();
   readonly #blames = new Map<string, number[]>();
 
@@ -56,7 +63,7 @@ export class CordonPool {
   }
 
   tenant(name: string, opts: { memoryMb: number; weight: number; maxConcurrentRequests: number; events: SandboxEvents }): CordonTenant {
-    const cordon = this.#quarantine.get(name) ?? this.homeOf(name);
+    const cordon = this.#quarantine.get(name) ?? this.#confined.get(name) ?? this.homeOf(name);
     const t = new CordonTenant({
       tenant: name,
       memoryMb: opts.memoryMb,
@@ -76,6 +83,7 @@ export class CordonPool {
     this.#tenants.delete(name);
     t?.dispose();
     this.#blames.delete(name);
+    this.#unconfine(name);
     const q = this.#quarantine.get(name);
     if (q === undefined) return;
     this.#quarantine.delete(name);
@@ -88,8 +96,40 @@ export class CordonPool {
     return this.#tenants.get(name)?.cordon.quarantine ?? false;
   }
 
+  isConfined(name: string): boolean {
+    return this.#confined.has(name);
+  }
+
+  /**
+   * Moves a tenant held to its CPU quota into a cordon of its own (up to MAX_CONFINED_CORDONS, then
+   * one shared by the further ones). A quarantined tenant is alone already. True when it moved.
+   */
+  confine(name: string): boolean {
+    const t = this.#tenants.get(name);
+    if (t === undefined || this.#confined.has(name) || this.#quarantine.has(name)) return false;
+    const cordon =
+      this.#privateConfined() < MAX_CONFINED_CORDONS
+        ? this.#cordon(`confined-${name}`, false, true)
+        : ([...this.#confined.values()].find((c) => c.id === CONFINED_SHARED) ?? this.#cordon(CONFINED_SHARED, false, true));
+    this.#confined.set(name, cordon);
+    this.#metrics.confined.set({ tenant: name }, 1);
+    this.#logger.info({ tenant: name, cordon: cordon.id }, 'tenant held to its CPU quota; confined to a cordon of its own');
+    t.moveTo(cordon);
+    return true;
+  }
+
+  /** The tenant goes back to its shared cordon (it has kept within its CPU quota for a while). */
+  release(name: string): boolean {
+    const t = this.#tenants.get(name);
+    if (t === undefined || !this.#confined.has(name)) return false;
+    this.#unconfine(name);
+    this.#logger.info({ tenant: name, cordon: this.homeOf(name).id }, 'tenant within its CPU quota again; back in its shared cordon');
+    t.moveTo(this.homeOf(name));
+    return true;
+  }
+
   cordons(): Array<{ id: string; pid: number | null; state: string; tenants: number; restarts: number; quarantine: boolean; passes: number }> {
-    return [...this.#shared, ...new Set(this.#quarantine.values())].map((c) => ({
+    return [...this.#shared, ...new Set(this.#quarantine.values()), ...new Set(this.#confined.values())].map((c) => ({
       id: c.id,
       pid: c.pid,
       state: c.state,
@@ -105,13 +145,30 @@ export class CordonPool {
     this.#tenants.clear();
     for (const c of this.#shared) c.close();
     for (const c of new Set(this.#quarantine.values())) c.close();
+    for (const c of new Set(this.#confined.values())) c.close();
     fs.rmSync(this.#runDir, { recursive: true, force: true });
   }
 
-  #cordon(id: string, quarantine: boolean): Cordon {
+  #privateConfined(): number {
+    let n = 0;
+    for (const c of this.#confined.values()) if (c.id !== CONFINED_SHARED) n++;
+    return n;
+  }
+
+  /** Forgets a tenant's confinement; its private cordon closes once nobody uses it. */
+  #unconfine(name: string): void {
+    const c = this.#confined.get(name);
+    if (c === undefined) return;
+    this.#confined.delete(name);
+    this.#metrics.confined.remove({ tenant: name });
+    if (![...this.#confined.values()].includes(c)) c.close();
+  }
+
+  #cordon(id: string, quarantine: boolean, confined = false): Cordon {
     return new Cordon({
       id,
       quarantine,
+      confined,
       wire: this.#wire,
       logger: this.#logger,
       runDir: this.#runDir,
@@ -143,6 +200,8 @@ export class CordonPool {
   }
 
   #isolate(t: CordonTenant): void {
+    // Quarantine outranks confinement: a confined tenant crashing repeatedly is quarantined (a cordon
+    // of its own either way, but quarantine is sticky).
     let cordon: Cordon;
     if (this.#quarantine.size < MAX_QUARANTINE_CORDONS) {
       cordon = this.#cordon(`quarantine-${t.tenant}`, true);
@@ -153,5 +212,6 @@ export class CordonPool {
     this.#metrics.quarantined.set({ tenant: t.tenant }, 1);
     this.#logger.warn({ tenant: t.tenant, cordon: cordon.id }, 'tenant crashed its cordon repeatedly; moved to a quarantine cordon');
     t.moveTo(cordon);
+    this.#unconfine(t.tenant);
   }
 }

@@ -245,3 +245,70 @@ test('status shows usage against every quota and the placement', async (t) => {
   assert.match(text, /isomesh_tenant_isolate_heap_bytes\{tenant="u"\} [1-9]/);
   assert.match(text, /isomesh_tenant_cpu_ms_per_second\{tenant="u"\} [1-9]/);
 });
+
+test('a tenant refused for its CPU quota is confined to a cordon of its own while it lasts; its neighbour stays, and it goes back once within its quota', async (t) => {
+  const { host, registry } = newHost({ mode: 'cordon', cordons: 2, confineCheckMs: 50, confineHoldMs: 1500 });
+  t.after(() => host.close());
+  const heavy = 'heavy';
+  const { same: neighbour } = cordonNeighbours(host, heavy, 'tenant');
+  host.configure(await tenantConfig(host, heavy, [{ name: 'burn', source: burner(20) }], { quota: { cpuMsPerSecond: 30, cpuMsPerRequest: 200 } }));
+  host.configure(await tenantConfig(host, neighbour, [{ name: 'ok', source: OK }]));
+  assert.ok(isOk(await oneRequest(host, neighbour), neighbour));
+  const shared = host.status(heavy).usage.placement?.cordon;
+  assert.equal(shared, host.status(neighbour).usage.placement?.cordon, 'both start in one shared cordon');
+
+  // 20 ms calls against 30 ms/s: refused with ISOMESH_ERR_QUOTA_CPU within a few requests.
+  let refused = 0;
+  for (let i = 0; i < 50 && refused === 0; i++) {
+    const adm = host.begin(heavy, `h-${i}`);
+    if (!adm.ok) {
+      assert.equal(adm.code, 'ISOMESH_ERR_QUOTA_CPU');
+      refused++;
+      continue;
+    }
+    try {
+      const out = await host.onRequest(adm.run, request());
+      assert.equal(out.action, 'continue');
+    } finally {
+      host.end(adm.run);
+    }
+  }
+  assert.ok(refused > 0, 'the heavy tenant was refused for its CPU quota');
+  await until('confinement', () => (host.status(heavy).usage.placement?.confined === true ? true : undefined));
+  const placement = host.status(heavy).usage.placement;
+  assert.equal(placement?.cordon, `confined-${heavy}`);
+  assert.equal(placement?.quarantined, false);
+  assert.equal(host.status(neighbour).usage.placement?.cordon, shared, 'the neighbour stays in the shared cordon');
+  assert.equal(host.status(neighbour).usage.placement?.confined, false);
+  assert.match(await registry.metrics(), new RegExp(`isomesh_tenant_confined\\{tenant="${heavy}"\\} 1`));
+  assert.ok(host.cordons().some((c) => c.id === `confined-${heavy}`), 'the confinement cordon is listed');
+
+  // In its own cordon the tenant is served again once its CPU window has room; so is the neighbour.
+  const served = await until('heavy served in its own cordon', async () => {
+    const adm = host.begin(heavy, `again-${Math.random()}`);
+    if (!adm.ok) return undefined;
+    try {
+      return await host.onRequest(adm.run, request());
+    } finally {
+      host.end(adm.run);
+    }
+  });
+  assert.ok(served.action === 'continue' && served.headers.some(([k]) => k === 'x-burnt'), 'the plugin ran in the confinement cordon');
+  assert.ok(isOk(await oneRequest(host, neighbour), neighbour));
+
+  // Within its quota for confineHoldMs (no requests at all): back home, the private cordon closed.
+  await until('release', () => (host.status(heavy).usage.placement?.confined === false ? true : undefined), 10_000);
+  assert.equal(host.status(heavy).usage.placement?.cordon, shared);
+  assert.ok(!host.cordons().some((c) => c.id === `confined-${heavy}`), 'the private cordon is gone');
+  assert.doesNotMatch(await registry.metrics(), new RegExp(`isomesh_tenant_confined\\{tenant="${heavy}"\\}`));
+  const back = await until('heavy served at home', async () => {
+    const adm = host.begin(heavy, `home-${Math.random()}`);
+    if (!adm.ok) return undefined;
+    try {
+      return await host.onRequest(adm.run, request());
+    } finally {
+      host.end(adm.run);
+    }
+  });
+  assert.ok(back.action === 'continue' && back.headers.some(([k]) => k === 'x-burnt'));
+});

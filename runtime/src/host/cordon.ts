@@ -42,6 +42,8 @@ export interface Placement {
   cordon: string;
   pid: number | null;
   quarantined: boolean;
+  /** In a cordon of its own because it is held to its CPU quota (CordonPool.confine). */
+  confined: boolean;
 }
 
 export interface CordonEvents {
@@ -71,6 +73,8 @@ function childExecArgv(): string[] {
 export class Cordon {
   readonly id: string;
   readonly quarantine: boolean;
+  /** Holds tenants confined for their CPU quota (CordonPool.confine). */
+  readonly confined: boolean;
   readonly #wire: WireKind;
   readonly #events: CordonEvents;
   readonly #logger: Logger;
@@ -87,10 +91,11 @@ export class Cordon {
   /** Chain passes sent (one round trip each). */
   passes = 0;
 
-  constructor(opts: { id: string; quarantine: boolean; wire: WireKind; events: CordonEvents; logger: Logger; runDir: string; fetch: FetchRelay }) {
+  constructor(opts: { id: string; quarantine: boolean; confined?: boolean; wire: WireKind; events: CordonEvents; logger: Logger; runDir: string; fetch: FetchRelay }) {
     this.id = opts.id;
     this.#fetch = opts.fetch;
     this.quarantine = opts.quarantine;
+    this.confined = opts.confined ?? false;
     this.#wire = opts.wire;
     this.#events = opts.events;
     this.#logger = opts.logger.child({ cordon: opts.id });
@@ -361,7 +366,7 @@ export class CordonTenant implements TenantRuntime {
   }
 
   placement(): Placement {
-    return { cordon: this.#cordon.id, pid: this.#cordon.pid, quarantined: this.#cordon.quarantine };
+    return { cordon: this.#cordon.id, pid: this.#cordon.pid, quarantined: this.#cordon.quarantine, confined: this.#cordon.confined };
   }
 
   moveTo(cordon: Cordon): void {

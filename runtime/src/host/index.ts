@@ -44,6 +44,10 @@ export { hashRequestId } from './chain.ts';
 
 /** Plugin log lines forwarded per tenant per second (burst = 2 s worth). */
 const LOG_LINES_PER_SEC = 100;
+/** How often cordon mode looks for tenants refused for their CPU quota (CordonPool.confine). */
+const CONFINE_CHECK_MS = 1000;
+/** A confined tenant goes back to its shared cordon after this long without a CPU-quota refusal. */
+const CONFINE_HOLD_MS = 60_000;
 
 export type HostMode = 'cordon' | 'inline';
 
@@ -74,6 +78,10 @@ export interface PluginHostOptions {
   fetch?: PluginFetch;
   /** Shared admission rows (several data-plane workers): quotas hold for the node. */
   ledger?: NodeLedger;
+  /** Cordon mode: how often to look for tenants refused for their CPU quota (default 1 s). */
+  confineCheckMs?: number;
+  /** Cordon mode: how long a confined tenant must go without a CPU-quota refusal to go back (default 60 s). */
+  confineHoldMs?: number;
 }
 
 export function hostModeFromEnv(env: NodeJS.ProcessEnv = process.env): HostMode {
@@ -111,6 +119,9 @@ interface TenantState {
   logRefilledAt: number;
   logsDropped: number;
   logger: Logger;
+  /** CPU-quota refusals seen by the last confinement check, and when the count last grew. */
+  cpuRefusals: number;
+  cpuRefusedAt: number;
 }
 
 interface Run extends ChainRun {
@@ -161,6 +172,8 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   /** Chain generation ids (0 is a sandbox's own scratch generation). */
   #generationIds = 0;
   #closed = false;
+  readonly #confineTimer: NodeJS.Timeout | undefined;
+  readonly #confineHoldMs: number;
 
   constructor(opts: PluginHostOptions) {
     this.#logger = opts.logger.child({ component: 'host' });
@@ -189,7 +202,12 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
         hooksFor: (digest) => this.#compiledHooks.get(digest),
         fetch: (tenant, req) => this.#fetch.relay(tenant, req),
       });
+      // Admission happens wherever the request arrived (this thread or a data-plane worker); the
+      // refusal counts live in the quota rows every thread shares, so one look here sees them all.
+      this.#confineTimer = setInterval(() => this.#confineCheck(), opts.confineCheckMs ?? CONFINE_CHECK_MS);
+      this.#confineTimer.unref();
     }
+    this.#confineHoldMs = opts.confineHoldMs ?? CONFINE_HOLD_MS;
   }
 
   async compile(input: CompileInput): Promise<CompiledPlugin> {
@@ -394,9 +412,33 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
 
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#confineTimer);
     for (const tenant of [...this.#tenants.keys()]) this.removeTenant(tenant);
     this.#pool?.close();
     this.#trial?.close();
+  }
+
+  /**
+   * A tenant refused for its CPU quota within the last confineHoldMs runs in a cordon of its own (its
+   * long calls would otherwise wait in front of its neighbours'); one that has kept within the quota
+   * that long goes back to its shared cordon. A tenant moves only with no request in flight (the
+   * cordon it leaves would fail their calls); until then it is tried again at the next look.
+   */
+  #confineCheck(): void {
+    const pool = this.#pool;
+    if (pool === undefined) return;
+    const now = Date.now();
+    for (const state of this.#tenants.values()) {
+      const refused = state.quota.rejections.cpu;
+      if (refused > state.cpuRefusals) {
+        state.cpuRefusals = refused;
+        state.cpuRefusedAt = now;
+      }
+      const held = state.cpuRefusedAt > 0 && now - state.cpuRefusedAt < this.#confineHoldMs;
+      if (held === pool.isConfined(state.name) || state.quota.inFlight > 0) continue;
+      if (held) pool.confine(state.name);
+      else pool.release(state.name);
+    }
   }
 
   #createTenant(config: TenantConfig, chain: Chain): TenantState {
@@ -439,8 +481,12 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
       logTokens: LOG_LINES_PER_SEC * 2,
       logRefilledAt: Date.now(),
       logsDropped: 0,
+      cpuRefusals: 0,
+      cpuRefusedAt: 0,
       logger,
     };
+    // A shared quota row may carry refusals from before (a worker admitted for a tenant of this name).
+    state.cpuRefusals = state.quota.rejections.cpu;
     return state;
   }
 

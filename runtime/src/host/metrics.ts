@@ -106,6 +106,7 @@ export class HostMetrics {
   readonly cordonRestarts: Counter<'cordon'>;
   readonly cordonBlamed: Counter<'tenant'>;
   readonly quarantined: Gauge<'tenant'>;
+  readonly confined: Gauge<'tenant'>;
   readonly memoryBytes: Gauge<'tenant'>;
   readonly cpuMsPerSecond: Gauge<'tenant'>;
   readonly placement: Gauge<'tenant' | 'cordon' | 'pid'>;
@@ -149,6 +150,12 @@ export class HostMetrics {
     this.quarantined = new Gauge({
       name: 'isomesh_tenant_quarantined',
       help: '1 when the tenant runs in a quarantine cordon of its own after repeated cordon crashes.',
+      labelNames: ['tenant'],
+      registers,
+    });
+    this.confined = new Gauge({
+      name: 'isomesh_tenant_confined',
+      help: '1 while the tenant runs in a cordon of its own because it is held to its CPU quota.',
       labelNames: ['tenant'],
       registers,
     });
