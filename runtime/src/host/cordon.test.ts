@@ -283,16 +283,19 @@ test('a tenant refused for its CPU quota is confined to a cordon of its own whil
   assert.match(await registry.metrics(), new RegExp(`isomesh_tenant_confined\\{tenant="${heavy}"\\} 1`));
   assert.ok(host.cordons().some((c) => c.id === `confined-${heavy}`), 'the confinement cordon is listed');
 
+  // The first request admitted once the CPU window has room (refusals until then).
+  const admitted = (what: string) =>
+    until(what, async () => {
+      const adm = host.begin(heavy, `${what}-${Math.random()}`);
+      if (!adm.ok) return undefined;
+      try {
+        return await host.onRequest(adm.run, request());
+      } finally {
+        host.end(adm.run);
+      }
+    });
   // In its own cordon the tenant is served again once its CPU window has room; so is the neighbour.
-  const served = await until('heavy served in its own cordon', async () => {
-    const adm = host.begin(heavy, `again-${Math.random()}`);
-    if (!adm.ok) return undefined;
-    try {
-      return await host.onRequest(adm.run, request());
-    } finally {
-      host.end(adm.run);
-    }
-  });
+  const served = await admitted('heavy served in its own cordon');
   assert.ok(served.action === 'continue' && served.headers.some(([k]) => k === 'x-burnt'), 'the plugin ran in the confinement cordon');
   assert.ok(isOk(await oneRequest(host, neighbour), neighbour));
 
@@ -301,14 +304,6 @@ test('a tenant refused for its CPU quota is confined to a cordon of its own whil
   assert.equal(host.status(heavy).usage.placement?.cordon, shared);
   assert.ok(!host.cordons().some((c) => c.id === `confined-${heavy}`), 'the private cordon is gone');
   assert.doesNotMatch(await registry.metrics(), new RegExp(`isomesh_tenant_confined\\{tenant="${heavy}"\\}`));
-  const back = await until('heavy served at home', async () => {
-    const adm = host.begin(heavy, `home-${Math.random()}`);
-    if (!adm.ok) return undefined;
-    try {
-      return await host.onRequest(adm.run, request());
-    } finally {
-      host.end(adm.run);
-    }
-  });
+  const back = await admitted('heavy served at home');
   assert.ok(back.action === 'continue' && back.headers.some(([k]) => k === 'x-burnt'));
 });
