@@ -26,7 +26,6 @@ type Call = Extract<ToCordon, { t: 'pass' }> & { queuedAt: bigint };
 type Resume = { t: 'resume'; grant: () => void };
 type Task = Call | Resume;
 
-/** A safety net only: the daemon bounds each tenant's queue before sending. */
 /** Run calls for at most this long before letting new messages in (fairness needs them queued). */
 const SLICE_MS = 0.5;
 /** Results wait for the end of the slice (one write for many) unless the next call may be long. */
@@ -41,6 +40,7 @@ const channel: Channel<FromCordon, ToCordon> =
     : new FrameChannel<FromCordon, ToCordon>(socket, { autoFlush: false });
 
 const tenants = new Map<string, TenantSandbox>();
+// The bound is a safety net only: the daemon bounds each tenant's queue before sending.
 const scheduler = new FairScheduler<Task>({ queueLimit: CORDON_QUEUE_LIMIT });
 const active = new Set<string>();
 const box = Buffer.alloc(16);

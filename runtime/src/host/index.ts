@@ -471,22 +471,22 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     const sandbox: TenantRuntime =
       cordon ?? new (inlineSandbox())({ tenant: name, memoryMb: config.quota.memoryMb, events, fetch: this.#fetch.forTenant(name) });
     for (const spec of chain.specs) sandbox.retain(spec);
+    const quota = new TenantQuota(config.quota, Date.now, this.#ledger?.quotaCells(this.#ledger.assign(name)));
     state = {
       name,
       sandbox,
       ...(cordon === undefined ? {} : { cordon }),
-      quota: new TenantQuota(config.quota, Date.now, this.#ledger?.quotaCells(this.#ledger.assign(name))),
+      quota,
       gen: this.#generation(sandbox, chain),
       versions: new Map(),
       logTokens: LOG_LINES_PER_SEC * 2,
       logRefilledAt: Date.now(),
       logsDropped: 0,
-      cpuRefusals: 0,
+      // A shared quota row may carry refusals from before (a worker admitted for a tenant of this name).
+      cpuRefusals: quota.rejections.cpu,
       cpuRefusedAt: 0,
       logger,
     };
-    // A shared quota row may carry refusals from before (a worker admitted for a tenant of this name).
-    state.cpuRefusals = state.quota.rejections.cpu;
     return state;
   }
 

@@ -8,11 +8,10 @@ import { IsomeshError } from '../errors.ts';
 import type { PluginVersionDeclarations } from '../store/model.ts';
 import { guestRuntimeCode } from './guest-code.ts';
 import { classifyError, loadPluginContext } from './sandbox.ts';
+import { PROBE_MEMORY_MB, PROBE_TIMEOUT_MS } from './trial.ts';
 
 export const SDK = '@isomesh/sdk';
 const BAD_IMPORT_PREFIX = 'ISOMESH_BAD_IMPORT:';
-import { PROBE_MEMORY_MB, PROBE_TIMEOUT_MS } from './trial.ts';
-export { PROBE_MEMORY_MB, PROBE_TIMEOUT_MS };
 /** The largest body limit a plugin may declare (sdk MAX_BODY_BYTES). */
 export const MAX_BODY_BYTES = 64 * 1024 * 1024;
 const MAX_LOAD_RESULT_CHARS = 128 * 1024;

@@ -609,7 +609,6 @@ export class TenantSandbox {
   }
 }
 
-
 /**
  * A pass that cannot reach the isolate (rebuild back-off): every entry that would run fails as
  * unavailable, under its policy, in order — as if each had been called.

@@ -79,10 +79,10 @@ export interface Channel<Out, In> {
   close(): void;
 }
 
-/** Frame: u32 length of the rest, u32 length of the JSON header, the header, the raw string. */
 /** Calls a cordon holds waiting, for all its tenants together (its scheduler's bound). */
 export const CORDON_QUEUE_LIMIT = 65_536;
 
+/** Frame: u32 length of the rest, u32 length of the JSON header, the header, the raw string. */
 const HEADER = 8;
 
 /** Length-prefixed frames over a stream socket (a JSON header, then `raw` as it is); sends are batched per tick. */
