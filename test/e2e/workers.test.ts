@@ -221,3 +221,63 @@ test('a worker that dies is restarted; the other worker’s connections are not 
   assert.equal((await d.api('GET', '/v1/node')).body.workerStatus.reduce((n: number, w: { connections: number }) => n + w.connections, 0), 0);
   assert.equal((await d.api('POST', '/v1/node/workers/7/restart')).status, 404);
 });
+
+test('a restarted worker gets only its own plugin replies: calls its predecessor left in flight are not answered to it', async () => {
+  // The plugin answers each request with its own tag after the sleep it asks for. The calls of the
+  // worker that is restarted are still sleeping in the main thread's plugin host when the new worker
+  // (whose call ids start again at 1) sends its own; their replies must not be taken for the new ones'.
+  const port = await tenant('tagged');
+  const source = `import { definePlugin } from '@isomesh/sdk';
+export default definePlugin({
+  async onRequest(req, ctx) {
+    await ctx.sleep(Number(req.headers.get('x-sleep') ?? '0'));
+    return ctx.respond(200, { body: req.headers.get('x-tag') ?? 'none' });
+  },
+});`;
+  const v = await d.api('POST', '/v1/tenants/tagged/plugins/tag/versions', { source, language: 'typescript' });
+  assert.equal(v.status, 201, JSON.stringify(v.body));
+  assert.equal((await d.api('PUT', '/v1/tenants/tagged/plugins/tag/active', { version: v.body.version })).status, 200);
+  assert.equal((await d.api('PUT', '/v1/tenants/tagged/chain', [{ plugin: 'tag' }])).status, 200);
+  const tagged = (tag: string, sleepMs: number) =>
+    new Promise<{ status: number; body: string }>((resolve) => {
+      const req = http.request({ host: '127.0.0.1', port, path: '/', agent: false, headers: { connection: 'close', 'x-tag': tag, 'x-sleep': String(sleepMs) } }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', () => resolve({ status: 0, body: '' }));
+      req.end();
+    });
+  // Restarted worker 0 is back once it serves requests on the tenant's port again (not only runs).
+  const serving = async () => {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const before = (await d.api('GET', '/v1/node')).body.workerStatus[0];
+      if (before.state === 'running') {
+        await Promise.all(Array.from({ length: 8 }, () => tagged('probe', 0)));
+        if ((await d.api('GET', '/v1/node')).body.workerStatus[0].requests > before.requests) return;
+      }
+      assert.ok(Date.now() < deadline, 'worker 0 serves again after its restart');
+      await sleep(50);
+    }
+  };
+  // A fresh worker 0 first: its call ids start low, so the new worker's ids below reach them.
+  assert.equal((await d.api('POST', '/v1/node/workers/0/restart')).status, 202);
+  await serving();
+  const deadline0 = Date.now() + 10_000;
+  while ((await tagged('ready', 0)).body !== 'ready' && Date.now() < deadline0) await sleep(50);
+  // 16 calls in flight on fresh connections (both workers), each sleeping 1.5 s in the plugin host.
+  const old = Array.from({ length: 16 }, (_, i) => tagged(`old-${i}`, 1500));
+  await sleep(300);
+  assert.equal((await d.api('POST', '/v1/node/workers/0/restart')).status, 202);
+  await serving();
+  // New calls on both workers while the old ones still sleep; they sleep longer, so an old reply
+  // (due at 1.5 s) would reach a new call first if it were delivered to the restarted worker.
+  const fresh = await Promise.all(Array.from({ length: 40 }, (_, i) => tagged(`new-${i}`, 2500)));
+  fresh.forEach((r, i) => assert.deepEqual(r, { status: 200, body: `new-${i}` }, `request new-${i} got its own answer`));
+  const olds = await Promise.all(old);
+  // The old worker's connections were cut (status 0); the other worker's answered with their own tags.
+  olds.forEach((r, i) => assert.ok(r.status === 0 || (r.status === 200 && r.body === `old-${i}`), `old-${i}: ${JSON.stringify(r)}`));
+  assert.ok(olds.some((r) => r.status === 0), 'some old calls were on the restarted worker');
+});

@@ -3,12 +3,14 @@
 // route, their hooks and body declarations, the canary choice) decided locally from the tenant's
 // configuration, and only the plugin calls themselves sent to the main thread's PluginHost — which owns
 // the isolates (inline or in cordons) once for the whole node, so no isolate is duplicated per worker.
-// A request no plugin touches never leaves its worker.
+// A request no plugin touches never leaves its worker. Calls and run ends travel in one message per
+// event-loop turn each way (outbox.ts).
 
 import type { MessagePort } from 'node:worker_threads';
 import { Chain, NodeLedger, TenantQuota } from '../host/index.ts';
 import type { Admission, ChainRun, HookRequest, HookResponse, PluginCallTiming, PluginHostApi, RequestOutcome, ResponseOutcome } from '../host/contract.ts';
 import type { TenantConfig } from '../store/model.ts';
+import { Outbox } from './outbox.ts';
 
 /** worker → main: one phase of one run's chain. */
 export interface HostCall {
@@ -21,6 +23,24 @@ export interface HostCall {
   phase: 'onRequest' | 'onResponse';
   input: HookRequest | HookResponse;
   record: boolean;
+}
+
+/** worker → main: a run the main thread holds (a plugin was called) is over. */
+export interface HostEnd {
+  t: 'hostEnd';
+  run: number;
+}
+
+/** worker → main: the calls and ends of one event-loop turn, in order. */
+export interface HostBatch {
+  t: 'host';
+  m: Array<HostCall | HostEnd>;
+}
+
+/** main → worker: the replies of one event-loop turn. */
+export interface HostReplies {
+  t: 'hostReplies';
+  m: HostReply[];
 }
 
 /** main → worker: the outcome of a HostCall. */
@@ -51,7 +71,7 @@ interface RemoteRun extends ChainRun {
 }
 
 export class RemoteHost implements PluginHostApi {
-  readonly #port: MessagePort;
+  readonly #outbox: Outbox<HostCall | HostEnd>;
   readonly #ledger: NodeLedger;
   /** This worker's index in the ledger (its own shares, reclaimed if it dies). */
   readonly #worker: number;
@@ -61,7 +81,7 @@ export class RemoteHost implements PluginHostApi {
   #runs = 0;
 
   constructor(port: MessagePort, ledger: NodeLedger, worker: number) {
-    this.#port = port;
+    this.#outbox = new Outbox((m) => port.postMessage({ t: 'host', m } satisfies HostBatch));
     this.#ledger = ledger;
     this.#worker = worker;
   }
@@ -105,7 +125,7 @@ export class RemoteHost implements PluginHostApi {
     r.ended = true;
     r.shape.quota.release();
     this.#ledger.workerInFlight(this.#worker, r.shape.slot, -1);
-    if (r.attached) this.#port.postMessage({ t: 'hostEnd', run: r.key });
+    if (r.attached) this.#outbox.push({ t: 'hostEnd', run: r.key });
   }
 
   hasRequestHooks(run: ChainRun, route: string | undefined): boolean {
@@ -168,12 +188,16 @@ export class RemoteHost implements PluginHostApi {
           else reject(new Error(reply.error ?? 'plugin host call failed'));
         },
       });
-      this.#port.postMessage(msg);
+      this.#outbox.push(msg);
     });
   }
 
-  /** The main thread answered a call. */
-  reply(msg: HostReply): void {
+  /** The main thread answered calls. */
+  replies(batch: HostReplies): void {
+    for (const r of batch.m) this.#reply(r);
+  }
+
+  #reply(msg: HostReply): void {
     const p = this.#pending.get(msg.id);
     if (p === undefined) return;
     this.#pending.delete(msg.id);

@@ -12,7 +12,7 @@ import { Telemetry } from '../telemetry/index.ts';
 import { ProxyServer } from './index.ts';
 import { SharedConnectionCounter } from './listener.ts';
 import type { FetchRequest } from './plugin-fetch.ts';
-import { RemoteHost, type HostReply } from './remote-host.ts';
+import { RemoteHost, type HostReplies } from './remote-host.ts';
 import type { Http1Timeouts } from './http1/connection.ts';
 
 export interface WorkerInit {
@@ -37,7 +37,7 @@ export type WorkerCommand =
   | { t: 'fetch'; id: number; tenant: string; req: FetchRequest }
   | { t: 'pins'; id: number; pinDir: string }
   | { t: 'close'; id: number }
-  | HostReply;
+  | HostReplies;
 
 const port = parentPort!;
 const init = workerData as WorkerInit;
@@ -108,8 +108,8 @@ async function handle(m: WorkerCommand): Promise<unknown> {
 }
 
 port.on('message', (m: WorkerCommand) => {
-  if (m.t === 'hostReply') {
-    host.reply(m);
+  if (m.t === 'hostReplies') {
+    host.replies(m);
     return;
   }
   handle(m).then(

@@ -22,7 +22,8 @@ import type { ChainRun, PluginCallTiming } from '../host/contract.ts';
 import type { TenantConfig } from '../store/model.ts';
 import type { Http1Timeouts } from './http1/connection.ts';
 import type { FetchRequest, FetchResult } from './plugin-fetch.ts';
-import type { HostCall } from './remote-host.ts';
+import { Outbox } from './outbox.ts';
+import type { HostBatch, HostCall, HostReplies, HostReply } from './remote-host.ts';
 import { upstreamKeys } from './registry.ts';
 import type { WorkerCommand, WorkerInit } from './worker-main.ts';
 import type { ProxyEndpointStatus, ProxyListener, ProxyTenantStatus } from './index.ts';
@@ -116,6 +117,8 @@ export class WorkerPool {
     };
     const w = new Worker(ENTRY, { workerData: init });
     s.worker = w;
+    // Replies go to the worker that asked (bound to it: a restarted worker never sees its predecessor's).
+    const replies = new Outbox<HostReply>((m) => w.postMessage({ t: 'hostReplies', m } satisfies HostReplies));
     let up!: () => void;
     s.ready = new Promise((r) => (up = r));
     w.on('message', (m: { t: string }) => {
@@ -132,15 +135,16 @@ export class WorkerPool {
         else p.reject(d.error.code !== undefined && d.error.code.startsWith('ISOMESH_ERR_') ? new IsomeshError(d.error.code, d.error.message) : new Error(d.error.message));
         return;
       }
-      if (m.t === 'call') {
-        this.#hostCall(s, m as unknown as HostCall);
-        return;
-      }
-      if (m.t === 'hostEnd') {
-        const key = (m as unknown as { run: number }).run;
-        const run = s.runs.get(key);
-        s.runs.delete(key);
-        if (run !== undefined) o.host.end(run);
+      if (m.t === 'host') {
+        for (const x of (m as unknown as HostBatch).m) {
+          if (x.t === 'call') {
+            this.#hostCall(s, replies, x);
+            continue;
+          }
+          const run = s.runs.get(x.run);
+          s.runs.delete(x.run);
+          if (run !== undefined) o.host.end(run);
+        }
       }
     });
     w.on('error', (err) => o.logger.error({ err, worker: s.index }, 'data-plane worker failed'));
@@ -202,13 +206,13 @@ export class WorkerPool {
 
   // ---- plugin calls from workers ------------------------------------------------------------
 
-  #hostCall(s: Slot, m: HostCall): void {
+  #hostCall(s: Slot, replies: Outbox<HostReply>, m: HostCall): void {
     const host = this.#opts.host;
     let run = s.runs.get(m.run);
     if (run === undefined) {
       run = host.attach(m.tenant, m.requestId, m.route);
       if (run === undefined) {
-        s.worker?.postMessage({ t: 'hostReply', id: m.id, outcome: { action: 'fail', status: 503, code: 'ISOMESH_ERR_PLUGIN_UNAVAILABLE', message: `tenant ${m.tenant} is not configured in the plugin host` } });
+        replies.push({ t: 'hostReply', id: m.id, outcome: { action: 'fail', status: 503, code: 'ISOMESH_ERR_PLUGIN_UNAVAILABLE', message: `tenant ${m.tenant} is not configured in the plugin host` } });
         return;
       }
       s.runs.set(m.run, run);
@@ -219,9 +223,9 @@ export class WorkerPool {
     done.then(
       (outcome) => {
         const calls: PluginCallTiming[] | undefined = m.record ? host.calls(r) : undefined;
-        s.worker?.postMessage({ t: 'hostReply', id: m.id, outcome, ...(calls !== undefined ? { calls } : {}) });
+        replies.push({ t: 'hostReply', id: m.id, outcome, ...(calls !== undefined ? { calls } : {}) });
       },
-      (err: unknown) => s.worker?.postMessage({ t: 'hostReply', id: m.id, error: String(err) }),
+      (err: unknown) => replies.push({ t: 'hostReply', id: m.id, error: String(err) }),
     );
   }
 
