@@ -58,6 +58,40 @@ function once(port: number, path = '/'): Promise<number> {
   });
 }
 
+/** Until 20 requests in a row on fresh connections (both workers) answer `body`. */
+async function applied(ask: () => Promise<{ status: number; body: string }>, body: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (let inRow = 0; inRow < 20; ) {
+    const r = await ask();
+    inRow = r.status === 200 && r.body === body ? inRow + 1 : 0;
+    if (inRow === 0) {
+      assert.ok(Date.now() < deadline, `every worker answers ${body} (last: ${r.status} ${r.body})`);
+      await sleep(20);
+    }
+  }
+}
+
+/** Worker 0 serves again after a restart: running, and its request count moves under new connections. */
+async function workerZeroServes(ask: () => Promise<unknown>): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const before = (await d.api('GET', '/v1/node')).body.workerStatus[0];
+    if (before.state === 'running') {
+      await Promise.all(Array.from({ length: 8 }, ask));
+      if ((await d.api('GET', '/v1/node')).body.workerStatus[0].requests > before.requests) return;
+    }
+    assert.ok(Date.now() < deadline, 'worker 0 serves again after its restart');
+    await sleep(50);
+  }
+}
+
+async function publishChain(tenant: string, source: string): Promise<void> {
+  const v = await d.api('POST', `/v1/tenants/${tenant}/plugins/p/versions`, { source, language: 'typescript' });
+  assert.equal(v.status, 201, JSON.stringify(v.body));
+  assert.equal((await d.api('PUT', `/v1/tenants/${tenant}/plugins/p/active`, { version: v.body.version })).status, 200);
+  assert.equal((await d.api('PUT', `/v1/tenants/${tenant}/chain`, [{ plugin: 'p' }])).status, 200);
+}
+
 test('both workers serve the tenant port (SO_REUSEPORT), and /v1/node shows them', async () => {
   const port = await tenant('spread');
   const before = (await d.api('GET', '/v1/node')).body;
@@ -234,10 +268,7 @@ export default definePlugin({
     return ctx.respond(200, { body: req.headers.get('x-tag') ?? 'none' });
   },
 });`;
-  const v = await d.api('POST', '/v1/tenants/tagged/plugins/tag/versions', { source, language: 'typescript' });
-  assert.equal(v.status, 201, JSON.stringify(v.body));
-  assert.equal((await d.api('PUT', '/v1/tenants/tagged/plugins/tag/active', { version: v.body.version })).status, 200);
-  assert.equal((await d.api('PUT', '/v1/tenants/tagged/chain', [{ plugin: 'tag' }])).status, 200);
+  await publishChain('tagged', source);
   const tagged = (tag: string, sleepMs: number) =>
     new Promise<{ status: number; body: string }>((resolve) => {
       const req = http.request({ host: '127.0.0.1', port, path: '/', agent: false, headers: { connection: 'close', 'x-tag': tag, 'x-sleep': String(sleepMs) } }, (res) => {
@@ -249,24 +280,14 @@ export default definePlugin({
       req.on('error', () => resolve({ status: 0, body: '' }));
       req.end();
     });
-  // Restarted worker 0 is back once it serves requests on the tenant's port again (not only runs).
-  const serving = async () => {
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const before = (await d.api('GET', '/v1/node')).body.workerStatus[0];
-      if (before.state === 'running') {
-        await Promise.all(Array.from({ length: 8 }, () => tagged('probe', 0)));
-        if ((await d.api('GET', '/v1/node')).body.workerStatus[0].requests > before.requests) return;
-      }
-      assert.ok(Date.now() < deadline, 'worker 0 serves again after its restart');
-      await sleep(50);
-    }
-  };
+  const serving = () => workerZeroServes(() => tagged('probe', 0));
+  // The chain is applied after the API answers: wait until both workers run it (fresh connections
+  // spread over both), so that the restarts below do not race the change.
+  await applied(() => tagged('ready', 0), 'ready');
   // A fresh worker 0 first: its call ids start low, so the new worker's ids below reach them.
   assert.equal((await d.api('POST', '/v1/node/workers/0/restart')).status, 202);
   await serving();
-  const deadline0 = Date.now() + 10_000;
-  while ((await tagged('ready', 0)).body !== 'ready' && Date.now() < deadline0) await sleep(50);
+  await applied(() => tagged('ready', 0), 'ready');
   // 16 calls in flight on fresh connections (both workers), each sleeping 1.5 s in the plugin host.
   const old = Array.from({ length: 16 }, (_, i) => tagged(`old-${i}`, 1500));
   await sleep(300);
@@ -280,4 +301,34 @@ export default definePlugin({
   // The old worker's connections were cut (status 0); the other worker's answered with their own tags.
   olds.forEach((r, i) => assert.ok(r.status === 0 || (r.status === 200 && r.body === `old-${i}`), `old-${i}: ${JSON.stringify(r)}`));
   assert.ok(olds.some((r) => r.status === 0), 'some old calls were on the restarted worker');
+});
+
+test('a worker restarted while a configuration change is being applied comes back with that change', async () => {
+  // The API answers once the change is stored; the workers take it just after. A worker that dies in
+  // between must be restored with the new configuration, not the one before it: here, the chain that
+  // answers every request (before it, requests reach the upstream, "ok").
+  const port = await tenant('racy');
+  const ask = () =>
+    new Promise<{ status: number; body: string }>((resolve) => {
+      const req = http.request({ host: '127.0.0.1', port, path: '/', agent: false, headers: { connection: 'close' } }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', () => resolve({ status: 0, body: '' }));
+      req.end();
+    });
+  await applied(ask, 'ok');
+  const v = await d.api('POST', '/v1/tenants/racy/plugins/p/versions', { source: `export default { onRequest(req, ctx) { return ctx.respond(200, { body: 'guarded' }); } };`, language: 'typescript' });
+  assert.equal(v.status, 201, JSON.stringify(v.body));
+  assert.equal((await d.api('PUT', '/v1/tenants/racy/plugins/p/active', { version: v.body.version })).status, 200);
+  await sleep(300);
+  // The chain change and worker 0's death together: the restart lands while the change is sent.
+  const [chain, restart] = await Promise.all([d.api('PUT', '/v1/tenants/racy/chain', [{ plugin: 'p' }]), d.api('POST', '/v1/node/workers/0/restart')]);
+  assert.equal(chain.status, 200);
+  assert.equal(restart.status, 202);
+  await workerZeroServes(ask);
+  const answers = await Promise.all(Array.from({ length: 30 }, ask));
+  assert.deepEqual(answers.filter((a) => a.body !== 'guarded'), [], 'every worker runs the new chain');
 });

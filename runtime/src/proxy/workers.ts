@@ -234,17 +234,19 @@ export class WorkerPool {
   async configure(config: TenantConfig): Promise<void> {
     const name = config.name;
     const slot = this.#opts.ledger.assign(name);
-    const prev = this.#tenants.get(name);
     const port = config.listenerPort;
     if (port !== 0 && port !== this.#ports.get(name)) await this.#probe(port);
     const cells = this.#cells(name, config);
-    const ports = await this.#all({ t: 'configure', id: 0, config: stripped(config), slot, cells });
-    const bound = (ports.find((p) => typeof p === 'number') as number | undefined) ?? port;
-    const entry = prev ?? { config, slot, cells, port: bound, addresses: [this.#opts.listenAddress] };
+    // Recorded before it is sent: a worker that dies while this send is under way is restored with
+    // this configuration, like the workers that took it — not with the one before it (which would
+    // leave that worker serving, say, without the tenant's new plugin chain until the next change).
+    const entry = this.#tenants.get(name) ?? { config, slot, cells, port, addresses: [this.#opts.listenAddress] };
     entry.config = config;
     entry.cells = cells;
-    entry.port = bound;
     this.#tenants.set(name, entry);
+    const ports = await this.#all({ t: 'configure', id: 0, config: stripped(config), slot, cells });
+    const bound = (ports.find((p) => typeof p === 'number') as number | undefined) ?? port;
+    entry.port = bound;
     this.#ports.set(name, bound);
   }
 
