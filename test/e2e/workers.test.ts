@@ -58,6 +58,20 @@ function once(port: number, path = '/'): Promise<number> {
   });
 }
 
+/** One GET / on a fresh connection: its status and body (status 0: the connection failed or was cut). */
+function answer(port: number, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+  return new Promise((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port, path: '/', agent: false, headers: { connection: 'close', ...headers } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', () => resolve({ status: 0, body: '' }));
+    req.end();
+  });
+}
+
 /** Until 20 requests in a row on fresh connections (both workers) answer `body`. */
 async function applied(ask: () => Promise<{ status: number; body: string }>, body: string): Promise<void> {
   const deadline = Date.now() + 10_000;
@@ -269,17 +283,7 @@ export default definePlugin({
   },
 });`;
   await publishChain('tagged', source);
-  const tagged = (tag: string, sleepMs: number) =>
-    new Promise<{ status: number; body: string }>((resolve) => {
-      const req = http.request({ host: '127.0.0.1', port, path: '/', agent: false, headers: { connection: 'close', 'x-tag': tag, 'x-sleep': String(sleepMs) } }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      });
-      req.on('error', () => resolve({ status: 0, body: '' }));
-      req.end();
-    });
+  const tagged = (tag: string, sleepMs: number) => answer(port, { 'x-tag': tag, 'x-sleep': String(sleepMs) });
   const serving = () => workerZeroServes(() => tagged('probe', 0));
   // The chain is applied after the API answers: wait until both workers run it (fresh connections
   // spread over both), so that the restarts below do not race the change.
@@ -308,17 +312,7 @@ test('a worker restarted while a configuration change is being applied comes bac
   // between must be restored with the new configuration, not the one before it: here, the chain that
   // answers every request (before it, requests reach the upstream, "ok").
   const port = await tenant('racy');
-  const ask = () =>
-    new Promise<{ status: number; body: string }>((resolve) => {
-      const req = http.request({ host: '127.0.0.1', port, path: '/', agent: false, headers: { connection: 'close' } }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      });
-      req.on('error', () => resolve({ status: 0, body: '' }));
-      req.end();
-    });
+  const ask = () => answer(port);
   await applied(ask, 'ok');
   const v = await d.api('POST', '/v1/tenants/racy/plugins/p/versions', { source: `export default { onRequest(req, ctx) { return ctx.respond(200, { body: 'guarded' }); } };`, language: 'typescript' });
   assert.equal(v.status, 201, JSON.stringify(v.body));
