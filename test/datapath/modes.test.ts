@@ -54,7 +54,12 @@ test('ISOMESH_DATAPATH=auto: a datapath that cannot open is a warning; explicit 
   assert.match(s.body.reason, /eBPF datapath unavailable: (needs root|.*bpffs|.*cgroup v2)/);
   const tenant = await d.api('PUT', '/v1/tenants/shop', {});
   await d.api('PUT', '/v1/tenants/shop/services/echo', { vip: '10.96.0.10:80', endpoints: [{ address: '127.0.0.1', port: echo.port }] });
-  const res = await request(tenant.body.listenerPort, '/x', { headers: { host: '10.96.0.10' } });
+  // A change takes effect within 100 ms of its answer (API.md), not at it: ask until it has.
+  let res = await request(tenant.body.listenerPort, '/x', { headers: { host: '10.96.0.10' } });
+  for (let i = 0; i < 40 && res.status !== 200; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    res = await request(tenant.body.listenerPort, '/x', { headers: { host: '10.96.0.10' } });
+  }
   assert.equal(res.status, 200, 'explicit traffic (by VIP Host) is served');
   assert.equal(fs.existsSync(pinDir), false, 'nothing was pinned');
 });
