@@ -1,4 +1,4 @@
-// Per-thread CPU and wake-ups of the daemon and its children under wrk: where a request's µs go
+// Per-thread CPU and wake-ups of the daemon and its descendants under wrk: where a request's µs go
 // between the data-plane workers, the main thread's plugin host, V8's helper threads and the cordons.
 //
 //   node bench/threads.ts [--workers 2] [--set none|chain] [--mode cordon|inline] [--secs 5] [--reps 2]
@@ -14,35 +14,35 @@ import { parseArgs } from 'node:util';
 import { removeStateDir, setupTenant, startDaemon } from './lib/daemon.ts';
 import { SMALL_PATH, startNginxUpstream } from './lib/peers.ts';
 import { realisticChain } from './lib/plugins.ts';
-import { ProcessGroup, cpuCount, pinSelf } from './lib/processes.ts';
+import { CLOCK_TICK_SEC } from './lib/cpuacct.ts';
+import { ProcessGroup, cpuCount, pinSelf, processTree } from './lib/processes.ts';
 import { runWrk } from './lib/wrk.ts';
 
 const { values } = parseArgs({ options: { mode: { type: 'string', default: 'cordon' }, set: { type: 'string', default: 'none' }, secs: { type: 'string', default: '5' }, workers: { type: 'string', default: '2' }, reps: { type: 'string', default: '2' } } });
 if (values.set !== 'none' && values.set !== 'chain') throw new Error(`--set none|chain, not ${values.set}`);
 if (values.mode !== 'cordon' && values.mode !== 'inline') throw new Error(`--mode cordon|inline, not ${values.mode}`);
-const TICKS = 100; // USER_HZ: /proc/<pid>/stat times are in clock ticks
 
 interface ThreadSample { name: string; cpuSec: number; switches: number }
 
-/** Every thread of the process and its direct children, keyed pid/tid. */
+/** Every thread of the process and its descendants, keyed pid/tid. */
 function sample(pid: number): Map<string, ThreadSample> {
   const out = new Map<string, ThreadSample>();
-  const children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  for (const p of [pid, ...children]) {
+  for (const p of processTree(pid)) {
     let tids: string[];
+    let proc: string;
     try {
       tids = fs.readdirSync(`/proc/${p}/task`);
+      proc = p === pid ? 'daemon' : `${path.basename(fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0')[1] ?? 'child')}[${p}]`;
     } catch {
-      continue; // the child ended
+      continue; // the process ended
     }
-    const proc = p === pid ? 'daemon' : `${path.basename(fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0')[1] ?? 'child')}[${p}]`;
     for (const tid of tids) {
       try {
         const stat = fs.readFileSync(`/proc/${p}/task/${tid}/stat`, 'utf8');
         const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
         const f = stat.slice(stat.lastIndexOf(') ') + 2).split(' '); // f[0] is field 3 (state)
         const status = fs.readFileSync(`/proc/${p}/task/${tid}/status`, 'utf8');
-        out.set(`${p}/${tid}`, { name: `${proc}:${comm}`, cpuSec: (Number(f[11]) + Number(f[12])) / TICKS, switches: Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0) });
+        out.set(`${p}/${tid}`, { name: `${proc}:${comm}`, cpuSec: (Number(f[11]) + Number(f[12])) * CLOCK_TICK_SEC, switches: Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0) });
       } catch {
         // the thread ended
       }
