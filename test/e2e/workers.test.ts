@@ -46,22 +46,10 @@ async function tenant(name: string, quota?: Record<string, number>): Promise<num
   return t.body.listenerPort as number;
 }
 
-/** One request on a fresh connection (so SO_REUSEPORT spreads them over the workers). */
-function once(port: number, path = '/'): Promise<number> {
+/** One GET on a fresh connection (so SO_REUSEPORT spreads them over the workers): its status and body (status 0: the connection failed or was cut). */
+function answer(port: number, headers: Record<string, string> = {}, path = '/'): Promise<{ status: number; body: string }> {
   return new Promise((resolve) => {
-    const req = http.request({ host: '127.0.0.1', port, path, agent: false, headers: { connection: 'close' } }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-    });
-    req.on('error', () => resolve(0));
-    req.end();
-  });
-}
-
-/** One GET / on a fresh connection: its status and body (status 0: the connection failed or was cut). */
-function answer(port: number, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
-  return new Promise((resolve) => {
-    const req = http.request({ host: '127.0.0.1', port, path: '/', agent: false, headers: { connection: 'close', ...headers } }, (res) => {
+    const req = http.request({ host: '127.0.0.1', port, path, agent: false, headers: { connection: 'close', ...headers } }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));
@@ -70,6 +58,11 @@ function answer(port: number, headers: Record<string, string> = {}): Promise<{ s
     req.on('error', () => resolve({ status: 0, body: '' }));
     req.end();
   });
+}
+
+/** The status of one request on a fresh connection. */
+async function once(port: number, path = '/'): Promise<number> {
+  return (await answer(port, {}, path)).status;
 }
 
 /** Until 20 requests in a row on fresh connections (both workers) answer `body`. */
@@ -99,11 +92,11 @@ async function workerZeroServes(ask: () => Promise<unknown>): Promise<void> {
   }
 }
 
-async function publishChain(tenant: string, source: string): Promise<void> {
+/** Publishes `source` as the tenant's plugin p and makes it active (its chain is the caller's). */
+async function publish(tenant: string, source: string): Promise<void> {
   const v = await d.api('POST', `/v1/tenants/${tenant}/plugins/p/versions`, { source, language: 'typescript' });
   assert.equal(v.status, 201, JSON.stringify(v.body));
   assert.equal((await d.api('PUT', `/v1/tenants/${tenant}/plugins/p/active`, { version: v.body.version })).status, 200);
-  assert.equal((await d.api('PUT', `/v1/tenants/${tenant}/chain`, [{ plugin: 'p' }])).status, 200);
 }
 
 test('both workers serve the tenant port (SO_REUSEPORT), and /v1/node shows them', async () => {
@@ -282,7 +275,8 @@ export default definePlugin({
     return ctx.respond(200, { body: req.headers.get('x-tag') ?? 'none' });
   },
 });`;
-  await publishChain('tagged', source);
+  await publish('tagged', source);
+  assert.equal((await d.api('PUT', '/v1/tenants/tagged/chain', [{ plugin: 'p' }])).status, 200);
   const tagged = (tag: string, sleepMs: number) => answer(port, { 'x-tag': tag, 'x-sleep': String(sleepMs) });
   const serving = () => workerZeroServes(() => tagged('probe', 0));
   // The chain is applied after the API answers: wait until both workers run it (fresh connections
@@ -314,9 +308,7 @@ test('a worker restarted while a configuration change is being applied comes bac
   const port = await tenant('racy');
   const ask = () => answer(port);
   await applied(ask, 'ok');
-  const v = await d.api('POST', '/v1/tenants/racy/plugins/p/versions', { source: `export default { onRequest(req, ctx) { return ctx.respond(200, { body: 'guarded' }); } };`, language: 'typescript' });
-  assert.equal(v.status, 201, JSON.stringify(v.body));
-  assert.equal((await d.api('PUT', '/v1/tenants/racy/plugins/p/active', { version: v.body.version })).status, 200);
+  await publish('racy', `export default { onRequest(req, ctx) { return ctx.respond(200, { body: 'guarded' }); } };`);
   await sleep(300);
   // The chain change and worker 0's death together: the restart lands while the change is sent.
   const [chain, restart] = await Promise.all([d.api('PUT', '/v1/tenants/racy/chain', [{ plugin: 'p' }]), d.api('POST', '/v1/node/workers/0/restart')]);
