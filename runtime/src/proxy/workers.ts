@@ -64,6 +64,12 @@ interface Slot {
   lastExitAt: number;
 }
 
+/**
+ * A worker's answer that will never come: it exited, or is restarting. Not the command's failure —
+ * the restarted worker is given what the pool records (#restore).
+ */
+class WorkerGone extends Error {}
+
 /** What a worker sees of a tenant: no plugin code, no secret (those stay with the main thread's host). */
 function stripped(config: TenantConfig): TenantConfig {
   const plugins: TenantConfig['plugins'] = {};
@@ -172,7 +178,7 @@ export class WorkerPool {
     o.ledger.reclaim(s.index);
     for (const run of s.runs.values()) o.host.end(run);
     s.runs.clear();
-    for (const p of s.pending.values()) p.reject(new Error(`data-plane worker ${s.index} exited (${code})`));
+    for (const p of s.pending.values()) p.reject(new WorkerGone(`data-plane worker ${s.index} exited (${code})`));
     s.pending.clear();
     if (this.#closed) return;
     const now = Date.now();
@@ -188,7 +194,7 @@ export class WorkerPool {
 
   #send(s: Slot, cmd: WorkerCommand): Promise<unknown> {
     const w = s.worker;
-    if (w === undefined) return Promise.reject(new Error(`data-plane worker ${s.index} is restarting`));
+    if (w === undefined) return Promise.reject(new WorkerGone(`data-plane worker ${s.index} is restarting`));
     const id = ++this.#ids;
     return new Promise((resolve, reject) => {
       s.pending.set(id, { resolve, reject });
@@ -196,12 +202,17 @@ export class WorkerPool {
     });
   }
 
-  /** Sends to every live worker; the first failure rejects (after all have answered). */
+  /**
+   * Sends to every live worker; the first failure rejects (after all have answered). A worker lost
+   * meanwhile is no failure and gives no answer: configurations, addresses, pins and removals are
+   * recorded before they are sent, and its restart restores it from that record (a port bind()
+   * moves reaches it with the tenant's next configuration).
+   */
   async #all(cmd: WorkerCommand): Promise<unknown[]> {
     const results = await Promise.allSettled(this.#slots.filter((s) => s.worker !== undefined).map((s) => s.ready.then(() => this.#send(s, cmd))));
-    const failed = results.find((r) => r.status === 'rejected');
+    const failed = results.find((r) => r.status === 'rejected' && !(r.reason instanceof WorkerGone));
     if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
-    return results.map((r) => (r as PromiseFulfilledResult<unknown>).value);
+    return results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
   }
 
   // ---- plugin calls from workers ------------------------------------------------------------
@@ -303,16 +314,32 @@ export class WorkerPool {
     return bound;
   }
 
+  // Address changes are recorded before they are sent, as configurations are: a worker lost during
+  // the send is restored with the change, and the caller is not told of it (the change holds on
+  // every worker). A live worker's refusal is the caller's error.
   async addListenAddress(tenant: string, address: string): Promise<void> {
-    await this.#all({ t: 'addAddress', id: 0, tenant, address });
     const e = this.#tenants.get(tenant);
-    if (e !== undefined && !e.addresses.includes(address)) e.addresses.push(address);
+    const added = e !== undefined && !e.addresses.includes(address);
+    if (added) e.addresses.push(address);
+    try {
+      await this.#all({ t: 'addAddress', id: 0, tenant, address });
+    } catch (err) {
+      if (added) {
+        // Refused (the address cannot be bound, say): undone in the record and on the workers that took it.
+        e.addresses = e.addresses.filter((a) => a !== address);
+        await this.#all({ t: 'removeAddress', id: 0, tenant, address })
+          .catch((undoErr) => this.#opts.logger.error({ err: undoErr, tenant, address }, 'could not undo a refused listen address'));
+      }
+      throw err;
+    }
   }
 
   async removeListenAddress(tenant: string, address: string): Promise<void> {
-    await this.#all({ t: 'removeAddress', id: 0, tenant, address });
     const e = this.#tenants.get(tenant);
+    // Stays removed from the record even if a worker fails the removal: a worker drops the address
+    // before it closes the listener, and a restarted worker must not bind it again.
     if (e !== undefined) e.addresses = e.addresses.filter((a, i) => i === 0 || a !== address);
+    await this.#all({ t: 'removeAddress', id: 0, tenant, address });
   }
 
   async removeTenant(tenant: string): Promise<void> {
