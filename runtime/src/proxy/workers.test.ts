@@ -137,3 +137,42 @@ test('an address no worker can bind is refused and left in no record', { timeout
   assert.deepEqual(await served(pool, port, EXTRA), { ok: TRIES, by: [0, 1] });
   assert.deepEqual(pool.listeners().map((l) => l.address), ['127.0.0.1', EXTRA]);
 });
+
+test('a change sent while a worker starts up is not held forever when that worker dies before it is ready', { timeout: 120_000 }, async (t) => {
+  const up = await startUpstream(t, 'b');
+  const { pool, port } = await startPool(t);
+  const restarts = pool.workerStatus()[0]!.restarts;
+  await pool.restartWorker(0);
+  // Its successor is spawned at once and takes a while to load: wait until it exists, not until it is ready.
+  for (let i = 0; i < 400 && pool.workerStatus()[0]!.state !== 'running'; i++) await sleep(5);
+  const change = pool.configure(tenantConfig('acme', [service('b', [up.port])], [{ name: 'all', match: {}, to: { service: 'b' } }], 2, port));
+  await pool.restartWorker(0);
+  // Bounded: the change waits on worker 0's readiness; a worker that never got ready must release it.
+  let timer: NodeJS.Timeout | undefined;
+  const outcome = await Promise.race([
+    change.then(() => 'applied', (err: unknown) => `failed: ${String(err)}`),
+    new Promise<string>((resolve) => (timer = setTimeout(() => resolve('still waiting after 20 s'), 20_000))),
+  ]);
+  clearTimeout(timer);
+  assert.equal(outcome, 'applied');
+  await back(pool, 0, restarts + 1);
+  // Both workers serve the change (upstream b answers "b").
+  const answers = new Set<string>();
+  const before = pool.workerStatus().map((w) => w.requests);
+  for (let i = 0; i < TRIES; i++) answers.add(await upstreamOf(port));
+  assert.deepEqual([...answers], ['200 b']);
+  assert.deepEqual(pool.workerStatus().filter((w) => w.requests > before[w.index]!).map((w) => w.index), [0, 1]);
+});
+
+/** Which upstream answered one GET on a fresh connection to 127.0.0.1:port (its x-upstream header). */
+function upstreamOf(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 5000, headers: { connection: 'close' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(`${res.statusCode} ${String(res.headers['x-upstream'])}`));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', (err) => resolve(`error: ${err.message}`));
+    req.end();
+  });
+}

@@ -127,6 +127,8 @@ export class WorkerPool {
     const replies = new Outbox<HostReply>((m) => w.postMessage({ t: 'hostReplies', m } satisfies HostReplies));
     let up!: () => void;
     s.ready = new Promise((r) => (up = r));
+    // A worker that dies before it is ready must not leave what waits on its readiness waiting forever.
+    w.once('exit', () => up());
     w.on('message', (m: { t: string }) => {
       if (m.t === 'ready') {
         void this.#restore(s).then(up, up);
@@ -209,7 +211,13 @@ export class WorkerPool {
    * moves reaches it with the tenant's next configuration).
    */
   async #all(cmd: WorkerCommand): Promise<unknown[]> {
-    const results = await Promise.allSettled(this.#slots.filter((s) => s.worker !== undefined).map((s) => s.ready.then(() => this.#send(s, cmd))));
+    const live = this.#slots.filter((s) => s.worker !== undefined);
+    const results = await Promise.allSettled(live.map((s) => {
+      const w = s.worker;
+      // Sent to the worker it waited for: one that died meanwhile (even before it was ready) is gone,
+      // and its successor gets the change from the record.
+      return s.ready.then(() => (s.worker === w ? this.#send(s, cmd) : Promise.reject(new WorkerGone(`data-plane worker ${s.index} exited`))));
+    }));
     const failed = results.find((r) => r.status === 'rejected' && !(r.reason instanceof WorkerGone));
     if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
     return results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
