@@ -14,7 +14,14 @@ import { freePort, service, sleep, startUpstream, tenantConfig } from './test-fi
 const EXTRA = '127.0.0.2';
 const TRIES = 30;
 
-async function startPool(t: TestContext): Promise<{ pool: WorkerPool; port: number }> {
+async function startPool(t: TestContext): Promise<{ pool: WorkerPool; port: number; configure: () => Promise<void> }> {
+  const { pool, port, configure } = await unconfiguredPool(t);
+  await configure();
+  return { pool, port, configure };
+}
+
+/** A 2-worker pool, ready, and how to give it tenant acme (upstream a, a fixed port). */
+async function unconfiguredPool(t: TestContext): Promise<{ pool: WorkerPool; port: number; configure: () => Promise<void> }> {
   const up = await startUpstream(t, 'a');
   const ledger = new NodeLedger();
   const logger = pino({ level: 'silent' });
@@ -30,8 +37,8 @@ async function startPool(t: TestContext): Promise<{ pool: WorkerPool; port: numb
   await pool.ready();
   // A fixed port, as the store gives every tenant: a restored worker binds the configured one.
   const port = await freePort();
-  await pool.configure(tenantConfig('acme', [service('a', [up.port])], [{ name: 'all', match: {}, to: { service: 'a' } }], 1, port));
-  return { pool, port };
+  const configure = () => pool.configure(tenantConfig('acme', [service('a', [up.port])], [{ name: 'all', match: {}, to: { service: 'a' } }], 1, port));
+  return { pool, port, configure };
 }
 
 /** Worker `index` has exited since it had `restarts` restarts, runs again, and has been given every tenant. */
@@ -124,6 +131,19 @@ test('an address removed while a worker restarts is bound by no worker', { timeo
   assert.equal(await accepted(port, EXTRA), 0, 'the removal is recorded');
   assert.deepEqual(remove, { status: 'fulfilled', value: undefined }, 'a worker lost during the send does not fail the change');
   assert.deepEqual(await served(pool, port, '127.0.0.1'), { ok: TRIES, by: [0, 1] }, 'the default address still serves');
+});
+
+test('an address added before the tenant is configured survives a worker restart in between', { timeout: 120_000 }, async (t) => {
+  const { pool, port, configure } = await unconfiguredPool(t);
+  // The datapath may attach a workload's address before the tenant's configuration reaches the pool.
+  await pool.addListenAddress('acme', EXTRA);
+  await restart(pool, 0);
+  await configure();
+  assert.deepEqual(await served(pool, port, EXTRA), { ok: TRIES, by: [0, 1] }, 'the restarted worker serves the address too');
+  assert.deepEqual(pool.listeners().map((l) => l.address), ['127.0.0.1', EXTRA]);
+  await pool.removeListenAddress('acme', EXTRA);
+  await restart(pool, 1);
+  assert.equal(await accepted(port, EXTRA), 0, 'a removed address stays removed');
 });
 
 test('an address no worker can bind is refused and left in no record', { timeout: 120_000 }, async (t) => {

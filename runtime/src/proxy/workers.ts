@@ -89,6 +89,8 @@ export class WorkerPool {
   readonly #tenants = new Map<string, TenantEntry>();
   /** Ports the workers hold per tenant (bound by bind() before its first configuration, or by configure()). */
   readonly #ports = new Map<string, number>();
+  /** Extra listen addresses of tenants not configured yet (the workers keep them for the tenant's bind). */
+  readonly #early = new Map<string, string[]>();
   #ids = 0;
   #closed = false;
   #pins: string | undefined;
@@ -169,6 +171,9 @@ export class WorkerPool {
       } catch (err) {
         this.#opts.logger.error({ err, worker: s.index, tenant: e.config.name }, 'restarted worker could not take a tenant');
       }
+    }
+    for (const [tenant, addresses] of this.#early) {
+      for (const address of addresses) await this.#send(s, { t: 'addAddress', id: 0, tenant, address }).catch((err) => this.#opts.logger.error({ err, worker: s.index, tenant }, 'restarted worker could not take a listen address'));
     }
   }
 
@@ -259,7 +264,8 @@ export class WorkerPool {
     // Recorded before it is sent: a worker that dies while this send is under way is restored with
     // this configuration, like the workers that took it — not with the one before it (which would
     // leave that worker serving, say, without the tenant's new plugin chain until the next change).
-    const entry = this.#tenants.get(name) ?? { config, slot, cells, port, addresses: [this.#opts.listenAddress] };
+    const entry = this.#tenants.get(name) ?? { config, slot, cells, port, addresses: [this.#opts.listenAddress, ...(this.#early.get(name) ?? [])] };
+    this.#early.delete(name);
     entry.config = config;
     entry.cells = cells;
     this.#tenants.set(name, entry);
@@ -327,14 +333,16 @@ export class WorkerPool {
   // every worker). A live worker's refusal is the caller's error.
   async addListenAddress(tenant: string, address: string): Promise<void> {
     const e = this.#tenants.get(tenant);
-    const added = e !== undefined && !e.addresses.includes(address);
-    if (added) e.addresses.push(address);
+    const list = e?.addresses ?? this.#early.get(tenant) ?? [];
+    const added = !list.includes(address);
+    if (added) list.push(address);
+    if (e === undefined) this.#early.set(tenant, list);
     try {
       await this.#all({ t: 'addAddress', id: 0, tenant, address });
     } catch (err) {
       if (added) {
         // Refused (the address cannot be bound, say): undone in the record and on the workers that took it.
-        e.addresses = e.addresses.filter((a) => a !== address);
+        this.#unrecord(tenant, address);
         await this.#all({ t: 'removeAddress', id: 0, tenant, address })
           .catch((undoErr) => this.#opts.logger.error({ err: undoErr, tenant, address }, 'could not undo a refused listen address'));
       }
@@ -343,15 +351,27 @@ export class WorkerPool {
   }
 
   async removeListenAddress(tenant: string, address: string): Promise<void> {
-    const e = this.#tenants.get(tenant);
     // Stays removed from the record even if a worker fails the removal: a worker drops the address
     // before it closes the listener, and a restarted worker must not bind it again.
-    if (e !== undefined) e.addresses = e.addresses.filter((a, i) => i === 0 || a !== address);
+    this.#unrecord(tenant, address);
     await this.#all({ t: 'removeAddress', id: 0, tenant, address });
+  }
+
+  /** Takes an extra listen address out of the record (a tenant's default address stays). */
+  #unrecord(tenant: string, address: string): void {
+    const e = this.#tenants.get(tenant);
+    if (e !== undefined) {
+      e.addresses = e.addresses.filter((a, i) => i === 0 || a !== address);
+      return;
+    }
+    const early = this.#early.get(tenant)?.filter((a) => a !== address) ?? [];
+    if (early.length > 0) this.#early.set(tenant, early);
+    else this.#early.delete(tenant);
   }
 
   async removeTenant(tenant: string): Promise<void> {
     this.#ports.delete(tenant);
+    this.#early.delete(tenant);
     if (!this.#tenants.has(tenant)) {
       await this.#all({ t: 'removeTenant', id: 0, tenant }).catch(() => undefined);
       return;
