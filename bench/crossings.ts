@@ -1,8 +1,11 @@
 // What a hop between threads and into an isolate costs, in CPU per call (both sides counted):
 //  - a data-plane worker's plugin call to the main thread and its reply (MessagePort, the real
 //    message shapes of proxy/remote-host.ts), one message per call and in batches (proxy/outbox.ts);
-//  - an isolated-vm applySync of a small JSON round trip, without and with the per-call `timeout`
-//    (the pass's wall backstop).
+//  - an isolated-vm applySync of an empty function and of a small JSON round trip, without and with
+//    the per-call `timeout` (the pass's wall backstop);
+//  - the plugin host's whole work for one request with one no-op plugin (inline: PluginHost begin →
+//    onRequest → end, sequential), against the same with no plugin: what a first plugin costs
+//    before any socket or load is involved.
 // Each case runs pinned to one core and unpinned. Run: node bench/crossings.ts
 // (writes bench/results/crossings.json; not part of `npm run bench`, docs/host.md cites it).
 
@@ -11,6 +14,12 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import ivm from 'isolated-vm';
+import pino from 'pino';
+import { Registry } from 'prom-client';
+import { PluginHost } from '../runtime/src/host/index.ts';
+import type { HookRequest } from '../runtime/src/host/contract.ts';
+import { DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS, type TenantConfig } from '../runtime/src/store/model.ts';
+import { NOOP } from './lib/plugins.ts';
 
 const ROUND_TRIPS = 40_000;
 const CALLS = 100_000;
@@ -68,22 +77,85 @@ async function relay(batch: number): Promise<{ mainUs: number; workerUs: number;
   return { mainUs: round(mainUs), workerUs: round(wUs), totalUs: round(mainUs + wUs) };
 }
 
-/** CPU µs per applySync of a JSON-in, JSON-out function, without and with a timeout. */
-function isolateCall(): { noTimeoutUs: number; timeoutUs: number } {
+interface IsolateCosts {
+  /** An empty function, no arguments: isolated-vm's crossing itself. */
+  emptyUs: number;
+  emptyTimeoutUs: number;
+  /** JSON in (a request's shape), JSON out. */
+  noTimeoutUs: number;
+  timeoutUs: number;
+}
+
+/** CPU µs per applySync of an empty function and of a JSON-in, JSON-out one, without and with a timeout. */
+function isolateCall(): IsolateCosts {
   const iso = new ivm.Isolate({ memoryLimit: 32 });
   const ctx = iso.createContextSync();
   const fn = iso.compileScriptSync('(function (s) { const o = JSON.parse(s); return JSON.stringify({ action: "continue", n: o.headers.length }); })').runSync(ctx, { reference: true }) as ivm.Reference<(s: string) => string>;
+  const empty = iso.compileScriptSync('(function () { return 0; })').runSync(ctx, { reference: true }) as ivm.Reference<() => number>;
   const arg = JSON.stringify(INPUT);
-  const measure = (opts: { timeout?: number }) => {
-    for (let i = 0; i < 5000; i++) fn.applySync(undefined, [arg], opts);
+  const measure = (call: () => unknown) => {
+    for (let i = 0; i < 5000; i++) call();
     const c0 = process.cpuUsage(); // the process: isolated-vm's timer thread included
-    for (let i = 0; i < CALLS; i++) fn.applySync(undefined, [arg], opts);
+    for (let i = 0; i < CALLS; i++) call();
     const c = process.cpuUsage(c0);
     return round((c.user + c.system) / CALLS);
   };
-  const out = { noTimeoutUs: measure({}), timeoutUs: measure({ timeout: 50 }) };
+  const out = {
+    emptyUs: measure(() => empty.applySync(undefined, [])),
+    emptyTimeoutUs: measure(() => empty.applySync(undefined, [], { timeout: 50 })),
+    noTimeoutUs: measure(() => fn.applySync(undefined, [arg])),
+    timeoutUs: measure(() => fn.applySync(undefined, [arg], { timeout: 50 })),
+  };
   iso.dispose();
   return out;
+}
+
+const HOST_REQUESTS = 20_000;
+
+/** CPU µs of the plugin host's work for one request (inline, sequential): no plugin, one no-op plugin. */
+async function hostRequest(): Promise<{ noPluginUs: number; noopUs: number }> {
+  const host = new PluginHost({ logger: pino({ level: 'silent' }), registry: new Registry(), mode: 'inline' });
+  const req: HookRequest = {
+    method: 'GET', path: INPUT.path, query: INPUT.query, host: INPUT.host, remoteAddress: INPUT.remoteAddress, route: INPUT.route, service: INPUT.service,
+    headers: INPUT.headers.map(([k, v]) => [k, v] as [string, string]),
+  };
+  const tenant = async (name: string, withPlugin: boolean): Promise<void> => {
+    const config: TenantConfig = {
+      name, listenerPort: 17000, quota: { ...DEFAULT_QUOTA, cpuMsPerSecond: 1_000_000 },
+      services: [{ name: 'origin', endpoints: [], lb: 'round_robin', connectTimeoutMs: 1000, timeoutMs: 1000 }],
+      routes: [], chain: [], plugins: {}, secrets: {}, settings: { ...DEFAULT_TENANT_SETTINGS }, rateLimits: [], generation: 1,
+    } as unknown as TenantConfig;
+    if (withPlugin) {
+      const c = await host.compile({ source: NOOP, language: 'typescript', maxBundleBytes: 1 << 20 });
+      config.plugins = { noop: { name: 'noop', active: { version: 1, digest: c.digest, code: c.code } } } as TenantConfig['plugins'];
+      config.chain = [{ plugin: 'noop', config: {}, failurePolicy: 'closed' }] as TenantConfig['chain'];
+    }
+    host.configure(config);
+  };
+  const one = async (name: string, id: string): Promise<void> => {
+    const a = host.begin(name, id);
+    if (!a.ok) throw new Error(`${name}: ${a.code}`);
+    try {
+      const out = await host.onRequest(a.run, req);
+      if (out.action !== 'continue') throw new Error(`${name}: ${JSON.stringify(out)}`);
+    } finally {
+      host.end(a.run);
+    }
+  };
+  const measure = async (name: string): Promise<number> => {
+    for (let i = 0; i < 3000; i++) await one(name, `w${i}`);
+    const c0 = process.cpuUsage();
+    for (let i = 0; i < HOST_REQUESTS; i++) await one(name, `r${i}`);
+    const c = process.cpuUsage(c0);
+    return round((c.user + c.system) / HOST_REQUESTS);
+  };
+  try {
+    await tenant('none', false);
+    await tenant('noop', true);
+    return { noPluginUs: await measure('none'), noopUs: await measure('noop') };
+  } finally {
+    await host.close();
+  }
 }
 
 function round(x: number): number {
@@ -93,7 +165,7 @@ function round(x: number): number {
 async function measureHere(): Promise<unknown> {
   const relays: Record<string, unknown> = {};
   for (const b of [1, 4, 8]) relays[b === 1 ? 'unbatched' : `batch${b}`] = await relay(b);
-  return { relay: relays, isolate: isolateCall() };
+  return { relay: relays, isolate: isolateCall(), host: await hostRequest() };
 }
 
 if (process.argv[2] === '--child') {
@@ -116,9 +188,11 @@ if (process.argv[2] === '--child') {
   mkdirSync(path.join(import.meta.dirname, 'results'), { recursive: true });
   writeFileSync(path.join(import.meta.dirname, 'results/crossings.json'), `${JSON.stringify(result, null, 2)}\n`);
   for (const layout of ['oneCore', 'unpinned'] as const) {
-    const r = result[layout] as { relay: Record<string, { mainUs: number; workerUs: number; totalUs: number }>; isolate: { noTimeoutUs: number; timeoutUs: number } };
+    const r = result[layout] as { relay: Record<string, { mainUs: number; workerUs: number; totalUs: number }>; isolate: IsolateCosts; host: { noPluginUs: number; noopUs: number } };
     console.log(`${layout}:`);
     for (const [k, v] of Object.entries(r.relay)) console.log(`  worker call + reply, ${k.padEnd(9)}: ${v.totalUs} µs per call (main ${v.mainUs}, worker ${v.workerUs})`);
-    console.log(`  isolate applySync: ${r.isolate.noTimeoutUs} µs without timeout, ${r.isolate.timeoutUs} µs with`);
+    console.log(`  isolate applySync, empty function: ${r.isolate.emptyUs} µs without timeout, ${r.isolate.emptyTimeoutUs} µs with`);
+    console.log(`  isolate applySync, JSON round trip: ${r.isolate.noTimeoutUs} µs without timeout, ${r.isolate.timeoutUs} µs with`);
+    console.log(`  plugin host, one request: ${r.host.noPluginUs} µs without plugins, ${r.host.noopUs} µs with one no-op plugin`);
   }
 }
