@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import { ProcessSupervisor } from '../process-supervisor.ts';
 import { decodePass, encodePass, generationJson, type ChainPass, type PassReply } from './chain-pass.ts';
 import { guestRuntimeCode, runnerCode } from './guest-code.ts';
+import { IdTable } from './id-table.ts';
 import type { SandboxEvents, VersionSpec } from './sandbox.ts';
 import { CORDON_QUEUE_LIMIT, FrameChannel, NodeIpcChannel, type Channel, type FromCordon, type ToCordon, type WireFetchReply, type WireFetchRequest, type WireKind } from './wire.ts';
 
@@ -81,7 +82,7 @@ export class Cordon {
   readonly #blackbox: string;
   readonly #fetch: FetchRelay;
   readonly #tenants = new Map<string, CordonTenant>();
-  readonly #pending = new Map<number, PendingCall>();
+  readonly #pending = new IdTable<PendingCall>();
   /** Spawn, exit watch, restart with back-off (the process supervision shared with the Envoy supervisor). */
   readonly #proc: ProcessSupervisor;
   /** The process the channel talks to (set when one starts, cleared when it exits). */
@@ -211,9 +212,8 @@ export class Cordon {
       case 'passed':
       case 'unpassed':
       case 'shed': {
-        const p = this.#pending.get(m.id);
+        const p = this.#pending.take(m.id);
         if (p === undefined) return;
-        this.#pending.delete(m.id);
         if (this.#pending.size === 0) this.#channel?.unref();
         if (m.t === 'shed') p.resolve({ transport: 'overloaded', message: `tenant has ${m.queued} plugin calls queued in its cordon` });
         else if (m.t === 'unpassed') p.resolve(m.reply);
@@ -249,7 +249,7 @@ export class Cordon {
 
   /** Fails the calls still pending (those sent to `child` only, when given). */
   #failPending(outcome: (p: PendingCall) => PassReply, child?: ChildProcess): void {
-    for (const [id, p] of [...this.#pending]) {
+    for (const [id, p] of [...this.#pending.entries()]) {
       if (child !== undefined && p.child !== child) continue;
       this.#pending.delete(id);
       p.resolve(outcome(p));

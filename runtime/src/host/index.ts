@@ -703,3 +703,4 @@ export { applyHeaderMutation, headerMutation, isEmptyMutation } from './header-m
 export { MAX_WORKERS, NodeLedger, SharedRateLimitCounters, type LedgerBuffers } from './ledger.ts';
 export { TenantQuota } from './quota.ts';
 export { Chain, type ChainStep, type StepVersion } from './chain.ts';
+export { IdTable } from './id-table.ts';

@@ -7,7 +7,7 @@
 // event-loop turn each way (outbox.ts).
 
 import type { MessagePort } from 'node:worker_threads';
-import { Chain, NodeLedger, TenantQuota } from '../host/index.ts';
+import { Chain, IdTable, NodeLedger, TenantQuota } from '../host/index.ts';
 import type { Admission, ChainRun, HookRequest, HookResponse, PluginCallTiming, PluginHostApi, RequestOutcome, ResponseOutcome } from '../host/contract.ts';
 import type { TenantConfig } from '../store/model.ts';
 import { Outbox } from './outbox.ts';
@@ -76,7 +76,7 @@ export class RemoteHost implements PluginHostApi {
   /** This worker's index in the ledger (its own shares, reclaimed if it dies). */
   readonly #worker: number;
   readonly #tenants = new Map<string, TenantShape>();
-  readonly #pending = new Map<number, { resolve: (r: HostReply) => void; run: RemoteRun }>();
+  readonly #pending = new IdTable<{ resolve: (r: HostReply) => void; run: RemoteRun }>();
   #ids = 0;
   #runs = 0;
 
@@ -198,14 +198,13 @@ export class RemoteHost implements PluginHostApi {
   }
 
   #reply(msg: HostReply): void {
-    const p = this.#pending.get(msg.id);
+    const p = this.#pending.take(msg.id);
     if (p === undefined) return;
-    this.#pending.delete(msg.id);
     p.resolve(msg);
   }
 
   async close(): Promise<void> {
-    for (const [id, p] of this.#pending) {
+    for (const [id, p] of [...this.#pending.entries()]) {
       this.#pending.delete(id);
       p.resolve({ t: 'hostReply', id, error: 'the data-plane worker is closing' });
     }

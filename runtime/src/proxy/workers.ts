@@ -17,7 +17,7 @@ import { Worker } from 'node:worker_threads';
 import type pino from 'pino';
 import prom from 'prom-client';
 import { IsomeshError, type ErrorCode } from '../errors.ts';
-import { MAX_WORKERS, type NodeLedger, type PluginHost } from '../host/index.ts';
+import { IdTable, MAX_WORKERS, type NodeLedger, type PluginHost } from '../host/index.ts';
 import type { ChainRun, PluginCallTiming } from '../host/contract.ts';
 import type { TenantConfig } from '../store/model.ts';
 import type { Http1Timeouts } from './http1/connection.ts';
@@ -58,7 +58,7 @@ interface Slot {
   ready: Promise<void>;
   pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>;
   /** Runs of this worker the main-thread host holds (key → run). */
-  runs: Map<number, ChainRun>;
+  runs: IdTable<ChainRun>;
   restarts: number;
   streak: number;
   lastExitAt: number;
@@ -99,7 +99,7 @@ export class WorkerPool {
   constructor(opts: WorkerPoolOptions) {
     if (opts.count < 2 || opts.count > MAX_WORKERS) throw new Error(`a worker pool has 2..${MAX_WORKERS} workers`);
     this.#opts = opts;
-    this.#slots = Array.from({ length: opts.count }, (_, index) => ({ index, worker: undefined, ready: Promise.resolve(), pending: new Map(), runs: new Map(), restarts: 0, streak: 0, lastExitAt: 0 }));
+    this.#slots = Array.from({ length: opts.count }, (_, index) => ({ index, worker: undefined, ready: Promise.resolve(), pending: new Map(), runs: new IdTable(), restarts: 0, streak: 0, lastExitAt: 0 }));
     for (const s of this.#slots) this.#spawn(s);
   }
 
@@ -151,8 +151,7 @@ export class WorkerPool {
             this.#hostCall(s, replies, x);
             continue;
           }
-          const run = s.runs.get(x.run);
-          s.runs.delete(x.run);
+          const run = s.runs.take(x.run);
           if (run !== undefined) o.host.end(run);
         }
       }
