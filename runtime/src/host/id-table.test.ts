@@ -16,6 +16,13 @@ test('records by id: set, get, take, size, entries', () => {
   assert.equal(t.get(3), 'v3b', 'set again replaces');
   assert.equal(t.size, 2);
   assert.deepEqual(new Map(t.entries()), new Map([[1, 'v1'], [3, 'v3b']]));
+  // -1 marks an empty slot inside: as an id it is simply absent (a cordon asks for "no call running").
+  const e = new IdTable<string>(4);
+  e.set(1, 'a');
+  assert.equal(e.get(-1), undefined);
+  assert.equal(e.take(-1), undefined);
+  assert.equal(e.size, 1);
+  assert.equal(e.get(1), 'a');
   t.clear();
   assert.equal(t.size, 0);
   assert.equal(t.get(1), undefined);

@@ -39,7 +39,7 @@ export class IdTable<T> {
 
   get(id: number): T | undefined {
     const i = id & this.#mask;
-    if (this.#ids[i] === id) return this.#values[i];
+    if (this.#ids[i] === id && this.#values[i] !== undefined) return this.#values[i];
     return this.#overflow?.get(id);
   }
 
@@ -67,7 +67,7 @@ export class IdTable<T> {
   /** Removes the record of `id`; returns it (undefined when there was none). */
   take(id: number): T | undefined {
     const i = id & this.#mask;
-    if (this.#ids[i] === id) {
+    if (this.#ids[i] === id && this.#values[i] !== undefined) {
       const v = this.#values[i];
       this.#values[i] = undefined;
       this.#ids[i] = -1;
