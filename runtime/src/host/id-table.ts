@@ -44,7 +44,7 @@ export class IdTable<T> {
   }
 
   set(id: number, value: T): void {
-    if (this.#overflow?.delete(id) === true) {
+    if (this.#overflow?.has(id) === true) {
       this.#overflow.set(id, value);
       return;
     }
@@ -85,11 +85,15 @@ export class IdTable<T> {
 
   /** The live records (not in id order). */
   *entries(): Generator<[number, T]> {
+    yield* this.#slotted();
+    if (this.#overflow !== undefined) yield* this.#overflow;
+  }
+
+  *#slotted(): Generator<[number, T]> {
     for (let i = 0; i < this.#values.length; i++) {
       const v = this.#values[i];
       if (v !== undefined) yield [this.#ids[i] as number, v];
     }
-    if (this.#overflow !== undefined) yield* this.#overflow;
   }
 
   values(): T[] {
@@ -103,39 +107,16 @@ export class IdTable<T> {
     this.#overflow = undefined;
   }
 
-  /** Doubles the slots until every live record has one of its own (at most MAX_SLOTS). */
+  /** Doubles the slots; records in slots of their own keep slots of their own (ids differing mod n differ mod 2n). */
   #grow(): void {
-    const ids = this.#ids;
-    const values = this.#values;
-    for (let n = ids.length * 2; n <= MAX_SLOTS; n *= 2) {
-      const mask = n - 1;
-      const nextIds = new Array<number>(n).fill(-1);
-      const nextValues = new Array<T | undefined>(n).fill(undefined);
-      let fits = true;
-      for (let i = 0; i < ids.length && fits; i++) {
-        if (values[i] === undefined) continue;
-        const j = (ids[i] as number) & mask;
-        if (nextValues[j] !== undefined) fits = false;
-        else {
-          nextIds[j] = ids[i] as number;
-          nextValues[j] = values[i];
-        }
-      }
-      if (fits || n === MAX_SLOTS) {
-        if (!fits) {
-          // Collisions left at the cap: those records go to the overflow map.
-          for (let i = 0; i < ids.length; i++) {
-            if (values[i] === undefined) continue;
-            const j = (ids[i] as number) & mask;
-            if (nextIds[j] !== ids[i]) (this.#overflow ??= new Map()).set(ids[i] as number, values[i] as T);
-          }
-        }
-        this.#ids = nextIds;
-        this.#values = nextValues;
-        this.#mask = mask;
-        this.#size = nextValues.reduce<number>((n, v) => (v === undefined ? n : n + 1), 0);
-        return;
-      }
+    const live = [...this.#slotted()];
+    const n = this.#ids.length * 2;
+    this.#ids = new Array<number>(n).fill(-1);
+    this.#values = new Array<T | undefined>(n).fill(undefined);
+    this.#mask = n - 1;
+    for (const [id, v] of live) {
+      this.#ids[id & this.#mask] = id;
+      this.#values[id & this.#mask] = v;
     }
   }
 }
