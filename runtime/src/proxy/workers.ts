@@ -49,7 +49,6 @@ interface TenantEntry {
   /** Upstream cells in the ledger: registry key → cell (registry.ts upstreamKeys). */
   cells: Record<string, number>;
   port: number;
-  addresses: string[];
 }
 
 interface Slot {
@@ -89,8 +88,11 @@ export class WorkerPool {
   readonly #tenants = new Map<string, TenantEntry>();
   /** Ports the workers hold per tenant (bound by bind() before its first configuration, or by configure()). */
   readonly #ports = new Map<string, number>();
-  /** Extra listen addresses of tenants not configured yet (the workers keep them for the tenant's bind). */
-  readonly #early = new Map<string, string[]>();
+  /**
+   * Each tenant's listen addresses besides the pool's own, configured or not yet (a worker keeps an
+   * address of a tenant it has no configuration for until the tenant binds).
+   */
+  readonly #extra = new Map<string, string[]>();
   #ids = 0;
   #closed = false;
   #pins: string | undefined;
@@ -166,12 +168,11 @@ export class WorkerPool {
     for (const e of this.#tenants.values()) {
       try {
         await this.#send(s, { t: 'configure', id: 0, config: stripped(e.config), slot: e.slot, cells: e.cells });
-        for (const a of e.addresses.slice(1)) await this.#send(s, { t: 'addAddress', id: 0, tenant: e.config.name, address: a });
       } catch (err) {
         this.#opts.logger.error({ err, worker: s.index, tenant: e.config.name }, 'restarted worker could not take a tenant');
       }
     }
-    for (const [tenant, addresses] of this.#early) {
+    for (const [tenant, addresses] of this.#extra) {
       for (const address of addresses) await this.#send(s, { t: 'addAddress', id: 0, tenant, address }).catch((err) => this.#opts.logger.error({ err, worker: s.index, tenant }, 'restarted worker could not take a listen address'));
     }
   }
@@ -263,8 +264,7 @@ export class WorkerPool {
     // Recorded before it is sent: a worker that dies while this send is under way is restored with
     // this configuration, like the workers that took it — not with the one before it (which would
     // leave that worker serving, say, without the tenant's new plugin chain until the next change).
-    const entry = this.#tenants.get(name) ?? { config, slot, cells, port, addresses: [this.#opts.listenAddress, ...(this.#early.get(name) ?? [])] };
-    this.#early.delete(name);
+    const entry = this.#tenants.get(name) ?? { config, slot, cells, port };
     entry.config = config;
     entry.cells = cells;
     this.#tenants.set(name, entry);
@@ -331,11 +331,9 @@ export class WorkerPool {
   // the send is restored with the change, and the caller is not told of it (the change holds on
   // every worker). A live worker's refusal is the caller's error.
   async addListenAddress(tenant: string, address: string): Promise<void> {
-    const e = this.#tenants.get(tenant);
-    const list = e?.addresses ?? this.#early.get(tenant) ?? [];
-    const added = !list.includes(address);
-    if (added) list.push(address);
-    if (e === undefined) this.#early.set(tenant, list);
+    const list = this.#extra.get(tenant) ?? [];
+    const added = address !== this.#opts.listenAddress && !list.includes(address);
+    if (added) this.#extra.set(tenant, [...list, address]);
     try {
       await this.#all({ t: 'addAddress', id: 0, tenant, address });
     } catch (err) {
@@ -356,21 +354,16 @@ export class WorkerPool {
     await this.#all({ t: 'removeAddress', id: 0, tenant, address });
   }
 
-  /** Takes an extra listen address out of the record (a tenant's default address stays). */
+  /** Takes an extra listen address out of the record (the pool's own address stays). */
   #unrecord(tenant: string, address: string): void {
-    const e = this.#tenants.get(tenant);
-    if (e !== undefined) {
-      e.addresses = e.addresses.filter((a, i) => i === 0 || a !== address);
-      return;
-    }
-    const early = this.#early.get(tenant)?.filter((a) => a !== address) ?? [];
-    if (early.length > 0) this.#early.set(tenant, early);
-    else this.#early.delete(tenant);
+    const left = this.#extra.get(tenant)?.filter((a) => a !== address) ?? [];
+    if (left.length > 0) this.#extra.set(tenant, left);
+    else this.#extra.delete(tenant);
   }
 
   async removeTenant(tenant: string): Promise<void> {
     this.#ports.delete(tenant);
-    this.#early.delete(tenant);
+    this.#extra.delete(tenant);
     if (!this.#tenants.has(tenant)) {
       await this.#all({ t: 'removeTenant', id: 0, tenant }).catch(() => undefined);
       return;
@@ -392,7 +385,9 @@ export class WorkerPool {
 
   listeners(): ProxyListener[] {
     const out: ProxyListener[] = [];
-    for (const e of this.#tenants.values()) for (const address of e.addresses) out.push({ tenant: e.config.name, address, port: e.port });
+    for (const e of this.#tenants.values()) {
+      for (const address of [this.#opts.listenAddress, ...(this.#extra.get(e.config.name) ?? [])]) out.push({ tenant: e.config.name, address, port: e.port });
+    }
     return out;
   }
 
@@ -400,7 +395,7 @@ export class WorkerPool {
     const e = this.#tenants.get(tenant);
     if (e === undefined) return undefined;
     const ledger = this.#opts.ledger;
-    return { listener: { address: e.addresses[0]!, port: e.port }, requests: ledger.requests(e.slot), inFlight: ledger.inFlight(e.slot) };
+    return { listener: { address: this.#opts.listenAddress, port: e.port }, requests: ledger.requests(e.slot), inFlight: ledger.inFlight(e.slot) };
   }
 
   /** Every worker's view merged: ejected anywhere is ejected; in-flight added up. */
