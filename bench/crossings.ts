@@ -18,8 +18,9 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import { PluginHost } from '../runtime/src/host/index.ts';
 import type { HookRequest } from '../runtime/src/host/contract.ts';
-import { DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS, type TenantConfig } from '../runtime/src/store/model.ts';
+import { oneRequest, tenantConfig } from './lib/host-requests.ts';
 import { NOOP } from './lib/plugins.ts';
+import { round } from './lib/stats.ts';
 
 const ROUND_TRIPS = 40_000;
 const CALLS = 100_000;
@@ -119,47 +120,20 @@ async function hostRequest(): Promise<{ noPluginUs: number; noopUs: number }> {
     method: 'GET', path: INPUT.path, query: INPUT.query, host: INPUT.host, remoteAddress: INPUT.remoteAddress, route: INPUT.route, service: INPUT.service,
     headers: INPUT.headers.map(([k, v]) => [k, v] as [string, string]),
   };
-  const tenant = async (name: string, withPlugin: boolean): Promise<void> => {
-    const config: TenantConfig = {
-      name, listenerPort: 17000, quota: { ...DEFAULT_QUOTA, cpuMsPerSecond: 1_000_000 },
-      services: [{ name: 'origin', endpoints: [], lb: 'round_robin', connectTimeoutMs: 1000, timeoutMs: 1000 }],
-      routes: [], chain: [], plugins: {}, secrets: {}, settings: { ...DEFAULT_TENANT_SETTINGS }, rateLimits: [], generation: 1,
-    } as unknown as TenantConfig;
-    if (withPlugin) {
-      const c = await host.compile({ source: NOOP, language: 'typescript', maxBundleBytes: 1 << 20 });
-      config.plugins = { noop: { name: 'noop', active: { version: 1, digest: c.digest, code: c.code } } } as TenantConfig['plugins'];
-      config.chain = [{ plugin: 'noop', config: {}, failurePolicy: 'closed' }] as TenantConfig['chain'];
-    }
-    host.configure(config);
-  };
-  const one = async (name: string, id: string): Promise<void> => {
-    const a = host.begin(name, id);
-    if (!a.ok) throw new Error(`${name}: ${a.code}`);
-    try {
-      const out = await host.onRequest(a.run, req);
-      if (out.action !== 'continue') throw new Error(`${name}: ${JSON.stringify(out)}`);
-    } finally {
-      host.end(a.run);
-    }
-  };
   const measure = async (name: string): Promise<number> => {
-    for (let i = 0; i < 3000; i++) await one(name, `w${i}`);
+    for (let i = 0; i < 3000; i++) await oneRequest(host, name, `w${i}`, req);
     const c0 = process.cpuUsage();
-    for (let i = 0; i < HOST_REQUESTS; i++) await one(name, `r${i}`);
+    for (let i = 0; i < HOST_REQUESTS; i++) await oneRequest(host, name, `r${i}`, req);
     const c = process.cpuUsage(c0);
     return round((c.user + c.system) / HOST_REQUESTS);
   };
   try {
-    await tenant('none', false);
-    await tenant('noop', true);
+    host.configure(await tenantConfig(host, 'none', []));
+    host.configure(await tenantConfig(host, 'noop', [['noop', NOOP]]));
     return { noPluginUs: await measure('none'), noopUs: await measure('noop') };
   } finally {
     await host.close();
   }
-}
-
-function round(x: number): number {
-  return Math.round(x * 100) / 100;
 }
 
 async function measureHere(): Promise<unknown> {

@@ -9,8 +9,8 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import { PluginHost } from '../runtime/src/host/index.ts';
 import type { HookRequest } from '../runtime/src/host/contract.ts';
-import { DEFAULT_QUOTA, DEFAULT_TENANT_SETTINGS, type ChainEntry, type ResolvedPlugin, type TenantConfig } from '../runtime/src/store/model.ts';
 import { removeStateDir, rssKiB, startDaemon, until, type BenchDaemon } from './lib/daemon.ts';
+import { oneRequest, tenantConfig } from './lib/host-requests.ts';
 import { get } from './lib/http.ts';
 import { CHAIN3, NOOP, realisticChain, versionTag } from './lib/plugins.ts';
 import { ProcessGroup, cpuCount, pinSelf, treeRssKiB } from './lib/processes.ts';
@@ -28,38 +28,6 @@ const REQ: HookRequest = {
 
 /** The request the realistic plugins see: REQ with the bench's bearer token (jwt-auth verifies it). */
 const REALISTIC_REQ: HookRequest = { ...REQ, headers: [...REQ.headers, ['authorization', realisticChain().headers[0]!.slice('authorization: '.length)]] };
-
-async function tenantConfig(host: PluginHost, name: string, plugins: Array<[string, string] | [string, string, Record<string, unknown>]>, secrets: Record<string, string> = {}): Promise<TenantConfig> {
-  const resolved: Record<string, ResolvedPlugin> = {};
-  const chain: ChainEntry[] = [];
-  for (const [plugin, source, config] of plugins) {
-    const c = await host.compile({ source, language: 'typescript', maxBundleBytes: 1 << 20 });
-    resolved[plugin] = { name: plugin, active: { version: 1, digest: c.digest, code: c.code } };
-    chain.push({ plugin, config: config ?? {}, failurePolicy: 'closed' });
-  }
-  return {
-    // A CPU-per-second budget no sample loop reaches (the default would shed part of it).
-    name, listenerPort: 17000, quota: { ...DEFAULT_QUOTA, cpuMsPerSecond: 1_000_000 },
-    services: [{ name: 'origin', endpoints: [], lb: 'round_robin', connectTimeoutMs: 1000, timeoutMs: 1000 }],
-    routes: [], chain, plugins: resolved, secrets, settings: { ...DEFAULT_TENANT_SETTINGS }, rateLimits: [], generation: 1,
-  };
-}
-
-/** One request's host work, as the built-in proxy does it. */
-async function oneRequest(host: PluginHost, tenant: string, id: string, req: HookRequest = REQ): Promise<void> {
-  const a = host.begin(tenant, id);
-  if (!a.ok) throw new Error(`${tenant}: not admitted (${a.code})`);
-  try {
-    const out = await host.onRequest(a.run, req);
-    if (out.action !== 'continue') throw new Error(`${tenant}: ${out.action}`);
-    if (host.hasResponseHooks(a.run)) {
-      const res = await host.onResponse(a.run, { status: 200, headers: [['content-type', 'text/plain']] });
-      if (res.action !== 'continue') throw new Error(`${tenant}: onResponse ${res.action}`);
-    }
-  } finally {
-    host.end(a.run);
-  }
-}
 
 async function perRequestUs(host: PluginHost, tenant: string, calls: number, req: HookRequest = REQ): Promise<Summary> {
   for (let i = 0; i < Math.min(5000, calls); i++) await oneRequest(host, tenant, `w${i}`, req);
@@ -105,7 +73,7 @@ async function inProcess(quick: boolean, mode: Mode) {
       const name = `cold-${i}`;
       const t0 = performance.now();
       host.configure({ ...proto, name });
-      await oneRequest(host, name, 'first');
+      await oneRequest(host, name, 'first', REQ);
       cold[i] = performance.now() - t0;
       host.removeTenant(name);
     }
