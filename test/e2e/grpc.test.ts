@@ -12,7 +12,6 @@ const raw = (b: Buffer): Buffer => b;
 const methods = {
   unary: { path: '/test.Echo/Unary', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
   stream: { path: '/test.Echo/Stream', requestStream: false, responseStream: true, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
-  slow: { path: '/test.Echo/Slow', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
   fail: { path: '/test.Echo/Fail', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
 } satisfies grpc.ServiceDefinition;
 const Client = grpc.makeGenericClientConstructor(methods, 'Echo');
@@ -22,6 +21,10 @@ let server: grpc.Server;
 let port: number;
 let bare: number;
 let client: InstanceType<typeof Client>;
+// A backend that never answers and does not enforce deadlines itself (grpc-js's server would answer
+// DEADLINE_EXCEEDED at the same instant as the proxy, and the test could not tell who did).
+let mute: http2.Http2Server;
+const muteSaw: (string | undefined)[] = [];
 
 const DENY = `
 import { definePlugin } from '@isomesh/sdk';
@@ -50,9 +53,6 @@ before(async () => {
       trailer.set('x-count', String(n));
       call.end(trailer);
     },
-    slow: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
-      setTimeout(() => cb(null, call.request), 1500).unref();
-    },
     fail: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       const md = new grpc.Metadata();
       md.set('x-detail', 'bad input');
@@ -62,11 +62,19 @@ before(async () => {
   const backend = await new Promise<number>((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
+  mute = http2.createServer();
+  mute.on('stream', (stream, headers) => {
+    muteSaw.push(headers['grpc-timeout'] as string | undefined);
+    stream.on('error', () => {});
+  });
+  const mutePort = await new Promise<number>((resolve) => mute.listen(0, '127.0.0.1', () => resolve((mute.address() as { port: number }).port)));
   d = await startDaemon();
   port = (await d.api('PUT', '/v1/tenants/rpc', {})).body.listenerPort;
   bare = (await d.api('PUT', '/v1/tenants/bare', {})).body.listenerPort;
   assert.equal((await d.api('PUT', '/v1/tenants/rpc/services/echo', { protocol: 'grpc', endpoints: [{ address: '127.0.0.1', port: backend }] })).status, 201);
   assert.equal((await d.api('PUT', '/v1/tenants/rpc/routes/all', { match: { pathPrefix: '/test.Echo/' }, to: { service: 'echo' } })).status, 201);
+  assert.equal((await d.api('PUT', '/v1/tenants/rpc/services/mute', { protocol: 'grpc', endpoints: [{ address: '127.0.0.1', port: mutePort }] })).status, 201);
+  assert.equal((await d.api('PUT', '/v1/tenants/rpc/routes/mute', { match: { pathPrefix: '/test.Mute/' }, to: { service: 'mute' } })).status, 201);
   const p = await d.api('POST', '/v1/tenants/rpc/plugins/deny/versions', { source: DENY, language: 'typescript' });
   assert.equal(p.status, 201, JSON.stringify(p.body));
   await d.api('PUT', '/v1/tenants/rpc/plugins/deny/active', { version: p.body.version });
@@ -84,9 +92,10 @@ after(async () => {
   client?.close();
   await d?.stop();
   server?.forceShutdown();
+  await new Promise((resolve) => (mute ? mute.close(resolve) : resolve(undefined)));
 });
 
-function unary(body: Buffer, md = new grpc.Metadata(), method: 'unary' | 'slow' | 'fail' = 'unary', deadlineMs = 5000): Promise<Buffer> {
+function unary(body: Buffer, md = new grpc.Metadata(), method: 'unary' | 'fail' = 'unary', deadlineMs = 5000): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     (client as unknown as Record<string, Function>)[method]!(body, md, { deadline: Date.now() + deadlineMs }, (err: grpc.ServiceError | null, res: Buffer) => (err ? reject(err) : resolve(res)));
   });
@@ -153,11 +162,16 @@ async function rawGrpc(p: number, path: string, extra: Record<string, string> = 
   }
 }
 
-test('grpc-timeout is honoured: a slow backend is DEADLINE_EXCEEDED from the proxy', async () => {
-  const r = await rawGrpc(port, '/test.Echo/Slow', { 'grpc-timeout': '200m' });
+test('grpc-timeout is honoured: a backend that never answers is DEADLINE_EXCEEDED from the proxy', async () => {
+  const started = performance.now();
+  const r = await rawGrpc(port, '/test.Mute/Wait', { 'grpc-timeout': '200m' });
+  const took = performance.now() - started;
   assert.equal(r.status, 200);
   assert.equal(r.headers['grpc-status'], String(grpc.status.DEADLINE_EXCEEDED));
-  assert.match(String(r.headers['grpc-message']), /^ISOMESH_ERR_PROXY_UPSTREAM_TIMEOUT/);
+  const message = decodeURIComponent(String(r.headers['grpc-message']));
+  assert.match(message, /^ISOMESH_ERR_PROXY_UPSTREAM_TIMEOUT: .* after 200 ms/, 'the deadline, not the service timeout, ended the wait');
+  assert.ok(took >= 190, `answered after ${took.toFixed(0)} ms, before the 200 ms deadline`);
+  assert.deepEqual(muteSaw, ['200m'], 'the backend got the request with its deadline');
 });
 
 test('no route is UNAVAILABLE (14) as a trailers-only answer; quota exhaustion is RESOURCE_EXHAUSTED (8)', async () => {
