@@ -18,7 +18,7 @@
 
 import net from 'node:net';
 import type { EndpointState } from './balancer.ts';
-import { isFieldValue, isToken } from './http1/chars.ts';
+import { FIELD_INTS, isFieldValue, isToken, scanFields } from './http1/chars.ts';
 
 /** Sentinel given to abort() when the TCP connect took too long. */
 export const CONNECT_TIMEOUT = new Error('upstream connect timeout');
@@ -32,6 +32,23 @@ const CHUNK_SIZE_RE = /^([0-9a-fA-F]{1,12})[\t ]*(?:;.*)?$/;
 
 function protocolError(message: string): Error {
   return Object.assign(new Error(`upstream sent an invalid response: ${message}`), { code: 'HPE_INVALID' });
+}
+
+/** Field offsets of the response head being parsed (scanFields): room for every line a head may hold. */
+const FIELDS = new Int32Array((MAX_HEAD_BYTES / 4 + 1) * FIELD_INTS);
+
+/** Why a response head's field lines text[pos..] are refused (scanFields found a bad line). */
+function fieldFault(text: string, pos: number): string {
+  while (pos < text.length) {
+    let end = text.indexOf('\r\n', pos);
+    if (end === -1) end = text.length;
+    const colon = text.indexOf(':', pos);
+    if (colon === -1 || colon >= end || colon === pos) return 'header line without a name';
+    if (!isToken(text, pos, colon)) return 'bad header name';
+    if (!isFieldValue(text, colon + 1, end)) return 'bad header value';
+    pos = end + 2;
+  }
+  return 'malformed header field';
 }
 
 function hangUp(): Error {
@@ -427,7 +444,7 @@ export class UpstreamConnection {
         this.#fail(protocolError('response head too large'));
         return -1;
       }
-      const status = this.#head(call, data.toString('latin1', 0, end), consumed < buf.length);
+      const status = this.#head(call, data, end, consumed < buf.length);
       if (status < 0) return -1;
       if (status === 101) {
         this.#handOver(call, this.#upgradeRaw!, consumed < buf.length ? Buffer.from(buf.subarray(consumed)) : undefined);
@@ -444,9 +461,10 @@ export class UpstreamConnection {
   }
 
   /** Parse a head; deliver it unless interim. Returns the status, or -1 after a protocol error. */
-  #head(call: UpstreamCall, text: string, more: boolean): number {
+  #head(call: UpstreamCall, data: Buffer, end: number, more: boolean): number {
     // Scanned by index (no split, no regex per line). A bare LF, CR or NUL ends up inside a name (not
     // a token), a value (not a field value) or the status line: each is rejected below.
+    const text = data.toString('latin1', 0, end);
     let eol = text.indexOf('\r\n');
     if (eol === -1) eol = text.length;
     // "HTTP/1.x NNN[ reason]"
@@ -466,22 +484,13 @@ export class UpstreamConnection {
     let length = -1;
     let te: string | undefined;
     let connection = '';
-    let pos = eol + 2;
-    while (pos < text.length) {
-      let end = text.indexOf('\r\n', pos);
-      if (end === -1) end = text.length;
-      const colon = text.indexOf(':', pos);
-      if (colon === -1 || colon >= end || colon === pos) return this.#badHead('header line without a name');
-      if (!isToken(text, pos, colon)) return this.#badHead('bad header name');
-      let vs = colon + 1;
-      let ve = end;
-      while (vs < ve && (text.charCodeAt(vs) === 32 || text.charCodeAt(vs) === 9)) vs++;
-      while (ve > vs && (text.charCodeAt(ve - 1) === 32 || text.charCodeAt(ve - 1) === 9)) ve--;
-      if (!isFieldValue(text, vs, ve)) return this.#badHead('bad header value');
-      const name = text.slice(pos, colon);
-      const value = text.slice(vs, ve);
+    const fieldsAt = eol + 2;
+    const lines = fieldsAt < end ? scanFields(data, fieldsAt, end, FIELDS) : 0;
+    if (lines < 0) return this.#badHead(fieldFault(text, fieldsAt));
+    for (let k = 0, o = 0; k < lines; k++, o += FIELD_INTS) {
+      const name = text.slice(FIELDS[o], FIELDS[o + 1]);
+      const value = text.slice(FIELDS[o + 2], FIELDS[o + 3]);
       raw.push(name, value);
-      pos = end + 2;
       const n = name.length;
       if (n === 14 || n === 17 || n === 10) {
         const lower = name.toLowerCase();

@@ -13,6 +13,7 @@
 // keeps pipelined responses in order. Body bytes are handed on as slices of the input (no copies).
 
 import type { ErrorCode } from '../../errors.ts';
+import { FIELD_INTS, scanFields, TOKEN, VALUE } from './chars.ts';
 
 export const MAX_HEAD_BYTES = 16 * 1024;
 export const MAX_FIELDS = 100;
@@ -57,16 +58,8 @@ export interface ParserEvents {
   onEnd(trailers: string[] | undefined): void;
 }
 
-// Character classes by byte value.
-const TOKEN = new Uint8Array(256);
-for (const c of "!#$%&'*+-.^_`|~") TOKEN[c.charCodeAt(0)] = 1;
-for (let c = 48; c <= 57; c++) TOKEN[c] = 1;
-for (let c = 65; c <= 90; c++) TOKEN[c] = TOKEN[c + 32] = 1;
-/** field-value bytes: HTAB, SP, VCHAR, obs-text. */
-const VALUE = new Uint8Array(256);
-VALUE[9] = 1;
-for (let c = 32; c <= 126; c++) VALUE[c] = 1;
-for (let c = 128; c <= 255; c++) VALUE[c] = 1;
+/** Field offsets of the head being parsed (scanFields); one more line than allowed, to see the excess. */
+const FIELDS = new Int32Array((MAX_FIELDS + 1) * FIELD_INTS);
 const HEX = new Int8Array(256).fill(-1);
 for (let c = 0; c < 10; c++) HEX[48 + c] = c;
 for (let c = 0; c < 6; c++) HEX[65 + c] = HEX[97 + c] = 10 + c;
@@ -86,6 +79,31 @@ function fail(status: number, code: ErrorCode, message: string): ParseError {
 }
 
 const bad = (message: string): ParseError => fail(400, 'ISOMESH_ERR_PROXY_BAD_REQUEST', message);
+
+/**
+ * Why the field lines text[pos..] are refused (scanFields found a line that is not token, colon, field
+ * value): the line-by-line checks, in the order a reader of the head meets them.
+ */
+function fieldFault(text: string, pos: number): ParseError {
+  for (let fields = 0; pos < text.length; fields++) {
+    let eol = text.indexOf('\r\n', pos);
+    if (eol === -1) eol = text.length;
+    if (fields >= MAX_FIELDS) return fail(431, 'ISOMESH_ERR_PROXY_HEADERS_TOO_LARGE', `request has more than ${MAX_FIELDS} header fields`);
+    const first = text.charCodeAt(pos);
+    if (first === 32 || first === 9) return bad('obsolete line folding in a header field');
+    const colon = text.indexOf(':', pos);
+    if (colon === -1 || colon >= eol || colon === pos) return bad('header line without a field name');
+    for (let i = pos; i < colon; i++) {
+      if (TOKEN[text.charCodeAt(i)] === 0) return bad('header field name is not a token (no whitespace before the colon)');
+    }
+    for (let i = colon + 1; i < eol; i++) {
+      const c = text.charCodeAt(i);
+      if (c > 255 || VALUE[c] === 0) return bad('header field value holds a control character');
+    }
+    pos = eol + 2;
+  }
+  return bad('malformed header field');
+}
 
 export class RequestParser {
   readonly #events: ParserEvents;
@@ -220,7 +238,7 @@ export class RequestParser {
     }
     this.#pending = undefined;
     const consumed = prior > 0 ? at + (end + 4 - prior) : end + 4;
-    const head = this.#parseHead(data.toString('latin1', start, end));
+    const head = this.#parseHead(data, start, end);
     if (head === undefined) return -1;
     if (head.chunked) {
       this.#state = State.ChunkSize;
@@ -241,8 +259,9 @@ export class RequestParser {
     return consumed;
   }
 
-  #parseHead(text: string): RequestHead | undefined {
+  #parseHead(data: Buffer, start: number, end: number): RequestHead | undefined {
     // Any bare CR or LF left inside the head (the blank line ends it) is refused.
+    const text = data.toString('latin1', start, end);
     const lineEnd = text.indexOf('\r\n');
     const requestLine = lineEnd === -1 ? text : text.slice(0, lineEnd);
     const sp1 = requestLine.indexOf(' ');
@@ -285,44 +304,16 @@ export class RequestParser {
     let connection = '';
     let upgrade: string | undefined;
     let expect: string | undefined;
-    let pos = lineEnd === -1 ? text.length : lineEnd + 2;
-    while (pos < text.length) {
-      let eol = text.indexOf('\r\n', pos);
-      if (eol === -1) eol = text.length;
-      if (raw.length >= MAX_FIELDS * 2) {
-        this.#error(fail(431, 'ISOMESH_ERR_PROXY_HEADERS_TOO_LARGE', `request has more than ${MAX_FIELDS} header fields`));
-        return undefined;
-      }
-      const first = text.charCodeAt(pos);
-      if (first === 32 || first === 9) {
-        this.#error(bad('obsolete line folding in a header field'));
-        return undefined;
-      }
-      const colon = text.indexOf(':', pos);
-      if (colon === -1 || colon >= eol || colon === pos) {
-        this.#error(bad('header line without a field name'));
-        return undefined;
-      }
-      for (let i = pos; i < colon; i++) {
-        if (TOKEN[text.charCodeAt(i)] === 0) {
-          this.#error(bad('header field name is not a token (no whitespace before the colon)'));
-          return undefined;
-        }
-      }
-      let vs = colon + 1;
-      let ve = eol;
-      while (vs < ve && (text.charCodeAt(vs) === 32 || text.charCodeAt(vs) === 9)) vs++;
-      while (ve > vs && (text.charCodeAt(ve - 1) === 32 || text.charCodeAt(ve - 1) === 9)) ve--;
-      for (let i = vs; i < ve; i++) {
-        if (VALUE[text.charCodeAt(i)] === 0) {
-          this.#error(bad('header field value holds a control character'));
-          return undefined;
-        }
-      }
-      const name = text.slice(pos, colon);
-      const value = text.slice(vs, ve);
+    const fieldsAt = lineEnd === -1 ? text.length : lineEnd + 2;
+    const lines = scanFields(data, start + fieldsAt, end, FIELDS);
+    if (lines < 0 || lines > MAX_FIELDS) {
+      this.#error(lines === -1 ? fieldFault(text, fieldsAt) : fail(431, 'ISOMESH_ERR_PROXY_HEADERS_TOO_LARGE', `request has more than ${MAX_FIELDS} header fields`));
+      return undefined;
+    }
+    for (let k = 0, o = 0; k < lines; k++, o += FIELD_INTS) {
+      const name = text.slice(FIELDS[o]! - start, FIELDS[o + 1]! - start);
+      const value = text.slice(FIELDS[o + 2]! - start, FIELDS[o + 3]! - start);
       raw.push(name, value);
-      pos = eol + 2;
       // Framing and routing fields, recognised by length first (cheap), then by name.
       switch (name.length) {
         case 4:
