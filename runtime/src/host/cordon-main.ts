@@ -8,12 +8,12 @@
 // Passes run synchronously one at a time; the scheduler picks the next tenant between passes. A pass
 // whose hook waits for a host capability it cannot answer at once (ctx.sleep, ctx.fetch, a JWKS)
 // releases its tenant (InvokeLimits.onIdle), so the tenant's other requests run meanwhile; its CPU is
-// charged when it settles. Before each entry the pass id and entry index are written to the
-// "blackbox" file (pwrite, no wake-up of the daemon) so that after a crash the daemon can blame the
-// tenant and plugin that were running.
+// charged when it settles. Before each entry the pass id and entry index are stored in the
+// "blackbox" (blackbox.ts: a shared mapping of a file, no syscall and no wake-up of the daemon) so
+// that after a crash the daemon can blame the tenant and plugin that were running.
 
-import fs from 'node:fs';
 import net from 'node:net';
+import { openBlackbox, type Blackbox } from './blackbox.ts';
 import { seedGuestRuntimeCode } from './guest-code.ts';
 import type { PassFailure, PassHooks, PassWire } from './chain-pass.ts';
 import { CapabilityFetchError, type CapabilityFetch } from './capabilities.ts';
@@ -43,8 +43,7 @@ const tenants = new Map<string, TenantSandbox>();
 // The bound is a safety net only: the daemon bounds each tenant's queue before sending.
 const scheduler = new FairScheduler<Task>({ queueLimit: CORDON_QUEUE_LIMIT });
 const active = new Set<string>();
-const box = Buffer.alloc(16);
-let blackbox = -1;
+let blackbox: Blackbox | undefined;
 let pumpScheduled = false;
 /** When the oldest result not yet written was produced (0: none). */
 let unflushedSince = 0;
@@ -75,10 +74,7 @@ function flush(): void {
 
 /** Which pass and entry run now ([-1, -1]: none); read by the daemon only after this process died. */
 function record(id: number, entry: number): void {
-  if (blackbox < 0) return;
-  box.writeDoubleLE(id, 0);
-  box.writeDoubleLE(entry, 8);
-  fs.writeSync(blackbox, box, 0, 16, 0);
+  blackbox?.record(id, entry);
 }
 
 function sendStats(tenant: string): void {
@@ -286,7 +282,7 @@ function handle(m: ToCordon): void {
     }
     case 'init':
       seedGuestRuntimeCode(m.guest, m.runner);
-      blackbox = fs.openSync(m.blackbox, 'r+');
+      blackbox = openBlackbox(m.blackbox);
       break;
     case 'tenant':
       createTenant(m);

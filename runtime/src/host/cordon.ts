@@ -179,7 +179,13 @@ export class Cordon {
   }
 
   #spawn(): ChildProcess {
-    fs.writeFileSync(this.#blackbox, Buffer.from(new Float64Array([-1, -1]).buffer));
+    // Rewritten in place, never truncated: a file a process has mapped must not shrink under it.
+    const fd = fs.openSync(this.#blackbox, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    try {
+      fs.writeSync(fd, Buffer.from(new Float64Array([-1, -1]).buffer), 0, 16, 0);
+    } finally {
+      fs.closeSync(fd);
+    }
     return fork(new URL('./cordon-main.ts', import.meta.url), [], {
       execPath: process.execPath,
       execArgv: childExecArgv(),
