@@ -186,3 +186,14 @@ test('mutated requests never throw: each either parses or fails with a status (b
     if (p.error !== undefined) assert.ok(p.error.status >= 400 && p.error.status < 600);
   }
 });
+
+test('a refused field line is named: folding, no name, a name that is not a token, a control character', () => {
+  const msg = (fields: string): string | undefined => parse(`GET / HTTP/1.1\r\nHost: a\r\n${fields}\r\n\r\n`).error?.message;
+  assert.equal(msg(' X: fold'), 'obsolete line folding in a header field');
+  assert.equal(msg('X-A: 1\r\nno colon here'), 'header line without a field name');
+  assert.equal(msg('X-A : 1'), 'header field name is not a token (no whitespace before the colon)');
+  assert.equal(msg('X-A: 1\u0000'), 'header field value holds a control character');
+  assert.equal(msg('X-A: 1\nX-B: 2'), 'header field value holds a control character', 'a bare LF is inside the value');
+  // The first fault in reading order wins, also when the fast scan stopped at a later line.
+  assert.equal(msg(`${Array.from({ length: 120 }, (_, i) => `X-${i}: v`).join('\r\n')}\r\nbad line`), `request has more than 100 header fields`);
+});
