@@ -95,13 +95,21 @@ function saturated(s: OpenLoopSummary): boolean {
   return s.saturated || s.skipped > 0 || s.p50Us.median > 100_000;
 }
 
+/** How long each open-loop scenario waited for an idle machine (results before the wait existed have none). */
+function settleNote(samples: Json[]): string[] {
+  const waits = samples.map((x) => x.settledMs).filter((x): x is number => typeof x === 'number');
+  if (waits.length === 0) return [];
+  const late = waits.filter((ms) => ms >= 15_000).length;
+  return [`Each scenario started once the machine was idle (under 0.1 CPU busy): the wait for the previous scenario's backlog was at most ${fmt(Math.max(...waits) / 1000, 1)} s${late > 0 ? `; ${late} of ${waits.length} gave up at 15 s` : ''}.`];
+}
+
 function openLoopTable(ol: Json, rate: number): Table {
   const rows = (ol.summaries as OpenLoopSummary[]).filter((s) => s.rate === rate);
   const direct = rows.find((s) => s.target === 'direct');
   const added = (s: OpenLoopSummary, k: 'p50Us' | 'p99Us' | 'meanUs'): string => (direct === undefined || s.target === 'direct' ? '—' : fmt(s[k].median - direct[k].median, 0));
   return {
     title: `Open loop, ${rate.toLocaleString('en-US')} req/s over ${ol.connections} connections, ${ol.reps} × ${ol.durationSec} s`,
-    notes: [disturbance((ol.samples as Json[]).filter((x) => x.rate === rate)), 'Latency from each request\'s due time; median (min–max) over the repetitions.'],
+    notes: [disturbance((ol.samples as Json[]).filter((x) => x.rate === rate)), ...settleNote((ol.samples as Json[]).filter((x) => x.rate === rate)), 'Latency from each request\'s due time; median (min–max) over the repetitions.'],
     columns: ['target', 'achieved req/s', 'mean µs', 'p50 µs', 'p99 µs', 'added mean / p50 / p99 µs vs direct', 'mesh CPU µs/req', 'client µs/req', 'upstream µs/req', 'errors', 'disturbed'],
     rows: rows.map((s) => [
       s.label + (saturated(s) ? ' **(saturated)**' : ''), fmtSpread(s.achievedRps, 0), fmtSpread(s.meanUs, 0), fmtSpread(s.p50Us, 0), fmtSpread(s.p99Us, 0),
@@ -270,7 +278,7 @@ export function writeDoc(dir: string): string {
       if (ref === undefined || 'skipped' in ref) continue;
       for (const p of ref.processes) L.push(`Reference, same load through ${p.process}: ${p.totalPerRequest} syscalls per request — ${p.syscalls.filter((s: Json) => s.perRequest >= 0.05).slice(0, 8).map((s: Json) => `${s.name} ${s.perRequest}`).join(', ')}.`, '');
     }
-    L.push(`Reading it (an interpretation written for the code at \`${pr.revision ?? 'unknown'}\`; the figures above are regenerated, this paragraph is not): without plugins the cost is node's HTTP server path and the kernel's loopback TCP — the response \`writev\`, the upstream \`write\` and the \`read\`s listed above (compare nginx's reference line) — while isomesh's own JavaScript is a minor share. With the chain in the default host mode the cordon worker is the larger consumer: each chain phase is a message to the worker and back (JSON serialisation and parsing on both sides, pipe writes, futex wake-ups between the worker's threads and the isolate's thread, and the crash-blame \`pwrite\`s of each entry), and jwt-auth's verification is an asynchronous host capability, one more thread hand-off per request.`, '');
+    L.push(`Reading it (an interpretation written for the code at \`${pr.revision ?? 'unknown'}\`; the figures above are regenerated, this paragraph is not): without plugins the cost is node's HTTP server path and the kernel's loopback TCP — the response \`writev\`, the upstream \`write\` and the \`read\`s listed above (compare nginx's reference line) — while isomesh's own JavaScript is a minor share. With the chain in the default host mode the cordon worker is the larger consumer: each chain phase is a message to the worker and back (JSON serialisation and parsing on both sides, pipe writes, futex wake-ups between the worker's threads and the isolate's thread), and jwt-auth's verification is an asynchronous host capability, one more thread hand-off per request.`, '');
     if ((pr.runs as ProfileResult[]).some((r) => r.options.scenario === 'h2c' || r.options.scenario === 'grpc')) {
       L.push(`HTTP/2 (same caveat, written for \`${pr.revision ?? 'unknown'}\`): isomesh's kernel share is *smaller* than nginx's — node:http2 coalesces the frames of many streams into few \`write\`s and \`read\`s (compare the syscalls per request of the h2c and gRPC runs with nginx's h2c and grpc_pass lines) — so the whole gap is user time in the daemon, and most of it is not isomesh's code: node's HTTP/2 layer (an \`Http2Stream\` object per request — a full Duplex stream with its listeners —, header lists turned into objects and back on every hop, \`respond\`, \`toHeaderObject\`, \`buildNgHeaderString\`) and the garbage those objects leave (GC is an eighth to a fifth of the samples, against a few per cent for HTTP/1.1). gRPC pays that twice, once for the client's stream and once for the upstream stream (\`requestOnConnect\` is node's client-side stream set-up), plus trailers in both directions. isomesh's own code (exchange, routing, header rules, the HTTP/1.1 pool for h2c) is a seventh to a fifth of the samples. Closing the gap to 2.5× nginx needs a cheaper HTTP/2 codec path than one node:http2 stream object per request (e.g. nghttp2 driven through the session's raw callbacks, or reusing header arrays instead of objects), not a local fix.`, '');
       const grpcRef = pr.nginxH2?.grpc;

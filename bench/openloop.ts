@@ -15,7 +15,7 @@ import { removeStateDir, setupTenant, startDaemon, type BenchDaemon } from './li
 import { runOpenLoop, openLoopBinary, type OpenLoopRun } from './lib/loadgen.ts';
 import { SMALL_PATH, startNginxProxy, startNginxUpstream } from './lib/peers.ts';
 import { realisticChain } from './lib/plugins.ts';
-import { ProcessGroup, atInterrupt, cpuCount, pinSelf } from './lib/processes.ts';
+import { ProcessGroup, atInterrupt, cpuCount, pinSelf, waitForIdle } from './lib/processes.ts';
 import { spread, type Spread } from './lib/stats.ts';
 import type { BenchContext } from './run.ts';
 
@@ -47,6 +47,8 @@ export interface OpenLoopSample {
   foreignCpus: number;
   loadAverage1: number;
   disturbed: boolean;
+  /** How long the machine took to go idle before this scenario (the previous one's backlog draining). */
+  settledMs: number;
   counters?: Record<string, number>;
 }
 
@@ -120,6 +122,7 @@ export async function openLoopBench(ctx: BenchContext): Promise<Record<string, u
     for (let rep = 0; rep < reps; rep++) {
       for (const rate of RATES) {
         for (const t of selected) {
+          const settledMs = await waitForIdle();
           await t.before?.();
           const c0 = await t.counters?.();
           const w = cpuWindow(t.path, 'client');
@@ -130,7 +133,7 @@ export async function openLoopBench(ctx: BenchContext): Promise<Record<string, u
           const per: Record<string, number> = {};
           for (const [role, v] of Object.entries(cpu.roles)) per[role] = ((v.userSec + v.sysSec) * 1e6) / Math.max(1, run.answeredAll);
           const sample: OpenLoopSample = {
-            target: t.id, rate, rep, run, cpuUsPerRequest: per, foreignCpus: cpu.foreignCpus, loadAverage1: cpu.loadAverage[0]!, disturbed: cpu.foreignCpus > 0.1,
+            target: t.id, rate, rep, run, cpuUsPerRequest: per, foreignCpus: cpu.foreignCpus, loadAverage1: cpu.loadAverage[0]!, disturbed: cpu.foreignCpus > 0.1, settledMs,
             ...(c0 && c1 ? { counters: Object.fromEntries(Object.keys(c1).map((k) => [k, (c1[k] ?? 0) - (c0[k] ?? 0)])) } : {}),
           };
           samples.push(sample);

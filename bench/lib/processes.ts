@@ -231,6 +231,19 @@ export async function waitForQuiet(maxWaitMs = 120_000, threshold = 0.15): Promi
   return { busyCpus: round2(busy), waitedMs: Date.now() - t0, quiet: busy <= threshold };
 }
 
+/**
+ * Between the scenarios of one run: waits (bounded) until the machine is idle, so that the backlog a
+ * saturated open-loop scenario left in its proxy is drained before the next scenario is measured
+ * (it would otherwise count as other work in that scenario's window). Returns the ms waited.
+ */
+export async function waitForIdle(maxWaitMs = 15_000, threshold = 0.1): Promise<number> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < maxWaitMs && (await machineBusy(250)) > threshold) {
+    // a scenario's backlog (or someone else's work) is still running
+  }
+  return Date.now() - t0;
+}
+
 function round2(x: number): number {
   return Math.round(x * 100) / 100;
 }
