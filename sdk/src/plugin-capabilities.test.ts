@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { definePlugin } from './index.ts';
 import { createTestHost } from './testing.ts';
-import { parseServiceUrl } from './guest/capabilities.ts';
+import { parseServiceUrl, VerifiedTokens } from './guest/capabilities.ts';
 import { base64Decode, base64Encode, utf8Decode, utf8Encode } from './guest/bytes.ts';
 
 test('definePlugin validates body limits and configSchema', () => {
@@ -187,4 +187,30 @@ test('ctx.metrics: counters are summed per series, histograms keep observations,
     { type: 'counter', name: 'hits', labels: { route: '/a' }, value: 3 },
     { type: 'histogram', name: 'body_bytes', labels: {}, value: [10, 20] },
   ]);
+});
+
+test('VerifiedTokens keeps successes only while exp and nbf hold by the host rule, bounded, oldest out first', () => {
+  const now = 1_800_000_000_000; // ms
+  const sec = now / 1000;
+  const ok = (payload: Record<string, unknown>) => ({ payload, header: { alg: 'HS256' } });
+  const kept = new VerifiedTokens();
+  kept.put('a', ok({ sub: 'a', exp: sec + 10 }), 0);
+  assert.equal(kept.get('a', now)?.payload.sub, 'a');
+  assert.equal(kept.get('a', now + 9_999)?.payload.sub, 'a', 'exp is still ahead');
+  assert.equal(kept.get('a', (sec + 10) * 1000), undefined, 'exp <= now: the host decides again (it says expired)');
+  kept.put('tol', ok({ exp: sec - 5 }), 10);
+  assert.ok(kept.get('tol', now), 'within clockTolerance');
+  assert.equal(kept.get('tol', now + 5_000), undefined, 'exp <= now - tolerance');
+  kept.put('nbf', ok({ nbf: sec + 1 }), 0);
+  assert.equal(kept.get('nbf', now), undefined, 'not yet valid');
+  assert.ok(kept.get('nbf', now + 1_000));
+  assert.equal(kept.get('unknown', now), undefined);
+  kept.put('bad', undefined as never, 0);
+  assert.equal(kept.get('bad', now), undefined, 'nothing but a result with a payload is kept');
+  kept.clear();
+  assert.equal(kept.size, 0);
+  for (let i = 0; i < VerifiedTokens.MAX + 10; i++) kept.put(`t${i}`, ok({ sub: String(i) }), 0);
+  assert.equal(kept.size, VerifiedTokens.MAX);
+  assert.equal(kept.get('t0', now), undefined, 'the oldest went first');
+  assert.equal(kept.get(`t${VerifiedTokens.MAX + 9}`, now)?.payload.sub, String(VerifiedTokens.MAX + 9));
 });

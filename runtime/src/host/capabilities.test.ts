@@ -138,6 +138,47 @@ test('bad options reject with ERR_JWT_OPTIONS naming the problem (short secret, 
   assert.match(alg.action === 'respond' ? alg.body : '', /RS256 cannot be used with a shared secret/);
 });
 
+test('a verified token is answered inside the isolate afterwards; its exp passing, or a new secret value, sends it to the host again', async (t) => {
+  const { host: inline } = newHost({ mode: 'inline' });
+  t.after(() => inline.close());
+  // Count the verifications the host answers (inline mode: in this process): at once when the token
+  // is good (performSyncJson gives the answer), else through jose (perform) for the exact error.
+  let performed = 0;
+  const proto = HostCapabilities.prototype;
+  const { performSyncJson, perform } = proto;
+  proto.performSyncJson = function (...args) {
+    const answer = performSyncJson.apply(this, args);
+    if (answer !== undefined) performed++;
+    return answer;
+  };
+  proto.perform = function (...args) {
+    performed++;
+    return perform.apply(this, args);
+  };
+  t.after(() => Object.assign(proto, { performSyncJson, perform }));
+  const configure = async (secret: string, generation: number) =>
+    inline.configure(await tenantConfig(inline, 'kept', [{ name: 'verifier', source: VERIFIER, config: { verify: { secret: 'jwt-key', audience: 'api' } } }], { secrets: { 'jwt-key': secret }, generation }));
+  await configure(SECRET, 1);
+  const token = await hs256({ sub: 'alice', aud: 'api' }, { exp: '5m' });
+  for (let i = 0; i < 5; i++) assert.equal(header(await oneRequest(inline, 'kept', bearer(token), `k-${i}`), 'x-sub'), 'alice');
+  assert.equal(performed, 1, 'five requests with one token: the host verified it once');
+
+  // A token about to expire is kept only until its exp: then the host is asked and refuses it.
+  const exp = Math.floor(Date.now() / 1000) + 2;
+  const soon = await hs256({ sub: 'bob', aud: 'api' }, { exp });
+  assert.equal(header(await oneRequest(inline, 'kept', bearer(soon), 's-1'), 'x-sub'), 'bob');
+  assert.equal(header(await oneRequest(inline, 'kept', bearer(soon), 's-2'), 'x-sub'), 'bob');
+  assert.equal(performed, 2);
+  while (Date.now() / 1000 < exp) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(header(await oneRequest(inline, 'kept', bearer(soon), 's-3'), 'x-error'), 'JwtVerifyError:ERR_JWT_EXPIRED:exp');
+  assert.equal(performed, 3, 'the expired token went to the host');
+
+  // The tenant's secret changes value: the token signed with the old one is checked again, and fails.
+  await configure(OTHER_SECRET, 2);
+  assert.equal(header(await oneRequest(inline, 'kept', bearer(token), 'r-1'), 'x-error'), 'JwtVerifyError:ERR_JWT_SIGNATURE_INVALID:');
+  assert.equal(performed, 4);
+});
+
 test('concurrent verifications in one isolate each get their own result', async () => {
   const tokens = await Promise.all(['u1', 'u2', 'u3', 'u4', 'u5'].map((sub) => hs256({ sub, aud: 'api', iss: 'https://issuer.test' }, { exp: '5m' })));
   const outs = await Promise.all(tokens.map((t, i) => oneRequest(host, 'hs', bearer(t), `c-${i}`)));

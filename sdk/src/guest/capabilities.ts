@@ -76,25 +76,83 @@ export class CallCapabilities {
   closed = false;
 }
 
+/**
+ * Successful ctx.jwt.verify answers of one plugin context, by the JSON of their arguments (token and
+ * options): a client sends the same token with request after request, and verifying it again would
+ * cost a host round per request for the same answer (Envoy's jwt_authn keeps a cache of verified
+ * tokens for the same reason). Everything the host checks is a function of the arguments and the
+ * tenant's secrets, except time: a hit is used only while the token's exp and nbf still hold by the
+ * host's rule (jose's, with the call's clockTolerance), else the host is asked again and answers with
+ * its own error. Failures are never kept; a change of the tenant's secrets forgets everything.
+ */
+export class VerifiedTokens {
+  static readonly MAX = 256;
+  readonly #byArgs = new Map<string, { value: JwtVerifyResult; tolerance: number }>();
+
+  /** The kept answer for these arguments if it still holds at `nowMs`. */
+  get(argsJson: string, nowMs: number): JwtVerifyResult | undefined {
+    const hit = this.#byArgs.get(argsJson);
+    if (hit === undefined) return undefined;
+    const now = Math.floor(nowMs / 1000);
+    const { exp, nbf } = hit.value.payload as { exp?: unknown; nbf?: unknown };
+    if (typeof exp === 'number' && exp <= now - hit.tolerance) return undefined;
+    if (typeof nbf === 'number' && nbf > now + hit.tolerance) return undefined;
+    return hit.value;
+  }
+
+  put(argsJson: string, value: JwtVerifyResult, tolerance: number): void {
+    if (value === null || typeof value !== 'object' || value.payload === null || typeof value.payload !== 'object') return;
+    this.#byArgs.delete(argsJson);
+    if (this.#byArgs.size >= VerifiedTokens.MAX) this.#byArgs.delete(this.#byArgs.keys().next().value as string);
+    this.#byArgs.set(argsJson, { value, tolerance });
+  }
+
+  clear(): void {
+    this.#byArgs.clear();
+  }
+
+  get size(): number {
+    return this.#byArgs.size;
+  }
+}
+
 /** Per plugin context: the ids awaiting a host answer. */
 export class CapabilityBroker {
   #waiters = new Map<number, Waiter>();
   #nextId = 1;
 
+  /** Successful jwt.verify answers this plugin context got, by their arguments (VerifiedTokens). */
+  readonly verified = new VerifiedTokens();
+
   request(call: CallCapabilities, name: CapabilityName, args: unknown): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      const fail = (code: CapabilityFailure['code'], message: string): void =>
-        reject(new CapabilityError(errorName(name), { code, message }));
-      if (call.closed) return fail('ERR_CAPABILITY_FAILED', `${name}: the hook call that owns this ctx has finished`);
-      if (call.issued >= CAPABILITY_LIMITS.callsPerHook) {
-        return fail('ERR_CAPABILITY_LIMIT', `${name}: more than ${CAPABILITY_LIMITS.callsPerHook} capability calls in one hook call`);
-      }
-      call.issued++;
+      if (!this.#admit(call, name, reject)) return;
       const id = this.#nextId++;
       this.#waiters.set(id, { name, resolve, reject, call });
       call.open.add(id);
       call.outgoing.push({ id, name, args });
     });
+  }
+
+  /** A call the guest answers itself (a cached result): the same checks and count as request(), no host round. */
+  answered(call: CallCapabilities, name: CapabilityName, value: unknown): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      if (this.#admit(call, name, reject)) resolve(value);
+    });
+  }
+
+  /** The hook call may make one more capability call (counted); else `reject` got why not. */
+  #admit(call: CallCapabilities, name: CapabilityName, reject: (e: unknown) => void): boolean {
+    const fail = (code: CapabilityFailure['code'], message: string): false => {
+      reject(new CapabilityError(errorName(name), { code, message }));
+      return false;
+    };
+    if (call.closed) return fail('ERR_CAPABILITY_FAILED', `${name}: the hook call that owns this ctx has finished`);
+    if (call.issued >= CAPABILITY_LIMITS.callsPerHook) {
+      return fail('ERR_CAPABILITY_LIMIT', `${name}: more than ${CAPABILITY_LIMITS.callsPerHook} capability calls in one hook call`);
+    }
+    call.issued++;
+    return true;
   }
 
   /** Requests recorded since the last take, as JSON (the host copies a string, never an object). */
@@ -188,20 +246,27 @@ export function jwtVerifyArgs(token: unknown, options: JwtVerifyOptions | undefi
   return { token, options: o };
 }
 
-/** ctx.jwt for one hook call. */
-export function jwtFor(broker: CapabilityBroker, call: CallCapabilities): { verify(token: string, options: JwtVerifyOptions): Promise<JwtVerifyResult> } {
+/** ctx.jwt for one hook call; `clock`: the host's time now (ms), for the verified-token cache. */
+export function jwtFor(broker: CapabilityBroker, call: CallCapabilities, clock: () => number): { verify(token: string, options: JwtVerifyOptions): Promise<JwtVerifyResult> } {
   return Object.freeze({
     verify(token: string, options: JwtVerifyOptions): Promise<JwtVerifyResult> {
       let args: { token: string; options: Record<string, unknown> };
+      let json: string;
       try {
         args = jwtVerifyArgs(token, options);
-        const size = JSON.stringify(args).length;
-        if (size > CAPABILITY_LIMITS.argsChars) throw new TypeError(`arguments are ${size} characters of JSON (max ${CAPABILITY_LIMITS.argsChars})`);
+        json = JSON.stringify(args);
+        if (json.length > CAPABILITY_LIMITS.argsChars) throw new TypeError(`arguments are ${json.length} characters of JSON (max ${CAPABILITY_LIMITS.argsChars})`);
       } catch (e) {
         const message = `jwt.verify: ${e instanceof Error ? e.message : String(e)}`;
         return Promise.reject(new CapabilityError('JwtVerifyError', { code: 'ERR_JWT_OPTIONS', message }));
       }
-      return broker.request(call, 'jwt.verify', args) as Promise<JwtVerifyResult>;
+      const kept = broker.verified.get(json, clock());
+      if (kept !== undefined) return broker.answered(call, 'jwt.verify', kept) as Promise<JwtVerifyResult>;
+      const tolerance = (args.options.clockTolerance as number | undefined) ?? 0;
+      return (broker.request(call, 'jwt.verify', args) as Promise<JwtVerifyResult>).then((value) => {
+        broker.verified.put(json, value, tolerance);
+        return value;
+      });
     },
   });
 }

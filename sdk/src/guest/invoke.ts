@@ -137,6 +137,8 @@ export class GuestPlugin {
       for (const [k, v] of Object.entries(parsed)) if (typeof v === 'string') out[k] = v;
     }
     this.#secrets = GuestPlugin.#secretsOf(out);
+    // A verified token may not verify with the new secret values.
+    this.#broker.verified.clear();
   }
 
   static #secretsOf(values: Record<string, string>): PluginContext['secrets'] {
@@ -331,6 +333,9 @@ export class GuestPlugin {
       state.logs.push(line);
     };
     const broker = this.#broker;
+    // The host's clock for this call: its time when the call started, plus what has passed since.
+    const startedAt = Date.now();
+    const clock = (): number => now + (Date.now() - startedAt);
     return {
       config: this.#configs.get(configId) ?? EMPTY_CONFIG,
       tenant: meta.tenant,
@@ -354,7 +359,7 @@ export class GuestPlugin {
       },
       log: { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') },
       secrets: this.#secrets,
-      jwt: jwtFor(this.#broker, state.caps),
+      jwt: jwtFor(this.#broker, state.caps, clock),
       sleep: sleepFor(this.#broker, state.caps),
       fetch(url, init) {
         return fetchFor(broker, state.caps)(url, init);
