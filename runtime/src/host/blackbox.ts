@@ -5,7 +5,7 @@
 // syscall is made per entry. Where the mapping cannot be made, each change is a pwrite instead.
 
 import fs from 'node:fs';
-import koffi from 'koffi';
+import { createRequire } from 'node:module';
 
 export interface Blackbox {
   /** Pass `id` runs entry `entry`; (-1, -1): nothing runs. */
@@ -20,10 +20,15 @@ const MAP_SHARED = 1;
 const BYTES = 16;
 
 type Mmap = (addr: null, length: number, prot: number, flags: number, fd: number, offset: number) => unknown;
-let mmap: Mmap | undefined;
+let ffi: { koffi: typeof import('koffi'); mmap: Mmap } | undefined;
 
 function mapFile(fd: number): ArrayBuffer | undefined {
-  mmap ??= koffi.load('libc.so.6').func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, intptr_t offset)') as Mmap;
+  // Loaded here, not imported: a node where koffi cannot load still runs its cordons (with pwrite).
+  if (ffi === undefined) {
+    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
+    ffi = { koffi, mmap: koffi.load('libc.so.6').func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, intptr_t offset)') as Mmap };
+  }
+  const { koffi, mmap } = ffi;
   const ptr = mmap(null, BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (ptr === null || koffi.address(ptr) === 0xffffffffffffffffn) return undefined; // MAP_FAILED
   // Never unmapped: the mapping lives as long as the process, which is what the daemon reads it for.
@@ -38,7 +43,7 @@ export function openBlackbox(file: string): Blackbox {
     try {
       mapped = mapFile(fd);
     } catch {
-      mapped = undefined; // no koffi or no libc here: pwrite below
+      mapped = undefined; // koffi or libc cannot load here: pwrite below
     }
     if (mapped !== undefined) {
       fs.closeSync(fd); // the mapping holds the file
