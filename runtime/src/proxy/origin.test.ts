@@ -144,12 +144,16 @@ test('invalid upstream responses are 502 ISOMESH_ERR_UPSTREAM_BAD_RESPONSE and n
     '/lf': 'HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n',
     '/huge': `HTTP/1.1 200 OK\r\nX-Big: ${'x'.repeat(20_000)}\r\n\r\n`,
   };
+  // The field-line faults are named (the first refused line, as the line-by-line checks see it).
+  const faults: Record<string, string> = { '/fold': 'header line without a name', '/ctl': 'bad header value', '/name': 'bad header name' };
   const up = await rawUpstream(t, (head) => [bad[head.split(' ')[1]!] ?? 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok']);
   const port = await proxyFor(t, up.port);
   for (const path of Object.keys(bad)) {
     const r = await send(port, { method: 'POST', path }); // POST: no stale-connection retry
     assert.equal(r.status, 502, `${path}: ${r.status} ${r.body}`);
     assert.equal(r.headers['x-isomesh-error'], 'ISOMESH_ERR_UPSTREAM_BAD_RESPONSE', path);
+    const fault = faults[path];
+    if (fault !== undefined) assert.match(r.body, new RegExp(`invalid response: ${fault}"`), path);
   }
   const good = await send(port, { path: '/fine' });
   assert.equal(good.body, 'ok');

@@ -18,7 +18,7 @@
 
 import net from 'node:net';
 import type { EndpointState } from './balancer.ts';
-import { FIELD_INTS, isFieldValue, isToken, scanFields } from './http1/chars.ts';
+import { FIELD_INTS, fieldFault, isFieldValue, isToken, scanFields } from './http1/chars.ts';
 
 /** Sentinel given to abort() when the TCP connect took too long. */
 export const CONNECT_TIMEOUT = new Error('upstream connect timeout');
@@ -37,19 +37,7 @@ function protocolError(message: string): Error {
 /** Field offsets of the response head being parsed (scanFields): room for every line a head may hold. */
 const FIELDS = new Int32Array((MAX_HEAD_BYTES / 4 + 1) * FIELD_INTS);
 
-/** Why a response head's field lines text[pos..] are refused (scanFields found a bad line). */
-function fieldFault(text: string, pos: number): string {
-  while (pos < text.length) {
-    let end = text.indexOf('\r\n', pos);
-    if (end === -1) end = text.length;
-    const colon = text.indexOf(':', pos);
-    if (colon === -1 || colon >= end || colon === pos) return 'header line without a name';
-    if (!isToken(text, pos, colon)) return 'bad header name';
-    if (!isFieldValue(text, colon + 1, end)) return 'bad header value';
-    pos = end + 2;
-  }
-  return 'malformed header field';
-}
+const FIELD_FAULTS = { 'no-name': 'header line without a name', name: 'bad header name', value: 'bad header value' } as const;
 
 function hangUp(): Error {
   return Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
@@ -485,8 +473,11 @@ export class UpstreamConnection {
     let te: string | undefined;
     let connection = '';
     const fieldsAt = eol + 2;
-    const lines = fieldsAt < end ? scanFields(data, fieldsAt, end, FIELDS) : 0;
-    if (lines < 0) return this.#badHead(fieldFault(text, fieldsAt));
+    const lines = scanFields(data, fieldsAt, end, FIELDS);
+    if (lines < 0) {
+      const f = fieldFault(text, fieldsAt);
+      return this.#badHead(f === undefined ? 'malformed header field' : FIELD_FAULTS[f.fault]);
+    }
     for (let k = 0, o = 0; k < lines; k++, o += FIELD_INTS) {
       const name = text.slice(FIELDS[o], FIELDS[o + 1]);
       const value = text.slice(FIELDS[o + 2], FIELDS[o + 3]);

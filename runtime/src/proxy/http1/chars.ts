@@ -66,3 +66,21 @@ export function scanFields(b: Uint8Array, from: number, to: number, at: Int32Arr
   }
   return lines;
 }
+
+/**
+ * The first refused line of the field lines text[pos..] (when scanFields returned -1), for the parsers
+ * to name the fault: its index, where it starts, and what is wrong with it — no name before a colon
+ * on the line, a name that is not a token, or a value with a character a field value cannot hold.
+ */
+export function fieldFault(text: string, pos: number): { line: number; start: number; fault: 'no-name' | 'name' | 'value' } | undefined {
+  for (let line = 0; pos < text.length; line++) {
+    let eol = text.indexOf('\r\n', pos);
+    if (eol === -1) eol = text.length;
+    const colon = text.indexOf(':', pos);
+    if (colon === -1 || colon >= eol || colon === pos) return { line, start: pos, fault: 'no-name' };
+    if (!isToken(text, pos, colon)) return { line, start: pos, fault: 'name' };
+    if (!isFieldValue(text, colon + 1, eol)) return { line, start: pos, fault: 'value' };
+    pos = eol + 2;
+  }
+  return undefined;
+}

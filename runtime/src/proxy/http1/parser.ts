@@ -13,7 +13,7 @@
 // keeps pipelined responses in order. Body bytes are handed on as slices of the input (no copies).
 
 import type { ErrorCode } from '../../errors.ts';
-import { FIELD_INTS, scanFields, TOKEN, VALUE } from './chars.ts';
+import { FIELD_INTS, fieldFault, scanFields, TOKEN, VALUE } from './chars.ts';
 
 export const MAX_HEAD_BYTES = 16 * 1024;
 export const MAX_FIELDS = 100;
@@ -80,29 +80,20 @@ function fail(status: number, code: ErrorCode, message: string): ParseError {
 
 const bad = (message: string): ParseError => fail(400, 'ISOMESH_ERR_PROXY_BAD_REQUEST', message);
 
-/**
- * Why the field lines text[pos..] are refused (scanFields found a line that is not token, colon, field
- * value): the line-by-line checks, in the order a reader of the head meets them.
- */
-function fieldFault(text: string, pos: number): ParseError {
-  for (let fields = 0; pos < text.length; fields++) {
-    let eol = text.indexOf('\r\n', pos);
-    if (eol === -1) eol = text.length;
-    if (fields >= MAX_FIELDS) return fail(431, 'ISOMESH_ERR_PROXY_HEADERS_TOO_LARGE', `request has more than ${MAX_FIELDS} header fields`);
-    const first = text.charCodeAt(pos);
-    if (first === 32 || first === 9) return bad('obsolete line folding in a header field');
-    const colon = text.indexOf(':', pos);
-    if (colon === -1 || colon >= eol || colon === pos) return bad('header line without a field name');
-    for (let i = pos; i < colon; i++) {
-      if (TOKEN[text.charCodeAt(i)] === 0) return bad('header field name is not a token (no whitespace before the colon)');
-    }
-    for (let i = colon + 1; i < eol; i++) {
-      const c = text.charCodeAt(i);
-      if (c > 255 || VALUE[c] === 0) return bad('header field value holds a control character');
-    }
-    pos = eol + 2;
-  }
-  return bad('malformed header field');
+const FIELD_FAULTS = {
+  'no-name': 'header line without a field name',
+  name: 'header field name is not a token (no whitespace before the colon)',
+  value: 'header field value holds a control character',
+} as const;
+
+/** Why the field lines text[pos..] are refused, in the order a reader of the head meets the faults. */
+function refusedField(text: string, pos: number): ParseError {
+  const f = fieldFault(text, pos);
+  if (f === undefined) return bad('malformed header field');
+  if (f.line >= MAX_FIELDS) return fail(431, 'ISOMESH_ERR_PROXY_HEADERS_TOO_LARGE', `request has more than ${MAX_FIELDS} header fields`);
+  const first = text.charCodeAt(f.start);
+  if (first === 32 || first === 9) return bad('obsolete line folding in a header field');
+  return bad(FIELD_FAULTS[f.fault]);
 }
 
 export class RequestParser {
@@ -307,7 +298,7 @@ export class RequestParser {
     const fieldsAt = lineEnd === -1 ? text.length : lineEnd + 2;
     const lines = scanFields(data, start + fieldsAt, end, FIELDS);
     if (lines < 0 || lines > MAX_FIELDS) {
-      this.#error(lines === -1 ? fieldFault(text, fieldsAt) : fail(431, 'ISOMESH_ERR_PROXY_HEADERS_TOO_LARGE', `request has more than ${MAX_FIELDS} header fields`));
+      this.#error(lines === -1 ? refusedField(text, fieldsAt) : fail(431, 'ISOMESH_ERR_PROXY_HEADERS_TOO_LARGE', `request has more than ${MAX_FIELDS} header fields`));
       return undefined;
     }
     for (let k = 0, o = 0; k < lines; k++, o += FIELD_INTS) {
