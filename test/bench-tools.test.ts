@@ -90,6 +90,27 @@ test('cpuWindow attributes a child\'s CPU to its role', async () => {
   }
 });
 
+
+test('cpuWindow counts a process outside its roles as other work, and one of its roles not', async () => {
+  // A child spinning for 600 ms of wall time in a 1 s window: ≈ 0.6 CPUs of work, outside or inside the roles.
+  const measure = async (asRole: boolean): Promise<{ foreign: number; roleSec: number }> => {
+    const child = spawn(process.execPath, ['-e', 'const end = Date.now() + 600; let x = 0; while (Date.now() < end) x++; process.stdin.resume(); process.stdin.on("end", () => process.exit(x < 0 ? 1 : 0));'], { stdio: ['pipe', 'ignore', 'ignore'] });
+    try {
+      const w = cpuWindow(asRole ? { burner: child.pid! } : {});
+      await new Promise((r) => setTimeout(r, 1000));
+      const c = w.stop();
+      return { foreign: c.foreignCpus, roleSec: asRole ? c.roles.burner!.userSec + c.roles.burner!.sysSec : 0 };
+    } finally {
+      child.stdin!.end();
+      await new Promise((r) => child.once('exit', r));
+    }
+  };
+  const outside = await measure(false);
+  const inside = await measure(true);
+  assert.ok(inside.roleSec >= 0.3, `the burner used ${inside.roleSec} s of CPU as a role`);
+  // Whatever else runs on the machine is in both windows; the burner only in the first one's other work.
+  assert.ok(outside.foreign - inside.foreign >= 0.3, `other work: ${outside.foreign} CPUs with the burner outside the roles, ${inside.foreign} with it inside`);
+});
 test('parseStrace reads strace -c rows and divides by requests', () => {
   const text = `% time     seconds  usecs/call     calls    errors syscall
 ------ ----------- ----------- --------- --------- ----------------

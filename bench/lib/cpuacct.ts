@@ -5,14 +5,14 @@
 // precise runtime into user/system by tick samples, so the split is statistical, the sum is exact
 // to one clock tick (10 ms) per process.
 //
-// The same window also reads /proc/stat: machine-wide busy time minus everything accounted here
-// (and this harness) is CPU used by other work — a disturbed run says so instead of looking slow.
-import { execFileSync } from 'node:child_process';
+// The same window also reads /proc/stat: machine-wide busy time (wall time × CPUs minus idle and
+// steal, see busyCpusBetween) minus everything accounted here (and this harness) is CPU used by other
+// work — a disturbed run says so instead of looking slow.
 import fs from 'node:fs';
 import os from 'node:os';
-import { processTree } from './processes.ts';
+import { CLOCK_TICK_SEC, busyCpusBetween, idleSample, processTree } from './processes.ts';
 
-const TICK = 1 / Number(safe(() => execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim(), '100'));
+const TICK = CLOCK_TICK_SEC;
 
 function safe<T>(fn: () => T, fallback: T): T {
   try {
@@ -50,18 +50,6 @@ export function treeTicks(root: number): Ticks {
   return t;
 }
 
-interface MachineTicks {
-  busy: number;
-  steal: number;
-  total: number;
-}
-
-function machineTicks(): MachineTicks {
-  const v = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = v;
-  return { busy: user + nice + system + irq + softirq, steal, total: user + nice + system + idle + iowait + irq + softirq + steal };
-}
-
 /** This harness's own ticks, and those of its children reaped so far (wrk / the generator exit inside a window). */
 function selfTicks(): { own: number; children: Ticks } {
   const own = statTicks(process.pid, false);
@@ -93,7 +81,7 @@ export interface CpuWindow {
  */
 export function cpuWindow(roles: Record<string, number | undefined>, reapedRole?: string): { stop: () => CpuWindow } {
   const t0 = performance.now();
-  const m0 = machineTicks();
+  const m0 = idleSample();
   const s0 = selfTicks();
   const before = new Map<string, Ticks>();
   for (const [name, pid] of Object.entries(roles)) if (pid !== undefined) before.set(name, treeTicks(pid));
@@ -113,15 +101,14 @@ export function cpuWindow(roles: Record<string, number | undefined>, reapedRole?
         ours += user + sys;
         out[name] = { userSec: user * TICK, sysSec: sys * TICK };
       }
-      const m1 = machineTicks();
+      const m1 = idleSample();
       const seconds = (performance.now() - t0) / 1000;
-      const cpus = os.cpus().length;
-      const share = (ticks: number): number => ((ticks / Math.max(1, m1.total - m0.total)) * cpus);
+      const wallSec = Math.max(1e-3, (m1.atMs - m0.atMs) / 1000);
       return {
         seconds,
         roles: out,
-        foreignCpus: Math.max(0, round3(share(m1.busy - m0.busy - ours))),
-        stealCpus: round3(share(m1.steal - m0.steal)),
+        foreignCpus: Math.max(0, round3(busyCpusBetween(m0, m1) - (ours * TICK) / wallSec)),
+        stealCpus: round3((m1.stealSec - m0.stealSec) / wallSec),
         loadAverage: os.loadavg().map((x) => Math.round(x * 100) / 100),
       };
     },
@@ -132,4 +119,4 @@ function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
 
-export const CLOCK_TICK_SEC = TICK;
+export { CLOCK_TICK_SEC };
