@@ -119,6 +119,40 @@ function openLoopTable(ol: Json, rate: number): Table {
   };
 }
 
+/**
+ * CPU per request of the same request at fixed rates (open loop) and at saturation (the cpu
+ * benchmark's closed loop, small body): what a request costs when it arrives alone.
+ */
+function sparseCostTable(ol: Json, cpu: Json | undefined): Table | undefined {
+  if (cpu === undefined) return undefined;
+  const closed = new Map((cpu.summaries as CpuSummary[]).filter((s) => s.body === 'small').map((s) => [s.target, s]));
+  const pairs: Array<[string, string]> = [['nginx', 'nginx'], ['sidecar', 'sidecar'], ['iso0', 'iso0-cordon'], ['chain3', 'chain3-cordon']];
+  const rates = ol.rates as number[];
+  const rows: string[][] = [];
+  let lowest: { label: string; ratio: number } | undefined;
+  let highest: { label: string; ratio: number } | undefined;
+  for (const [open, shut] of pairs) {
+    const c = closed.get(shut);
+    const at = rates.map((r) => (ol.summaries as OpenLoopSummary[]).find((s) => s.target === open && s.rate === r));
+    if (c === undefined || at[0] === undefined) continue;
+    const first = at[0];
+    const ratio = first.meshCpuUs.median / c.cpuUs.median;
+    if (lowest === undefined || ratio < lowest.ratio) lowest = { label: first.label, ratio };
+    if (highest === undefined || ratio > highest.ratio) highest = { label: first.label, ratio };
+    rows.push([first.label, ...at.map((s) => (s === undefined ? '—' : `${fmt(s.meshCpuUs.median, 1)}${saturated(s) ? ' (saturated)' : ''}`)), `${fmt(c.cpuUs.median, 1)} at ${fmt(c.rps.median, 0)} req/s`, `${fmt(ratio, 1)}×`]);
+  }
+  if (rows.length === 0 || lowest === undefined || highest === undefined) return undefined;
+  const chainAt = (ol.summaries as OpenLoopSummary[]).find((s) => s.target === 'chain3' && s.rate === (rates.includes(2000) ? 2000 : rates[0]));
+  return {
+    title: 'CPU per request: at a fixed rate and at saturation',
+    columns: ['target', ...rates.map((r) => `µs/req at ${r.toLocaleString('en-US')}/s`), 'µs/req at saturation (cpu benchmark, small body)', `${rates[0]!.toLocaleString('en-US')}/s ÷ saturation`],
+    rows,
+    notes: [
+      `The same request costs every proxy more when it arrives alone than in a stream: at ${rates[0]!.toLocaleString('en-US')} req/s from ${fmt(lowest.ratio, 1)}× (${lowest.label}) to ${fmt(highest.ratio, 1)}× (${highest.label}) its CPU per request at saturation. Under a saturating load a process wakes once for many requests and runs them with warm caches; at a fixed, sparse rate each request wakes the processes on its path from idle (in this VM a halted vCPU) and runs through code and data evicted since the last one. A path of more processes and more code pays it more often and for more: with the chain, isomesh wakes the daemon four times per request (the client, the cordon\'s two answers, the upstream) and a cordon twice (one pass per phase), with a V8 isolate of four contexts between them. That is why the chain, at ${fmt(closed.get('chain3-cordon')?.cpuUs.median, 1)} µs per request at saturation (about ${fmt(1e6 / (closed.get('chain3-cordon')?.cpuUs.median ?? 1), 0)} req/s of one core), needs ${chainAt === undefined ? 'most of a core' : `${fmt((chainAt.rate * chainAt.meshCpuUs.median) / 1e6, 2)} of a core (${fmt(chainAt.meshCpuUs.median, 1)} µs per request)`} at ${(chainAt?.rate ?? 2000).toLocaleString('en-US')} req/s open loop.`,
+    ],
+  };
+}
+
 /** Verdicts recomputed from the summaries, so a fix to a goal's rule applies to stored results too. */
 function cpuGoals(cpu: Json): Verdict[] {
   const workers = 'workersReported' in cpu ? cpu.workersReported : (cpu.notes as string[]).some((n) => /not implemented/.test(n)) ? undefined : 2;
@@ -256,6 +290,8 @@ export function writeDoc(dir: string): string {
       openLoopChart(ol, rate, path.join(dir, `openloop-${rate}.svg`));
       L.push(`![open loop ${rate}](../bench/results/openloop-${rate}.svg)`, '');
     }
+    const sparse = sparseCostTable(ol, cpu);
+    if (sparse !== undefined) L.push(markdownTable(sparse));
   }
   if (mem !== undefined) {
     L.push('## Memory: 500 nodes × 30 pods (seed 000\'s model)', '');
