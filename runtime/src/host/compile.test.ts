@@ -1,8 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import fs from 'node:fs';
 import { IsomeshError } from '../errors.ts';
 import { newHost } from './fixtures.ts';
+import { compilePlugin } from './compiler.ts';
+import { esbuildServiceKept, withEsbuildSync } from './esbuild.ts';
 
 const { host } = newHost();
 test.after(() => host.close());
@@ -94,4 +97,42 @@ test('language bundle is loaded as is; its require() of anything but the SDK is 
   const syntax = await compileError('module.exports = {\n  onRequest() { let = ; }\n};', 'bundle');
   assert.equal(syntax.code, 'ISOMESH_ERR_PLUGIN_COMPILE');
   assert.equal((syntax.details as Array<{ line: number }>)[0]?.line, 2);
+});
+
+/** PIDs of this process's children that are esbuild service processes. */
+function esbuildChildren(): number[] {
+  const children = fs.readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  return children.filter((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('--service=');
+    } catch {
+      return false; // exited meanwhile
+    }
+  });
+}
+
+test('esbuild\'s service process is stopped once no build ran for the idle time, and the next build starts it again', async () => {
+  const source = `export default { onRequest() {} };`;
+  const input = { source, language: 'typescript' as const, maxBundleBytes: 1 << 20 };
+  const first = await compilePlugin(input, () => ({ hooks: ['onRequest'] }), 300);
+  assert.equal(first.hooks.join(), 'onRequest');
+  assert.equal(esbuildChildren().length, 1, 'one esbuild service after a build');
+  assert.equal(esbuildServiceKept(), true);
+  const gone = Date.now() + 5000;
+  while (esbuildChildren().length > 0 && Date.now() < gone) await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(esbuildChildren(), [], 'the service exited after the idle time');
+  assert.equal(esbuildServiceKept(), false);
+  const again = await compilePlugin(input, () => ({ hooks: ['onRequest'] }), 300);
+  assert.equal(again.digest, first.digest, 'the restarted service builds the same bundle');
+  assert.equal(esbuildChildren().length, 1);
+});
+
+test('esbuild\'s synchronous service (buildSync, used for the guest runtime) is stopped when idle too', async () => {
+  const out = withEsbuildSync((e) => e.buildSync({ stdin: { contents: 'export const x: number = 1;', loader: 'ts' }, write: false, format: 'cjs', logLevel: 'silent' }), 300);
+  assert.match(out.outputFiles[0]!.text, /x = 1/);
+  assert.ok(esbuildChildren().length >= 1, 'buildSync runs a service process');
+  const gone = Date.now() + 5000;
+  while (esbuildChildren().length > 0 && Date.now() < gone) await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(esbuildChildren(), [], 'the service exited after the idle time');
+  assert.equal(esbuildServiceKept(), false);
 });

@@ -4,7 +4,8 @@
 // reports what the plugin declares (hooks, body limits, config schema); the schema must compile.
 
 import { createHash } from 'node:crypto';
-import { build, type Message, type Plugin as EsbuildPlugin } from 'esbuild';
+import type { Message, Plugin as EsbuildPlugin } from 'esbuild';
+import { ESBUILD_IDLE_MS, withEsbuild } from './esbuild.ts';
 import { IsomeshError } from '../errors.ts';
 import type { PluginVersionDeclarations } from '../store/model.ts';
 import { configSchemaProblem } from '../store/index.ts';
@@ -36,9 +37,9 @@ function diagnostic(m: Message): Diagnostic {
   return d;
 }
 
-async function bundle(source: string, language: 'typescript' | 'javascript'): Promise<string> {
+async function bundle(source: string, language: 'typescript' | 'javascript', idleMs: number): Promise<string> {
   try {
-    const out = await build({
+    const out = await withEsbuild((e) => e.build({
       stdin: { contents: source, loader: language === 'typescript' ? 'ts' : 'js', sourcefile: language === 'typescript' ? 'plugin.ts' : 'plugin.js' },
       bundle: true,
       format: 'cjs',
@@ -50,7 +51,7 @@ async function bundle(source: string, language: 'typescript' | 'javascript'): Pr
       legalComments: 'none',
       logLevel: 'silent',
       plugins: [importGuard],
-    });
+    }), idleMs);
     const file = out.outputFiles[0];
     if (file === undefined) throw new IsomeshError('ISOMESH_ERR_INTERNAL', 'esbuild produced no output');
     return file.text;
@@ -69,7 +70,7 @@ async function bundle(source: string, language: 'typescript' | 'javascript'): Pr
   }
 }
 
-export async function compilePlugin(input: CompileInput, probe: Probe = probeLoad): Promise<CompiledPlugin> {
+export async function compilePlugin(input: CompileInput, probe: Probe = probeLoad, esbuildIdleMs = ESBUILD_IDLE_MS): Promise<CompiledPlugin> {
   if (input === null || typeof input !== 'object' || typeof input.source !== 'string') {
     throw new IsomeshError('ISOMESH_ERR_API_VALIDATION', 'source must be a string');
   }
@@ -81,7 +82,7 @@ export async function compilePlugin(input: CompileInput, probe: Probe = probeLoa
   if (input.language === 'bundle' && Buffer.byteLength(input.source) > limit) {
     throw new IsomeshError('ISOMESH_ERR_PLUGIN_TOO_LARGE', `bundle is ${Buffer.byteLength(input.source)} bytes (max ${limit})`);
   }
-  const code = input.language === 'bundle' ? input.source : await bundle(input.source, input.language);
+  const code = input.language === 'bundle' ? input.source : await bundle(input.source, input.language, esbuildIdleMs);
   const size = Buffer.byteLength(code);
   if (size > limit) throw new IsomeshError('ISOMESH_ERR_PLUGIN_TOO_LARGE', `compiled plugin is ${size} bytes (max ${limit})`);
   const declarations = await probe(code);

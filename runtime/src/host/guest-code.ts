@@ -2,11 +2,8 @@
 // process and runs that same code in every isolate, so createTestHost() and production agree:
 // entry.ts in every plugin context, runner.ts (the chain runner) in one context per isolate.
 
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-
-// esbuild is loaded on first use: a data-plane worker thread, which never bundles, does not pay for it.
-const requireLazy = createRequire(import.meta.url);
+import { withEsbuildSync } from './esbuild.ts';
 
 const cached = new Map<'entry' | 'runner', string>();
 
@@ -29,8 +26,7 @@ export function seedGuestRuntimeCode(code: string, runner?: string): void {
 function bundle(which: 'entry' | 'runner'): string {
   const hit = cached.get(which);
   if (hit !== undefined) return hit;
-  const { buildSync } = requireLazy('esbuild') as typeof import('esbuild');
-  const out = buildSync({
+  const out = withEsbuildSync((e) => e.buildSync({
     entryPoints: [sdkFile(`${which}.ts`)],
     bundle: true,
     format: 'iife',
@@ -41,7 +37,7 @@ function bundle(which: 'entry' | 'runner'): string {
     logLevel: 'silent',
     // The runner must be strict code: a sloppy plugin function must not reach it through `caller`.
     ...(which === 'runner' ? { banner: { js: '"use strict";' } } : {}),
-  });
+  }));
   const file = out.outputFiles[0];
   if (file === undefined) throw new Error(`esbuild produced no guest ${which}`);
   cached.set(which, file.text);
