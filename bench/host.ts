@@ -147,7 +147,15 @@ async function memory(group: ProcessGroup, daemonCpu: string | undefined, quick:
     // The daemon and its descendants: in cordon mode the isolates live in worker processes.
     const base = treeRssKiB(pid);
     const baseKiB = base.totalKiB;
-    const points: Array<{ tenants: number; rssKiB: number; daemonRssKiB: number; processes: number; perTenantMiB: number; createSec: number }> = [];
+    const points: Array<{
+      tenants: number; rssKiB: number; daemonRssKiB: number; processes: number; perTenantMiB: number; createSec: number;
+      /** RSS by process kind (daemon, cordon, …) once the publish-time processes exited. */
+      byKindMiB: Record<string, number>;
+      /** The tree's RSS 3 s after the last publish, with the trial-load process and esbuild still up. */
+      whilePublishingMiB: number;
+      publishingByKindMiB: Record<string, number>;
+      idleAfterSec: number;
+    }> = [];
     let created = 0;
     const create = async (i: number): Promise<void> => {
       const name = `t${i}`;
@@ -169,10 +177,23 @@ async function memory(group: ProcessGroup, daemonCpu: string | undefined, quick:
         await Promise.all(batch);
       }
       await new Promise((r) => setTimeout(r, 3000));
+      // The publish-time processes (the trial-load process, esbuild's service) exit on their own
+      // after 30 s without a publish: an idle node's footprint is measured once they are gone.
+      const publishing = treeRssKiB(pid);
+      const idleFrom = performance.now();
+      while (performance.now() - idleFrom < PUBLISH_IDLE_WAIT_MS && ['trial', 'esbuild'].some((k) => treeRssKiB(pid).byKind[k] !== undefined)) await new Promise((r) => setTimeout(r, 500));
       const tree = treeRssKiB(pid);
+      const left = ['trial', 'esbuild'].filter((k) => tree.byKind[k] !== undefined);
+      if (left.length > 0) process.stderr.write(`host [${mode}]: ${left.join(' and ')} still running ${PUBLISH_IDLE_WAIT_MS / 1000} s after the last publish\n`);
       const rss = tree.totalKiB;
-      points.push({ tenants: target, rssKiB: rss, daemonRssKiB: rssKiB(pid), processes: tree.processes, perTenantMiB: round((rss - baseKiB) / 1024 / target, 3), createSec: round((performance.now() - t0) / 1000, 1) });
-      process.stderr.write(`host [${mode}]: ${target} tenants → RSS ${(rss / 1024).toFixed(0)} MiB over ${tree.processes} processes (${points.at(-1)!.perTenantMiB} MiB/tenant)\n`);
+      points.push({
+        tenants: target, rssKiB: rss, daemonRssKiB: rssKiB(pid), processes: tree.processes, perTenantMiB: round((rss - baseKiB) / 1024 / target, 3), createSec: round((idleFrom - t0) / 1000, 1),
+        byKindMiB: Object.fromEntries(Object.entries(tree.byKind).map(([k, v]) => [k, round(v.kib / 1024, 1)])),
+        whilePublishingMiB: round(publishing.totalKiB / 1024, 1),
+        publishingByKindMiB: Object.fromEntries(Object.entries(publishing.byKind).map(([k, v]) => [k, round(v.kib / 1024, 1)])),
+        idleAfterSec: round((performance.now() - idleFrom) / 1000, 1),
+      });
+      process.stderr.write(`host [${mode}]: ${target} tenants → RSS ${(rss / 1024).toFixed(0)} MiB over ${tree.processes} processes (${points.at(-1)!.perTenantMiB} MiB/tenant; ${(publishing.totalKiB / 1024).toFixed(0)} MiB while publishing)\n`);
     }
     return { mode, baseKiB, baseProcesses: base.processes, points };
   } finally {
@@ -181,6 +202,9 @@ async function memory(group: ProcessGroup, daemonCpu: string | undefined, quick:
     removeStateDir(d);
   }
 }
+
+/** How long the memory points wait for the trial-load process and esbuild to exit (their idle time is 30 s). */
+const PUBLISH_IDLE_WAIT_MS = 45_000;
 
 export async function hostBench(ctx: BenchContext): Promise<void> {
   const pinned = cpuCount() >= 2;
@@ -241,7 +265,9 @@ export async function hostBench(ctx: BenchContext): Promise<void> {
         `PUT …/active round trip: p50 ${fmt(flip.putMs.p50)} ms, p99 ${fmt(flip.putMs.p99)} ms; ${flip.flips} flips needed ${flip.polls} polling requests in all (= the first request after the PUT answer already saw the new version when equal). Compile at publish (not part of cold start): p50 ${fmt(inproc[0]!.compile.p50)} ms.`,
         ...mems.map((m) => {
           const last = m.points[m.points.length - 1]!;
-          return `Memory [${m.mode}]: VmRSS of the daemon and its child processes: ${fmt(m.baseKiB / 1024, 0)} MiB with no tenants (${m.baseProcesses} processes), ${fmt(last.rssKiB / 1024, 0)} MiB with ${last.tenants} (${last.processes} processes; daemon alone ${fmt(last.daemonRssKiB / 1024, 0)} MiB). Each tenant: service, route, one published + active plugin, served one request, then idle.`;
+          const kinds = (k: Record<string, number>): string => Object.entries(k).map(([name, mib]) => `${name} ${fmt(mib, 0)}`).join(', ');
+          const first = m.points[0]!;
+          return `Memory [${m.mode}]: VmRSS of the daemon and its child processes: ${fmt(m.baseKiB / 1024, 0)} MiB with no tenants (${m.baseProcesses} processes), ${fmt(last.rssKiB / 1024, 0)} MiB with ${last.tenants} (${last.processes} processes; daemon alone ${fmt(last.daemonRssKiB / 1024, 0)} MiB). Each tenant: service, route, one published + active plugin, served one request, then idle; each point is taken once the publish-time processes (trial-load process, esbuild's service) have exited, ${fmt(first.idleAfterSec, 0)} s after the last publish at ${first.tenants} tenants (MiB by process: ${kinds(first.byKindMiB)}; 3 s after the last publish ${fmt(first.whilePublishingMiB, 0)} MiB: ${kinds(first.publishingByKindMiB)}).`;
         }),
       ],
     },

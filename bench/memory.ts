@@ -59,7 +59,7 @@ export async function memoryBench(ctx: BenchContext): Promise<Record<string, unk
     const [a, b] = m.points.slice(-2);
     const marginalMiB = a && b ? (b.rssKiB - a.rssKiB) / 1024 / (b.tenants - a.tenants) : undefined;
     const modelMiB = marginalMiB === undefined ? undefined : m.baseKiB / 1024 + PODS_PER_NODE * marginalMiB;
-    if (at30) rows.push({ model: `isomesh per node, 30 tenants [${m.mode}]`, perUnitMiB: Math.round(at30.rssKiB / 1024), units: NODES, clusterGiB: gib((at30.rssKiB / 1024) * NODES), source: 'host bench: RSS of the daemon and its children with 30 tenants, one plugin each' });
+    if (at30) rows.push({ model: `isomesh per node, 30 tenants [${m.mode}]`, perUnitMiB: Math.round(at30.rssKiB / 1024), units: NODES, clusterGiB: gib((at30.rssKiB / 1024) * NODES), source: 'host bench: RSS of the daemon and its children with 30 idle tenants, one plugin each (after the publish-time processes exited)' });
     if (modelMiB !== undefined) rows.push({ model: `isomesh per node, idle + 30 × marginal tenant [${m.mode}]`, perUnitMiB: Math.round(modelMiB), units: NODES, clusterGiB: gib(modelMiB * NODES), source: `host bench: ${Math.round(m.baseKiB / 1024)} MiB idle + 30 × ${marginalMiB!.toFixed(2)} MiB (slope ${a!.tenants}→${b!.tenants} tenants)` });
     return { mode: m.mode, baseMiB: Math.round(m.baseKiB / 1024), at30MiB: at30 ? Math.round(at30.rssKiB / 1024) : undefined, marginalMiB: marginalMiB === undefined ? undefined : Math.round(marginalMiB * 1000) / 1000 };
   });

@@ -4,6 +4,7 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -183,22 +184,41 @@ export function processTree(pid: number): number[] {
   return out;
 }
 
-/** Summed VmRSS (KiB) of a process and its descendants (e.g. the daemon and its cordon workers). */
-export function treeRssKiB(pid: number): { totalKiB: number; processes: number } {
+/** What a process of an isomesh daemon's tree is, from its command line. */
+export function processKind(pid: number, root: number): string {
+  if (pid === root) return 'daemon';
+  let cmd = '';
+  try {
+    cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return 'gone';
+  }
+  if (cmd.includes('cordon-main.ts')) return 'cordon';
+  if (cmd.includes('trial-main.ts')) return 'trial';
+  if (cmd.includes('--service=')) return 'esbuild';
+  return path.basename(cmd.split('\0')[0] ?? '') || 'other';
+}
+
+/** Summed VmRSS (KiB) of a process and its descendants (e.g. the daemon and its cordon workers), also by kind. */
+export function treeRssKiB(pid: number): { totalKiB: number; processes: number; byKind: Record<string, { kib: number; processes: number }> } {
   let total = 0;
   let n = 0;
+  const byKind: Record<string, { kib: number; processes: number }> = {};
   for (const p of processTree(pid)) {
     try {
       const m = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'));
       if (m) {
         total += Number(m[1]);
         n++;
+        const k = (byKind[processKind(p, pid)] ??= { kib: 0, processes: 0 });
+        k.kib += Number(m[1]);
+        k.processes++;
       }
     } catch {
       // exited meanwhile
     }
   }
-  return { totalKiB: total, processes: n };
+  return { totalKiB: total, processes: n, byKind };
 }
 
 /** Seconds per clock tick (USER_HZ) of /proc's time counters. */
