@@ -193,8 +193,8 @@ export function processKind(pid: number, root: number): string {
   } catch {
     return 'gone';
   }
-  if (cmd.includes('cordon-main.ts')) return 'cordon';
-  if (cmd.includes('trial-main.ts')) return 'trial';
+  if (/cordon-main\.(ts|mjs)/.test(cmd)) return 'cordon';
+  if (/trial-main\.(ts|mjs)/.test(cmd)) return 'trial';
   if (cmd.includes('--service=')) return 'esbuild';
   return path.basename(cmd.split('\0')[0] ?? '') || 'other';
 }

@@ -140,6 +140,11 @@ export class CordonPool {
     }));
   }
 
+  /** This pool's private directory (blackbox files, bundled child entries); removed by close(). */
+  get runDir(): string {
+    return this.#runDir;
+  }
+
   close(): void {
     for (const t of this.#tenants.values()) t.dispose();
     this.#tenants.clear();

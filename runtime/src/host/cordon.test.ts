@@ -2,6 +2,7 @@
 // staying free while a tenant loops, weighted fair share by measured CPU, and queue shedding.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { RequestOutcome } from './contract.ts';
 import { burner, cordonNeighbours, newHost, oneRequest, request, tenantConfig } from './fixtures.ts';
@@ -306,4 +307,20 @@ test('a tenant refused for its CPU quota is confined to a cordon of its own whil
   assert.doesNotMatch(await registry.metrics(), new RegExp(`isomesh_tenant_confined\\{tenant="${heavy}"\\}`));
   const back = await admitted('heavy served at home');
   assert.ok(back.action === 'continue' && back.headers.some(([k]) => k === 'x-burnt'));
+});
+
+test('a cordon and the trial-load process run their entries as bundled JavaScript (no TypeScript loader); the cordon maps its blackbox', async (t) => {
+  const { host } = newHost({ mode: 'cordon', cordons: 1 });
+  t.after(() => host.close());
+  host.configure(await tenantConfig(host, 'js', [{ name: 'ok', source: OK }]));
+  const trial = host.trialProcess()?.pid;
+  assert.ok(typeof trial === 'number', 'the publish forked a trial-load process');
+  assert.match(fs.readFileSync(`/proc/${trial}/cmdline`, 'utf8'), /\/trial-main\.mjs\0$/);
+  assert.ok(isOk(await oneRequest(host, 'js'), 'js'));
+  const pid = pidOf(host, 'js');
+  const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+  assert.match(argv.at(-1) ?? '', /\/isomesh-cordons-\d+-\w+\/cordon-main\.mjs$/, `the cordon runs ${argv.join(' ')}`);
+  // The blackbox is a shared mapping of its file (blackbox.ts), not pwrite: koffi resolved from the bundle.
+  const maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8');
+  assert.match(maps, /\.blackbox$/m, 'the cordon maps its blackbox file');
 });

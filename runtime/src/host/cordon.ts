@@ -12,6 +12,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { ProcessSupervisor } from '../process-supervisor.ts';
 import { decodePass, encodePass, generationJson, type ChainPass, type PassReply } from './chain-pass.ts';
+import { childEntry } from './child-entry.ts';
 import { guestRuntimeCode, runnerCode } from './guest-code.ts';
 import { IdTable } from './id-table.ts';
 import type { SandboxEvents, VersionSpec } from './sandbox.ts';
@@ -79,6 +80,8 @@ export class Cordon {
   readonly #wire: WireKind;
   readonly #events: CordonEvents;
   readonly #logger: Logger;
+  /** The pool's private directory: blackbox files and the bundled entry. */
+  readonly #runDir: string;
   readonly #blackbox: string;
   readonly #fetch: FetchRelay;
   readonly #tenants = new Map<string, CordonTenant>();
@@ -100,6 +103,7 @@ export class Cordon {
     this.#wire = opts.wire;
     this.#events = opts.events;
     this.#logger = opts.logger.child({ cordon: opts.id });
+    this.#runDir = opts.runDir;
     this.#blackbox = path.join(opts.runDir, `${opts.id.replace(/[^a-z0-9-]/gi, '_')}.blackbox`);
     this.#proc = new ProcessSupervisor({
       spawn: () => this.#spawn(),
@@ -186,7 +190,8 @@ export class Cordon {
     } finally {
       fs.closeSync(fd);
     }
-    return fork(new URL('./cordon-main.ts', import.meta.url), [], {
+    const entry = childEntry(new URL('./cordon-main.ts', import.meta.url), this.#runDir, (err) => this.#logger.warn({ err }, 'could not bundle the cordon entry; cordons run it as TypeScript (20 MiB more each)'));
+    return fork(entry, [], {
       execPath: process.execPath,
       execArgv: childExecArgv(),
       serialization: 'advanced',

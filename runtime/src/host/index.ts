@@ -191,7 +191,6 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     this.#ledger = opts.ledger;
     this.#fetch = new FetchGate(opts.fetch, (tenant, service) => this.#tenants.get(tenant)?.gen.chain.services.has(service) ?? false);
     if (this.mode === 'cordon') {
-      this.#trial = new TrialLoader({ logger: this.#logger, ...(opts.trialLoadTimeoutMs === undefined ? {} : { timeoutMs: opts.trialLoadTimeoutMs }) });
       const envCount = Number(process.env.ISOMESH_CORDONS);
       this.#pool = new CordonPool({
         count: opts.cordons ?? (Number.isInteger(envCount) && envCount > 0 ? envCount : 2),
@@ -202,6 +201,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
         hooksFor: (digest) => this.#compiledHooks.get(digest),
         fetch: (tenant, req) => this.#fetch.relay(tenant, req),
       });
+      this.#trial = new TrialLoader({ logger: this.#logger, runDir: this.#pool.runDir, ...(opts.trialLoadTimeoutMs === undefined ? {} : { timeoutMs: opts.trialLoadTimeoutMs }) });
       // Admission happens wherever the request arrived (this thread or a data-plane worker); the
       // refusal counts live in the quota rows every thread shares, so one look here sees them all.
       this.#confineTimer = setInterval(() => this.#confineCheck(), opts.confineCheckMs ?? CONFINE_CHECK_MS);

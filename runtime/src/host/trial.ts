@@ -10,6 +10,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import type { Logger } from 'pino';
 import { IsomeshError, type ErrorCode } from '../errors.ts';
 import type { PluginVersionDeclarations } from '../store/model.ts';
+import { childEntry } from './child-entry.ts';
 import { guestRuntimeCode } from './guest-code.ts';
 
 export const PROBE_MEMORY_MB = 32;
@@ -60,8 +61,12 @@ export class TrialLoader {
   /** Trial processes that died (crash, abort, OOM kill). */
   crashes = 0;
 
-  constructor(opts: { logger: Logger; timeoutMs?: number; backstopMs?: number; idleMs?: number }) {
+  /** A private directory of this process for the bundled entry (child-entry.ts); none: the .ts entry runs. */
+  readonly #runDir: string | undefined;
+
+  constructor(opts: { logger: Logger; timeoutMs?: number; backstopMs?: number; idleMs?: number; runDir?: string }) {
     this.#idleMs = opts.idleMs ?? IDLE_MS;
+    this.#runDir = opts.runDir;
     this.#logger = opts.logger.child({ component: 'trial-load' });
     this.#timeoutMs = opts.timeoutMs ?? PROBE_TIMEOUT_MS;
     this.#backstopMs = opts.backstopMs ?? BACKSTOP_MS;
@@ -133,7 +138,9 @@ export class TrialLoader {
   }
 
   #start(): ChildProcess {
-    const child = fork(new URL('./trial-main.ts', import.meta.url), [], {
+    const source = new URL('./trial-main.ts', import.meta.url);
+    const entry = this.#runDir === undefined ? source : childEntry(source, this.#runDir, (err) => this.#logger.warn({ err }, 'could not bundle the trial-load entry; it runs as TypeScript (20 MiB more)'));
+    const child = fork(entry, [], {
       execPath: process.execPath,
       execArgv: childExecArgv(),
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
