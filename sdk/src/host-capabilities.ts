@@ -7,8 +7,18 @@
 // Everything in a request is guest-controlled and re-validated here. A shared secret is looked up by
 // name among the calling tenant's own secrets, so a plugin can name only its own tenant's secrets.
 
-import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
+import { createRequire } from 'node:module';
+import type { JSONWebKeySet, JWTVerifyGetKey, JWTVerifyOptions } from 'jose';
 import { claimsValid, HmacKeys, SignedTokens, signedToken, type HmacVerifyOptions } from './jwt-hmac.ts';
+
+// jose is loaded when a token first needs it (an asymmetric key, a JWKS, a token the HMAC fast path
+// leaves to it): imported up front it costs every process that holds this module — each cordon, the
+// daemon — about 10 MiB of RSS, for tenants that may never verify a token.
+const requireLazy = createRequire(import.meta.url);
+let joseModule: typeof import('jose') | undefined;
+function jose(): typeof import('jose') {
+  return (joseModule ??= requireLazy('jose') as typeof import('jose'));
+}
 
 export type CapabilityFailureCode =
   | 'ERR_JWT_EXPIRED'
@@ -297,7 +307,7 @@ export class HostCapabilities {
     if (fast !== undefined) return fast;
     const { key, options, token } = inputs;
     try {
-      const verified = typeof key === 'function' ? await jwtVerify(token, key, options) : await jwtVerify(token, key, options);
+      const verified = typeof key === 'function' ? await jose().jwtVerify(token, key, options) : await jose().jwtVerify(token, key, options);
       return { id, ok: true, value: { payload: verified.payload, header: verified.protectedHeader } };
     } catch (e) {
       return mapJoseError(id, e);
@@ -384,7 +394,7 @@ export class HostCapabilities {
       const priv = PRIVATE_JWK_PARAMS.find((p) => k[p] !== undefined);
       if (priv !== undefined) throw new OptionsError(`jwks key ${JSON.stringify(String(k.kid ?? '?'))} holds private key material ("${priv}"); publish only public keys`);
     }
-    const set = createLocalJWKSet(JSON.parse(text) as JSONWebKeySet);
+    const set = jose().createLocalJWKSet(JSON.parse(text) as JSONWebKeySet);
     if (this.#jwks.size >= CAPABILITY_BOUNDS.jwksCached) {
       const oldest = this.#jwks.keys().next().value;
       if (oldest !== undefined) this.#jwks.delete(oldest);
