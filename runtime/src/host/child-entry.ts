@@ -18,8 +18,6 @@ import { withEsbuildSync } from './esbuild.ts';
 
 /** Bundled code by source URL (bundled once per process). */
 const bundles = new Map<string, string>();
-/** Written entry files by directory and source URL. */
-const written = new Map<string, string>();
 
 /** The repository's dependencies stay external (the workspace SDK, TypeScript, is bundled). */
 function externalPackages(): string[] {
@@ -75,13 +73,11 @@ function bundle(source: URL): string {
  * directory of this process) on first use; `source` itself when bundling failed (`onError` says why).
  */
 export function childEntry(source: URL, dir: string, onError: (err: unknown) => void): string | URL {
-  const key = `${dir}\0${source.href}`;
-  const known = written.get(key);
-  if (known !== undefined && fs.existsSync(known)) return known;
+  // Only this process writes into its private directory: a file there is the one it wrote.
+  const file = path.join(dir, `${path.basename(fileURLToPath(source), '.ts')}.mjs`);
+  if (fs.existsSync(file)) return file;
   try {
-    const file = path.join(dir, `${path.basename(fileURLToPath(source), '.ts')}.mjs`);
     fs.writeFileSync(file, bundle(source), { mode: 0o600 });
-    written.set(key, file);
     return file;
   } catch (err) {
     onError(err);
