@@ -181,16 +181,19 @@ async function memory(group: ProcessGroup, daemonCpu: string | undefined, quick:
       // after 30 s without a publish: an idle node's footprint is measured once they are gone.
       const publishing = treeRssKiB(pid);
       const idleFrom = performance.now();
-      while (performance.now() - idleFrom < PUBLISH_IDLE_WAIT_MS && ['trial', 'esbuild'].some((k) => treeRssKiB(pid).byKind[k] !== undefined)) await new Promise((r) => setTimeout(r, 500));
-      const tree = treeRssKiB(pid);
-      const left = ['trial', 'esbuild'].filter((k) => tree.byKind[k] !== undefined);
-      if (left.length > 0) process.stderr.write(`host [${mode}]: ${left.join(' and ')} still running ${PUBLISH_IDLE_WAIT_MS / 1000} s after the last publish\n`);
+      let tree = publishing;
+      const left = (): string[] => PUBLISH_KINDS.filter((k) => tree.byKind[k] !== undefined);
+      while (left().length > 0 && performance.now() - idleFrom < PUBLISH_IDLE_WAIT_MS) {
+        await new Promise((r) => setTimeout(r, 500));
+        tree = treeRssKiB(pid);
+      }
+      if (left().length > 0) process.stderr.write(`host [${mode}]: ${left().join(' and ')} still running ${PUBLISH_IDLE_WAIT_MS / 1000} s after the last publish\n`);
       const rss = tree.totalKiB;
       points.push({
         tenants: target, rssKiB: rss, daemonRssKiB: rssKiB(pid), processes: tree.processes, perTenantMiB: round((rss - baseKiB) / 1024 / target, 3), createSec: round((idleFrom - t0) / 1000, 1),
-        byKindMiB: Object.fromEntries(Object.entries(tree.byKind).map(([k, v]) => [k, round(v.kib / 1024, 1)])),
+        byKindMiB: mibByKind(tree),
         whilePublishingMiB: round(publishing.totalKiB / 1024, 1),
-        publishingByKindMiB: Object.fromEntries(Object.entries(publishing.byKind).map(([k, v]) => [k, round(v.kib / 1024, 1)])),
+        publishingByKindMiB: mibByKind(publishing),
         idleAfterSec: round((performance.now() - idleFrom) / 1000, 1),
       });
       process.stderr.write(`host [${mode}]: ${target} tenants → RSS ${(rss / 1024).toFixed(0)} MiB over ${tree.processes} processes (${points.at(-1)!.perTenantMiB} MiB/tenant; ${(publishing.totalKiB / 1024).toFixed(0)} MiB while publishing)\n`);
@@ -205,6 +208,12 @@ async function memory(group: ProcessGroup, daemonCpu: string | undefined, quick:
 
 /** How long the memory points wait for the trial-load process and esbuild to exit (their idle time is 30 s). */
 const PUBLISH_IDLE_WAIT_MS = 45_000;
+/** The process kinds (bench/lib/processes.ts processKind) that exist only around publishes. */
+const PUBLISH_KINDS = ['trial', 'esbuild'];
+
+function mibByKind(tree: ReturnType<typeof treeRssKiB>): Record<string, number> {
+  return Object.fromEntries(Object.entries(tree.byKind).map(([k, v]) => [k, round(v.kib / 1024, 1)]));
+}
 
 export async function hostBench(ctx: BenchContext): Promise<void> {
   const pinned = cpuCount() >= 2;
