@@ -21,6 +21,9 @@ import { Store } from './store/index.ts';
 import type { RateLimit, TenantConfig } from './store/model.ts';
 import { ExtProcServer, GrpcServer, RateLimitService, XdsControlPlane } from './xds/index.ts';
 
+/** How often the event-loop lag metric samples the loop (isomesh_process_eventloop_lag_*). */
+const EVENT_LOOP_SAMPLE_MS = 100;
+
 export class Daemon {
   readonly config: DaemonConfig;
   readonly logger: pino.Logger;
@@ -55,7 +58,9 @@ export class Daemon {
     this.config = config;
     this.logger = logger;
     this.registry = new Registry();
-    collectDefaultMetrics({ register: this.registry, prefix: 'isomesh_process_' });
+    // The event-loop lag histogram samples with a timer: prom-client's default (every 10 ms) woke an
+    // idle daemon 100 times a second, 2.4 ms of CPU a second for nothing.
+    collectDefaultMetrics({ register: this.registry, prefix: 'isomesh_process_', eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
     this.store = store;
     this.adminToken = adminToken;
     // Access lines go through the root logger (no component binding); spans over OTLP when OTEL_* say so.

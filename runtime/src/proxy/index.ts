@@ -140,7 +140,6 @@ export class ProxyServer implements DataPlane {
     this.#reusePort = opts.reusePort === true;
     this.#sharedUpstream = opts.sharedUpstream;
     this.#sweeper = new Sweeper(() => this.#allServers());
-    this.#sweeper.start();
   }
 
   *#allServers(): Iterable<TenantServer> {
@@ -302,6 +301,7 @@ export class ProxyServer implements DataPlane {
       tenantCap: () => t.snapshot.maxConnections,
       refused: (reason) => t.series.connectionRefused(reason),
       onRequest: (stream) => startExchange(ctx, t, stream),
+      onConnection: () => this.#sweeper.arm(),
       reusePort: this.#reusePort,
     });
   }

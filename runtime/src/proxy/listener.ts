@@ -146,6 +146,8 @@ export interface TenantServerHooks {
   tenantCap(): number;
   refused(reason: 'tenant' | 'node'): void;
   onRequest(stream: DownstreamStream): void;
+  /** A client connection was accepted (the proxy arms its deadline sweep). */
+  onConnection?(): void;
   /** Bind with SO_REUSEPORT (data-plane workers sharing the tenant's port). */
   reusePort?: boolean;
 }
@@ -214,6 +216,7 @@ export class TenantServer implements Http1Owner {
       return;
     }
     this.connections.add(new Http1Connection(socket, this));
+    this.#hooks.onConnection?.();
   };
 
   /** Deadlines of this server's connections (called by the proxy's sweep). */
@@ -282,25 +285,48 @@ export class TenantServer implements Http1Owner {
   }
 }
 
-/** One timer for the deadlines of every connection of a set of servers. */
+/**
+ * One timer for the deadlines of every connection of a set of servers. It runs only while some
+ * server holds a connection: an idle node's data plane does not wake up (each wake-up of an idle
+ * thread costs tens of µs of CPU here), and the first connection arms it again (`arm()`).
+ */
 export class Sweeper {
   readonly #servers: () => Iterable<TenantServer>;
   #timer: NodeJS.Timeout | undefined;
+  #closed = false;
 
   constructor(servers: () => Iterable<TenantServer>) {
     this.#servers = servers;
   }
 
-  start(): void {
-    if (this.#timer !== undefined) return;
+  /** A connection was accepted: sweep from now on, until no server holds one. */
+  arm(): void {
+    if (this.#timer !== undefined || this.#closed) return;
     this.#timer = setInterval(() => {
       const now = performance.now();
-      for (const s of this.#servers()) s.sweep(now);
+      let held = false;
+      for (const s of this.#servers()) {
+        if (s.connections.size === 0) continue;
+        held = true;
+        s.sweep(now);
+      }
+      if (!held) this.#disarm();
     }, SWEEP_MS);
     this.#timer.unref();
   }
 
+  /** Whether the timer is running (tests). */
+  get armed(): boolean {
+    return this.#timer !== undefined;
+  }
+
+  /** For good (the proxy is closed). */
   stop(): void {
+    this.#closed = true;
+    this.#disarm();
+  }
+
+  #disarm(): void {
     clearInterval(this.#timer);
     this.#timer = undefined;
   }
