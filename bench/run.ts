@@ -1,7 +1,7 @@
 // Benchmark entry (`npm run bench` = `node bench/run.ts`): runs the benchmarks, writes each one's
 // results to bench/results/<name>.json and regenerates docs/benchmarks.md from those files.
 //
-//   node bench/run.ts                          the full set (cpu, h2, openloop, host, noisy, memory, profile)
+//   node bench/run.ts                          the full set (cpu, h2, openloop, host, noisy, memory, profile, idle)
 //   node bench/run.ts --only cpu --quick       one benchmark, short runs (results go to bench/results/scratch/)
 //   node bench/run.ts --only cpu --targets nginx,chain3-cordon --bodies small   a subset of targets
 //   node bench/run.ts --only cpu --quick --compare bench/results/cpu.json       before/after table
@@ -46,6 +46,7 @@ const RETURNING: Record<string, () => Promise<(ctx: BenchContext) => Promise<Jso
   openloop: async () => (await import('./openloop.ts')).openLoopBench,
   memory: async () => (await import('./memory.ts')).memoryBench,
   profile: async () => (await import('./profile.ts')).profileBench,
+  idle: async () => (await import('./idle.ts')).idleBench,
 };
 /** Older benchmarks that write their own report files. */
 const WRITING: Record<string, () => Promise<(ctx: BenchContext) => Promise<void>>> = {
@@ -57,7 +58,7 @@ const WRITING: Record<string, () => Promise<(ctx: BenchContext) => Promise<void>
 /** Standalone scripts (root, own netns), run as child processes. */
 const SCRIPTS: Record<string, string> = { 'datapath-proxy': 'datapath-proxy.ts', 'datapath-redirect': 'datapath-redirect.ts' };
 // memory reads host's per-tenant figures, so it runs after host.
-const DEFAULT = ['cpu', 'h2', 'openloop', 'host', 'noisy', 'memory', 'profile'];
+const DEFAULT = ['cpu', 'h2', 'openloop', 'host', 'noisy', 'memory', 'profile', 'idle'];
 
 const { values } = parseArgs({
   options: {
