@@ -9,7 +9,7 @@ import pino from 'pino';
 import { Registry } from 'prom-client';
 import { PluginHost } from '../runtime/src/host/index.ts';
 import type { HookRequest } from '../runtime/src/host/contract.ts';
-import { removeStateDir, rssKiB, startDaemon, until, type BenchDaemon } from './lib/daemon.ts';
+import { addTaggedTenant, removeStateDir, rssKiB, startDaemon, until, type BenchDaemon } from './lib/daemon.ts';
 import { oneRequest, tenantConfig } from './lib/host-requests.ts';
 import { get } from './lib/http.ts';
 import { CHAIN3, NOOP, realisticChain, versionTag } from './lib/plugins.ts';
@@ -157,17 +157,7 @@ async function memory(group: ProcessGroup, daemonCpu: string | undefined, quick:
       idleAfterSec: number;
     }> = [];
     let created = 0;
-    const create = async (i: number): Promise<void> => {
-      const name = `t${i}`;
-      const t = await d!.must('PUT', `/v1/tenants/${name}`, {});
-      await d!.must('PUT', `/v1/tenants/${name}/services/origin`, { endpoints: [{ address: '127.0.0.1', port: 9 }] });
-      await d!.must('PUT', `/v1/tenants/${name}/routes/all`, { match: { pathPrefix: '/' }, to: { service: 'origin' } });
-      const v = await d!.must('POST', `/v1/tenants/${name}/plugins/p/versions`, { source: versionTag(name), language: 'typescript' });
-      await d!.must('PUT', `/v1/tenants/${name}/plugins/p/active`, { version: v.version });
-      await d!.must('PUT', `/v1/tenants/${name}/chain`, [{ plugin: 'p' }]);
-      // One request per tenant: its plugin really loaded and ran; then the tenant stays idle.
-      if (!(await until(async () => (await get(agent, t.listenerPort, '/')).body === name, 10_000))) throw new Error(`${name} never served`);
-    };
+    const create = (i: number): Promise<void> => addTaggedTenant(d!, agent, `t${i}`);
     const t0 = performance.now();
     for (const target of steps) {
       const PAR = 4;

@@ -15,10 +15,9 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { removeStateDir, startDaemon, until, type BenchDaemon } from './lib/daemon.ts';
+import { addTaggedTenant, removeStateDir, startDaemon, type BenchDaemon } from './lib/daemon.ts';
 import { get } from './lib/http.ts';
 import { startNginxProxy, startNginxUpstream } from './lib/peers.ts';
-import { versionTag } from './lib/plugins.ts';
 import { ProcessGroup, processKind, processTree } from './lib/processes.ts';
 import { round } from './lib/stats.ts';
 import type { BenchContext } from './run.ts';
@@ -118,17 +117,7 @@ async function settle(pid: number): Promise<void> {
 async function addTenants(d: BenchDaemon, n: number): Promise<void> {
   const agent = new http.Agent({ keepAlive: false });
   try {
-    for (let i = 0; i < n; i++) {
-      const name = `t${i}`;
-      const t = await d.must('PUT', `/v1/tenants/${name}`, {});
-      await d.must('PUT', `/v1/tenants/${name}/services/origin`, { endpoints: [{ address: '127.0.0.1', port: 9 }] });
-      await d.must('PUT', `/v1/tenants/${name}/routes/all`, { match: { pathPrefix: '/' }, to: { service: 'origin' } });
-      const v = await d.must('POST', `/v1/tenants/${name}/plugins/p/versions`, { source: versionTag(name), language: 'typescript' });
-      await d.must('PUT', `/v1/tenants/${name}/plugins/p/active`, { version: v.version });
-      await d.must('PUT', `/v1/tenants/${name}/chain`, [{ plugin: 'p' }]);
-      // One request: the plugin loaded and ran (the plugin answers; the upstream is never dialled).
-      if (!(await until(async () => (await get(agent, t.listenerPort, '/')).body === name, 10_000))) throw new Error(`${name} never served`);
-    }
+    for (let i = 0; i < n; i++) await addTaggedTenant(d, agent, `t${i}`);
   } finally {
     agent.destroy();
   }

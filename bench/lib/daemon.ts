@@ -5,6 +5,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type http from 'node:http';
+import { get } from './http.ts';
+import { versionTag } from './plugins.ts';
 import { freePort, freePortRange, type ProcessGroup, type Started } from './processes.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -123,6 +126,21 @@ export async function setupTenant(d: Pick<BenchDaemon, 'must'>, tenant: string, 
   }
   if (chain.length > 0) await d.must('PUT', `/v1/tenants/${tenant}/chain`, chain);
   return t.listenerPort as number;
+}
+
+/**
+ * A tenant `name` with a service (port 9: never dialled), a catch-all route and one active plugin
+ * that answers its own name; returns once that plugin has served one request (bench/host.ts memory
+ * points, bench/idle.ts).
+ */
+export async function addTaggedTenant(d: Pick<BenchDaemon, 'must'>, agent: http.Agent, name: string): Promise<void> {
+  const t = await d.must('PUT', `/v1/tenants/${name}`, {});
+  await d.must('PUT', `/v1/tenants/${name}/services/origin`, { endpoints: [{ address: '127.0.0.1', port: 9 }] });
+  await d.must('PUT', `/v1/tenants/${name}/routes/all`, { match: { pathPrefix: '/' }, to: { service: 'origin' } });
+  const v = await d.must('POST', `/v1/tenants/${name}/plugins/p/versions`, { source: versionTag(name), language: 'typescript' });
+  await d.must('PUT', `/v1/tenants/${name}/plugins/p/active`, { version: v.version });
+  await d.must('PUT', `/v1/tenants/${name}/chain`, [{ plugin: 'p' }]);
+  if (!(await until(async () => (await get(agent, t.listenerPort, '/')).body === name, 10_000))) throw new Error(`${name} never served`);
 }
 
 /** Polls (bounded) until `check` is true; returns whether it became true. */
