@@ -13,7 +13,7 @@ import { addTaggedTenant, removeStateDir, rssKiB, startDaemon, until, type Bench
 import { oneRequest, tenantConfig } from './lib/host-requests.ts';
 import { get } from './lib/http.ts';
 import { CHAIN3, NOOP, realisticChain, versionTag } from './lib/plugins.ts';
-import { ProcessGroup, cpuCount, pinSelf, treeRssKiB } from './lib/processes.ts';
+import { ProcessGroup, awaitPublishExit, cpuCount, pinSelf, treeRssKiB } from './lib/processes.ts';
 import { writeReport, type Table } from './lib/report.ts';
 import { fmt, round, roundSummary, summarize, type Summary } from './lib/stats.ts';
 import type { BenchContext } from './run.ts';
@@ -171,13 +171,9 @@ async function memory(group: ProcessGroup, daemonCpu: string | undefined, quick:
       // after 30 s without a publish: an idle node's footprint is measured once they are gone.
       const publishing = treeRssKiB(pid);
       const idleFrom = performance.now();
-      let tree = publishing;
-      const left = (): string[] => PUBLISH_KINDS.filter((k) => tree.byKind[k] !== undefined);
-      while (left().length > 0 && performance.now() - idleFrom < PUBLISH_IDLE_WAIT_MS) {
-        await new Promise((r) => setTimeout(r, 500));
-        tree = treeRssKiB(pid);
-      }
-      if (left().length > 0) process.stderr.write(`host [${mode}]: ${left().join(' and ')} still running ${PUBLISH_IDLE_WAIT_MS / 1000} s after the last publish\n`);
+      const left = await awaitPublishExit(pid, PUBLISH_IDLE_WAIT_MS);
+      if (left.length > 0) process.stderr.write(`host [${mode}]: ${left.join(' and ')} still running ${PUBLISH_IDLE_WAIT_MS / 1000} s after the last publish\n`);
+      const tree = treeRssKiB(pid);
       const rss = tree.totalKiB;
       points.push({
         tenants: target, rssKiB: rss, daemonRssKiB: rssKiB(pid), processes: tree.processes, perTenantMiB: round((rss - baseKiB) / 1024 / target, 3), createSec: round((idleFrom - t0) / 1000, 1),
@@ -198,8 +194,6 @@ async function memory(group: ProcessGroup, daemonCpu: string | undefined, quick:
 
 /** How long the memory points wait for the trial-load process and esbuild to exit (their idle time is 30 s). */
 const PUBLISH_IDLE_WAIT_MS = 45_000;
-/** The process kinds (bench/lib/processes.ts processKind) that exist only around publishes. */
-const PUBLISH_KINDS = ['trial', 'esbuild'];
 
 function mibByKind(tree: ReturnType<typeof treeRssKiB>): Record<string, number> {
   return Object.fromEntries(Object.entries(tree.byKind).map(([k, v]) => [k, round(v.kib / 1024, 1)]));

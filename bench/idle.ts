@@ -18,20 +18,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { addTaggedTenant, removeStateDir, startDaemon, type BenchDaemon } from './lib/daemon.ts';
 import { get } from './lib/http.ts';
 import { startNginxProxy, startNginxUpstream } from './lib/peers.ts';
-import { ProcessGroup, processKind, processTree } from './lib/processes.ts';
+import { ProcessGroup, awaitPublishExit, threadSamples } from './lib/processes.ts';
 import { round } from './lib/stats.ts';
 import type { BenchContext } from './run.ts';
 
 /** The publish-time processes exit 30 s after their last use. */
 const SETTLE_MAX_MS = 45_000;
-const PUBLISH_KINDS = new Set(['trial', 'esbuild']);
-
-interface ThreadSample {
-  key: string;
-  kind: string;
-  ns: number;
-  switches: number;
-}
 
 export interface IdleThread {
   /** Process kind (daemon, cordon, nginx) and thread name (MainThread, WorkerThread, V8Worker, …). */
@@ -53,50 +45,25 @@ export interface IdleTarget {
   windowSec: number;
 }
 
-function readThreads(root: number): ThreadSample[] {
-  const out: ThreadSample[] = [];
-  for (const pid of processTree(root)) {
-    const kind = processKind(pid, root);
-    let tids: string[];
-    try {
-      tids = fs.readdirSync(`/proc/${pid}/task`);
-    } catch {
-      continue; // exited
-    }
-    for (const tid of tids) {
-      try {
-        const base = `/proc/${pid}/task/${tid}`;
-        const ns = Number(fs.readFileSync(`${base}/schedstat`, 'utf8').split(' ')[0]);
-        const status = fs.readFileSync(`${base}/status`, 'utf8');
-        const voluntary = Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
-        const name = fs.readFileSync(`${base}/comm`, 'utf8').trim();
-        out.push({ key: `${pid}/${tid}`, kind: `${kind} ${name}`, ns, switches: voluntary });
-      } catch {
-        // exited meanwhile
-      }
-    }
-  }
-  return out;
-}
-
 /** Wake-ups and CPU of every thread of a process tree over `seconds` of quiet. */
 export async function measureIdle(root: number, seconds: number): Promise<Omit<IdleTarget, 'id' | 'label'>> {
-  const a = new Map(readThreads(root).map((s) => [s.key, s]));
+  const a = new Map(threadSamples(root).map((s) => [s.key, s]));
   const t0 = performance.now();
   await sleep(seconds * 1000);
-  const b = readThreads(root);
+  const b = threadSamples(root);
   const sec = (performance.now() - t0) / 1000;
   const byKind = new Map<string, { threads: number; ns: number; switches: number }>();
   const pids = new Set<string>();
   for (const s of b) {
     const before = a.get(s.key);
     if (before === undefined) continue; // started during the window: not idle work of the node
-    pids.add(s.key.split('/')[0]!);
-    const k = byKind.get(s.kind) ?? { threads: 0, ns: 0, switches: 0 };
+    pids.add(String(s.pid));
+    const thread = `${s.kind} ${s.name}`;
+    const k = byKind.get(thread) ?? { threads: 0, ns: 0, switches: 0 };
     k.threads++;
     k.ns += s.ns - before.ns;
     k.switches += s.switches - before.switches;
-    byKind.set(s.kind, k);
+    byKind.set(thread, k);
   }
   const byThread: IdleThread[] = [...byKind].map(([thread, k]) => ({ thread, threads: k.threads, wakeupsPerSec: round(k.switches / sec, 1), cpuMsPerSec: round(k.ns / 1e6 / sec, 2) }))
     .sort((x, y) => y.cpuMsPerSec - x.cpuMsPerSec);
@@ -105,12 +72,10 @@ export async function measureIdle(root: number, seconds: number): Promise<Omit<I
   return { processes: pids.size, wakeupsPerSec: round(switches / sec, 1), cpuMsPerSec: round(ns / 1e6 / sec, 2), corePct: round(ns / 1e7 / sec, 3), byThread, windowSec: round(sec, 1) };
 }
 
-/** Waits (bounded) until no trial-load or esbuild process is left under the daemon. */
+/** Waits (bounded) until the publish-time processes have exited, then a moment more. */
 async function settle(pid: number): Promise<void> {
-  const deadline = performance.now() + SETTLE_MAX_MS;
-  const busy = (): boolean => processTree(pid).some((p) => PUBLISH_KINDS.has(processKind(p, pid)));
-  while (busy() && performance.now() < deadline) await sleep(500);
-  if (busy()) process.stderr.write(`idle: publish-time processes still running ${SETTLE_MAX_MS / 1000} s after the last publish\n`);
+  const left = await awaitPublishExit(pid, SETTLE_MAX_MS);
+  if (left.length > 0) process.stderr.write(`idle: ${left.join(' and ')} still running ${SETTLE_MAX_MS / 1000} s after the last publish\n`);
   await sleep(2000);
 }
 

@@ -6,7 +6,8 @@
 // The daemon is unpinned (ISOMESH_WORKERS=--workers); wrk (16 connections, small GET) and the
 // upstream nginx on CPU 1. Per rep: CPU µs per request and voluntary context switches per request
 // (a thread that sleeps and is woken again) of every thread, grouped by process and thread name,
-// from /proc/<pid>/task/<tid>/{stat,status} before and after the load. Not part of `npm run bench`.
+// from /proc/<pid>/task/<tid>/{schedstat,status} before and after the load (threadSamples in
+// bench/lib/processes.ts). Not part of `npm run bench`.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,41 +15,16 @@ import { parseArgs } from 'node:util';
 import { removeStateDir, setupTenant, startDaemon } from './lib/daemon.ts';
 import { SMALL_PATH, startNginxUpstream } from './lib/peers.ts';
 import { realisticChain } from './lib/plugins.ts';
-import { CLOCK_TICK_SEC } from './lib/cpuacct.ts';
-import { ProcessGroup, cpuCount, pinSelf, processTree } from './lib/processes.ts';
+import { ProcessGroup, cpuCount, pinSelf, threadSamples } from './lib/processes.ts';
 import { runWrk } from './lib/wrk.ts';
 
 const { values } = parseArgs({ options: { mode: { type: 'string', default: 'cordon' }, set: { type: 'string', default: 'none' }, secs: { type: 'string', default: '5' }, workers: { type: 'string', default: '2' }, reps: { type: 'string', default: '2' } } });
 if (values.set !== 'none' && values.set !== 'chain') throw new Error(`--set none|chain, not ${values.set}`);
 if (values.mode !== 'cordon' && values.mode !== 'inline') throw new Error(`--mode cordon|inline, not ${values.mode}`);
 
-interface ThreadSample { name: string; cpuSec: number; switches: number }
-
-/** Every thread of the process and its descendants, keyed pid/tid. */
-function sample(pid: number): Map<string, ThreadSample> {
-  const out = new Map<string, ThreadSample>();
-  for (const p of processTree(pid)) {
-    let tids: string[];
-    let proc: string;
-    try {
-      tids = fs.readdirSync(`/proc/${p}/task`);
-      proc = p === pid ? 'daemon' : `${path.basename(fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0')[1] ?? 'child')}[${p}]`;
-    } catch {
-      continue; // the process ended
-    }
-    for (const tid of tids) {
-      try {
-        const stat = fs.readFileSync(`/proc/${p}/task/${tid}/stat`, 'utf8');
-        const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-        const f = stat.slice(stat.lastIndexOf(') ') + 2).split(' '); // f[0] is field 3 (state)
-        const status = fs.readFileSync(`/proc/${p}/task/${tid}/status`, 'utf8');
-        out.set(`${p}/${tid}`, { name: `${proc}:${comm}`, cpuSec: (Number(f[11]) + Number(f[12])) * CLOCK_TICK_SEC, switches: Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0) });
-      } catch {
-        // the thread ended
-      }
-    }
-  }
-  return out;
+/** Every thread of the daemon and its descendants, keyed pid/tid, named process kind[pid]:thread. */
+function sample(root: number): Map<string, { name: string; cpuSec: number; switches: number }> {
+  return new Map(threadSamples(root).map((t) => [t.key, { name: `${t.kind}${t.pid === root ? '' : `[${t.pid}]`}:${t.name}`, cpuSec: t.ns / 1e9, switches: t.switches }]));
 }
 
 const group = new ProcessGroup();

@@ -199,6 +199,69 @@ export function processKind(pid: number, root: number): string {
   return path.basename(cmd.split('\0')[0] ?? '') || 'other';
 }
 
+/** One thread of a process tree: its on-CPU time and how often it slept and was woken again. */
+export interface ThreadSample {
+  /** pid/tid: the same thread in two readings. */
+  key: string;
+  pid: number;
+  /** processKind() of its process. */
+  kind: string;
+  /** The thread's name (comm: MainThread, WorkerThread, V8Worker, …). */
+  name: string;
+  /** On-CPU time, user + kernel, ns (schedstat: not rounded to clock ticks). */
+  ns: number;
+  /** Voluntary context switches: the thread slept and was woken. */
+  switches: number;
+}
+
+/** Every thread of `root` and its descendants (threads that exit while being read are left out). */
+export function threadSamples(root: number): ThreadSample[] {
+  const out: ThreadSample[] = [];
+  for (const pid of processTree(root)) {
+    const kind = processKind(pid, root);
+    let tids: string[];
+    try {
+      tids = fs.readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue; // exited
+    }
+    for (const tid of tids) {
+      try {
+        const base = `/proc/${pid}/task/${tid}`;
+        const ns = Number(fs.readFileSync(`${base}/schedstat`, 'utf8').split(' ')[0]);
+        const status = fs.readFileSync(`${base}/status`, 'utf8');
+        const switches = Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+        const name = fs.readFileSync(`${base}/comm`, 'utf8').trim();
+        out.push({ key: `${pid}/${tid}`, pid, kind, name, ns, switches });
+      } catch {
+        // exited meanwhile
+      }
+    }
+  }
+  return out;
+}
+
+/** The process kinds that exist only around publishes (the trial-load process, esbuild's service); they exit 30 s after their last use. */
+export const PUBLISH_KINDS: readonly string[] = ['trial', 'esbuild'];
+
+/**
+ * Waits (polling, at most `maxMs`) until no publish-time process is left under the daemon `pid`,
+ * so that what is measured next is an idle node's. Returns the kinds still running at the deadline.
+ */
+export async function awaitPublishExit(pid: number, maxMs: number): Promise<string[]> {
+  const deadline = performance.now() + maxMs;
+  const left = (): string[] => {
+    const kinds = new Set(processTree(pid).map((p) => processKind(p, pid)));
+    return PUBLISH_KINDS.filter((k) => kinds.has(k));
+  };
+  let still = left();
+  while (still.length > 0 && performance.now() < deadline) {
+    await sleep(500);
+    still = left();
+  }
+  return still;
+}
+
 /** Summed VmRSS (KiB) of a process and its descendants (e.g. the daemon and its cordon workers), also by kind. */
 export function treeRssKiB(pid: number): { totalKiB: number; processes: number; byKind: Record<string, { kib: number; processes: number }> } {
   let total = 0;
