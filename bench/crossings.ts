@@ -1,6 +1,7 @@
 // What a hop between threads and into an isolate costs, in CPU per call (both sides counted):
 //  - a data-plane worker's plugin call to the main thread and its reply (MessagePort, the real
-//    message shapes of proxy/remote-host.ts), one message per call and in batches (proxy/outbox.ts);
+//    message shapes of proxy/remote-host.ts), one message per call and in batches (proxy/outbox.ts),
+//    and batches of 8 sent as JSON strings instead of structured clone;
 //  - an isolated-vm applySync of an empty function and of a small JSON round trip, without and with
 //    the per-call `timeout` (the pass's wall backstop);
 //  - the plugin host's whole work for one request with one no-op plugin (inline: PluginHost begin →
@@ -36,6 +37,12 @@ parentPort.on('message', (m) => {
     return;
   }
   const reply = (c) => ({ t: 'hostReply', id: c.id, outcome: { action: 'continue', headers: c.input.headers } });
+  // A string is the same batch as JSON (the alternative to structured clone): parsed, answered as JSON.
+  if (typeof m === 'string') {
+    const b = JSON.parse(m);
+    parentPort.postMessage(JSON.stringify({ t: 'hostReplies', m: b.m.map(reply) }));
+    return;
+  }
   parentPort.postMessage(m.t === 'host' ? { t: 'hostReplies', m: m.m.map(reply) } : reply(m));
 });`;
 
@@ -44,18 +51,26 @@ const INPUT = {
   headers: [['host', 'svc'], ['accept', '*/*'], ['user-agent', 'bench'], ['x-request-id', 'abc'], ['authorization', `Bearer ${'x'.repeat(200)}`]],
 };
 
-/** CPU µs per call and its reply, main thread + worker thread, `batch` calls per message (1 = unbatched). */
-async function relay(batch: number): Promise<{ mainUs: number; workerUs: number; totalUs: number }> {
+/**
+ * CPU µs per call and its reply, main thread + worker thread, `batch` calls per message (1 =
+ * unbatched); `json`: each batch sent as a JSON string and parsed on arrival, both ways.
+ */
+async function relay(batch: number, json = false): Promise<{ mainUs: number; workerUs: number; totalUs: number }> {
   const w = new Worker(ECHO, { eval: true });
   await new Promise((r) => w.once('online', r));
   const cpuOfWorker = () => new Promise<number>((r) => { w.once('message', (m: { cpuUs: number }) => r(m.cpuUs)); w.postMessage('cpu'); });
   let id = 0;
   const call = () => ({ t: 'call', id: ++id, run: id, tenant: 't', requestId: `r${id}`, route: 'all', phase: 'onRequest', input: INPUT, record: false });
-  const send = () => w.postMessage(batch === 1 ? call() : { t: 'host', m: Array.from({ length: batch }, call) });
+  const send = () => {
+    if (batch === 1) return w.postMessage(call());
+    const m = { t: 'host', m: Array.from({ length: batch }, call) };
+    w.postMessage(json ? JSON.stringify(m) : m);
+  };
   const run = async (n: number) => {
     let got = 0;
     await new Promise<void>((done) => {
-      const onMessage = (m: { t: string; m?: unknown[] }) => {
+      const onMessage = (raw: string | { t: string; m?: unknown[] }) => {
+        const m = typeof raw === 'string' ? (JSON.parse(raw) as { t: string; m?: unknown[] }) : raw;
         got += m.t === 'hostReplies' ? m.m!.length : 1;
         if (got >= n) {
           w.off('message', onMessage);
@@ -139,6 +154,7 @@ async function hostRequest(): Promise<{ noPluginUs: number; noopUs: number }> {
 async function measureHere(): Promise<unknown> {
   const relays: Record<string, unknown> = {};
   for (const b of [1, 4, 8]) relays[b === 1 ? 'unbatched' : `batch${b}`] = await relay(b);
+  relays.batch8Json = await relay(8, true);
   return { relay: relays, isolate: isolateCall(), host: await hostRequest() };
 }
 
