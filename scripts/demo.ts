@@ -80,7 +80,9 @@ async function main(): Promise<void> {
   const log = fs.openSync(path.join(stateDir, 'runtime.log'), 'a');
   runtime = spawn(process.execPath, [path.join(root, 'runtime/src/main.ts'), 'run'], {
     cwd: root,
-    env: { ...env, ISOMESH_STATE_DIR: stateDir, ISOMESH_ADMIN_ADDR: adminAddr },
+    // Ctrl-C leaves nothing on the machine: where the eBPF datapath loaded (root), its programs,
+    // pins and proxy cgroup go with the runtime (a node's daemon keeps them across restarts).
+    env: { ISOMESH_DATAPATH_ON_STOP: 'detach', ...env, ISOMESH_STATE_DIR: stateDir, ISOMESH_ADMIN_ADDR: adminAddr },
     stdio: ['ignore', log, log],
   });
   runtime.once('exit', (code, signal) => {

@@ -13,3 +13,12 @@ test('ISOMESH_WORKERS defaults to the number of CPUs (at most 64) and accepts 1â
     assert.throws(() => configFromEnv({ ISOMESH_WORKERS: bad }), (e: unknown) => e instanceof IsomeshError && /ISOMESH_WORKERS must be a whole number from 1 to 64/.test(e.message), bad);
   }
 });
+
+test('ISOMESH_DATAPATH_ON_STOP is keep by default, accepts keep and detach, and names itself when wrong', () => {
+  assert.equal(configFromEnv({}).datapathOnStop, 'keep');
+  assert.equal(configFromEnv({ ISOMESH_DATAPATH_ON_STOP: 'detach' }).datapathOnStop, 'detach');
+  assert.equal(configFromEnv({ ISOMESH_DATAPATH_ON_STOP: 'keep' }).datapathOnStop, 'keep');
+  for (const bad of ['', 'Detach', 'remove', 'yes']) {
+    assert.throws(() => configFromEnv({ ISOMESH_DATAPATH_ON_STOP: bad }), (e: unknown) => e instanceof IsomeshError && e.code === 'ISOMESH_ERR_API_VALIDATION' && /ISOMESH_DATAPATH_ON_STOP must be keep or detach/.test(e.message), bad);
+  }
+});

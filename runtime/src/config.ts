@@ -20,6 +20,12 @@ export interface DaemonConfig {
   bpfPinDir: string;
   /** Try to load the eBPF datapath at start (off: explicit traffic only). */
   datapath: 'auto' | 'on' | 'off';
+  /**
+   * What stop() does with the datapath: keep (default: programs, pins and the proxy cgroup stay, so
+   * redirection goes on and the next run re-adopts them) or detach (every attachment and pin removed,
+   * and the proxy cgroup the daemon created, once it has left it: nothing of the node's is left).
+   */
+  datapathOnStop: 'keep' | 'detach';
   /** cgroup v2 directory the daemon joins for sk_msg acceleration (empty: automatic). */
   proxyCgroup: string;
   logLevel: string;
@@ -71,6 +77,10 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, overrides: P
   if (datapath !== 'auto' && datapath !== 'on' && datapath !== 'off') {
     throw isomeshError('ISOMESH_ERR_API_VALIDATION', `ISOMESH_DATAPATH must be auto, on or off (got "${datapath}")`);
   }
+  const datapathOnStop = get('ISOMESH_DATAPATH_ON_STOP', 'keep');
+  if (datapathOnStop !== 'keep' && datapathOnStop !== 'detach') {
+    throw isomeshError('ISOMESH_ERR_API_VALIDATION', `ISOMESH_DATAPATH_ON_STOP must be keep or detach (got "${datapathOnStop}")`);
+  }
   const token = overrides.ISOMESH_ADMIN_TOKEN ?? env.ISOMESH_ADMIN_TOKEN;
   const workersRaw = get('ISOMESH_WORKERS', String(Math.min(64, os.availableParallelism())));
   if (!/^\d{1,2}$/.test(workersRaw.trim()) || Number(workersRaw) < 1 || Number(workersRaw) > 64) {
@@ -101,6 +111,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env, overrides: P
     listenAddress: get('ISOMESH_LISTEN_ADDRESS', '127.0.0.1'),
     bpfPinDir: get('ISOMESH_BPF_PIN_DIR', '/sys/fs/bpf/isomesh'),
     datapath,
+    datapathOnStop,
     proxyCgroup: get('ISOMESH_PROXY_CGROUP', ''),
     logLevel: get('ISOMESH_LOG_LEVEL', 'info'),
     timeouts: {

@@ -286,8 +286,9 @@ export class Daemon {
     await this.grpc.stop();
     await Promise.allSettled([...this.#applying.values()]);
     await this.proxy.close();
-    // pins stay: redirection of new connections resumes as soon as the next run's listener is up
-    this.#datapath?.close();
+    // By default pins stay: redirection of new connections resumes as soon as the next run's
+    // listener is up. ISOMESH_DATAPATH_ON_STOP=detach leaves nothing behind (a demo, an uninstall).
+    await this.#datapath?.close({ detach: this.config.datapathOnStop === 'detach' });
     await this.host.close();
     await this.telemetry.shutdown();
     this.store.close();

@@ -56,14 +56,17 @@ export class NodeDatapath {
   readonly #dp: Datapath | undefined;
   readonly #reason: string | undefined;
   readonly #opts: NodeDatapathOptions;
+  /** The proxy cgroup when it is the daemon's own (removed by a detaching close), and where its processes came from. */
+  readonly #ownCgroup: { dir: string; back: string } | undefined;
   readonly #log: pino.Logger;
 
-  private constructor(opts: NodeDatapathOptions, dp: Datapath | undefined, reason: string | undefined) {
+  private constructor(opts: NodeDatapathOptions, dp: Datapath | undefined, reason: string | undefined, ownCgroup?: { dir: string; back: string }) {
     this.mode = opts.mode;
     this.#opts = opts;
     this.#dp = dp;
     this.#reason = reason;
     this.#log = opts.logger;
+    this.#ownCgroup = ownCgroup;
   }
 
   /** off: nothing is touched. auto: a missing feature is a warning. on: it fails the start. */
@@ -72,12 +75,13 @@ export class NodeDatapath {
     try {
       // move into the proxy cgroup only where the datapath can open: a failed start leaves nothing
       const likely = opts.pinDir.startsWith('/sys/fs/bpf/') || isBpffs(path.dirname(opts.pinDir));
-      const proxyCgroupPath = likely ? joinProxyCgroup(opts.proxyCgroup, opts.logger) : null;
+      const joined = likely ? joinProxyCgroup(opts.proxyCgroup, opts.logger) : null;
+      const proxyCgroupPath = joined === undefined || joined === null ? joined : joined.dir;
       const dp = await Datapath.open({ pinDir: opts.pinDir, logger: opts.logger, proxyCgroupPath,
         ...(opts.registry ? { registry: opts.registry } : {}) });
       opts.proxy.setOriginalDestinationResolver((socket) => dp.originalDestination(socket));
       opts.proxy.setOriginalDestinationPins?.(opts.pinDir);
-      return new NodeDatapath(opts, dp, undefined);
+      return new NodeDatapath(opts, dp, undefined, joined?.own === true ? { dir: joined.dir, back: joined.back } : undefined);
     } catch (err) {
       if (opts.mode === 'on') throw err;
       const reason = err instanceof IsomeshError ? err.message : `eBPF datapath unavailable: ${(err as Error).message}`;
@@ -219,9 +223,42 @@ export class NodeDatapath {
     this.require().setAcceleration(on);
   }
 
-  /** Keeps every pin: the next start re-adopts them and redirection of new connections goes on. */
-  close(): void {
-    this.#dp?.close();
+  /**
+   * Default: the programs, pins and proxy cgroup stay (redirection goes on; the next run re-adopts
+   * them). detach: every attachment and pin is removed, and so is the proxy cgroup when it is the
+   * daemon's own — <cgroup2>/isomesh-proxy joined from the root, or an ISOMESH_PROXY_CGROUP directory
+   * this run created — once its processes (this one and its children) are moved back to the cgroup
+   * the daemon came from.
+   * A configured directory that existed before, or the cgroup the daemon was started in, stays.
+   */
+  async close(opts: { detach?: boolean } = {}): Promise<void> {
+    this.#dp?.close({ detach: opts.detach === true });
+    const own = this.#ownCgroup;
+    if (opts.detach !== true || own === undefined) return;
+    // A child forking meanwhile can land in the directory after its processes were moved: bounded retries.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const procs = fs.readFileSync(path.join(own.dir, 'cgroup.procs'), 'utf8').split('\n').filter((l) => l !== '');
+        for (const pid of procs) {
+          try {
+            fs.writeFileSync(path.join(own.back, 'cgroup.procs'), pid);
+          } catch {
+            // it exited meanwhile
+          }
+        }
+        fs.rmdirSync(own.dir);
+        this.#log.info({ cgroup: own.dir }, 'proxy cgroup removed');
+        return;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') return;
+        if (attempt >= 20) {
+          this.#log.warn({ err, cgroup: own.dir }, 'could not remove the proxy cgroup');
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
   }
 
   #needsListener(address: string): boolean {
@@ -235,24 +272,27 @@ export class NodeDatapath {
  * Puts this process in a non-root cgroup v2 directory so mesh_sockops sees the proxy's sockets.
  * A configured directory is created and joined; otherwise a process already in a non-root
  * cgroup (e.g. a systemd unit) stays there, and one in the root joins <cgroup2>/isomesh-proxy.
- * The directory is kept at stop: the pinned proxy link refers to it across restarts.
+ * The directory is kept at stop (ISOMESH_DATAPATH_ON_STOP=keep, the default): the pinned proxy link
+ * refers to it across restarts. `own`: the directory is <cgroup2>/isomesh-proxy (joined from the
+ * root) or a configured one this call created; `back`: the cgroup this process was in.
  */
-function joinProxyCgroup(configured: string | undefined, log: pino.Logger): string | null | undefined {
+function joinProxyCgroup(configured: string | undefined, log: pino.Logger): { dir: string; back: string; own: boolean } | null | undefined {
   const root = cgroup2Mount();
   if (!root || process.getuid?.() !== 0) return undefined; // Datapath.open reports why
   const current = processCgroup('self', root);
   let dir = configured;
   if (!dir) {
-    if (current && path.resolve(current) !== path.resolve(root)) return current;
+    if (current && path.resolve(current) !== path.resolve(root)) return { dir: current, back: current, own: false };
     dir = path.join(root, 'isomesh-proxy');
   }
   try {
+    const existed = fs.existsSync(dir);
     fs.mkdirSync(dir, { recursive: true });
     if (current === undefined || path.resolve(current) !== path.resolve(dir)) fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(process.pid));
     log.info({ cgroup: dir }, 'proxy runs in its own cgroup (sk_msg acceleration covers both ends)');
-    return dir;
+    return { dir, back: current ?? root, own: !configured || !existed };
   } catch (err) {
     log.warn({ err, cgroup: dir }, 'cannot move the proxy into its cgroup: sk_msg acceleration covers only the workload side');
-    return current ?? null;
+    return current === undefined ? null : { dir: current, back: current, own: false };
   }
 }
