@@ -31,6 +31,8 @@ test('request: remove, rename, set and add with templates, in that order', async
       ['x-user-copy', 'u1'],
       ['via', 'isomesh {acme}'],
     ],
+    // No response operations: nothing for onResponse to do for this request.
+    skipResponse: true,
   });
 });
 
@@ -48,7 +50,7 @@ test('response: {status} and {header:x} read the response; set-cookie values sur
 
 test('an empty expansion writes nothing; a header-only template is not invented from a missing header', async () => {
   const host = createTestHost(plugin, { config: { request: { set: { 'x-user': '{header:x-auth-user}' }, add: { 'x-k': '{header:nope}' } } } });
-  assert.deepEqual(await host.onRequest({ headers: { a: 'b' } }), { action: 'continue', headers: [['a', 'b']] });
+  assert.deepEqual(await host.onRequest({ headers: { a: 'b' } }), { action: 'continue', headers: [['a', 'b']], skipResponse: true });
 });
 
 test('config is validated with clear errors: placeholders, names, framing headers', () => {
@@ -67,4 +69,32 @@ test('a config error fails the call (the chain entry failure policy decides)', a
   const out = await createTestHost(plugin, { config: { request: { set: { 'x-a': '{nope}' } } } }).onRequest();
   assert.equal(out.action, 'error');
   assert.match(out.action === 'error' ? out.message : '', /header-transform config: request\.set\.x-a: unknown placeholder \{nope\}/);
+});
+
+test('static response operations go to the host from onRequest (ctx.responseHeaders) and onResponse is skipped', async () => {
+  const host = createTestHost(plugin, {
+    tenant: 'acme',
+    config: { response: { remove: ['server'], set: { 'x-served-by': 'isomesh/{tenant}', 'x-empty': '' }, add: { 'x-trace': '{requestId}' } } },
+  });
+  const out = await host.onRequest({ requestId: 'q1' });
+  assert.deepEqual(out, {
+    action: 'continue',
+    headers: [],
+    responseHeaders: [['delete', 'server'], ['set', 'x-served-by', 'isomesh/acme'], ['append', 'x-trace', 'q1']],
+    skipResponse: true,
+  });
+  // The response of that request: edited as the host does, in that order, without an onResponse call.
+  const res = await host.onResponse({ requestId: 'q1', headers: [['server', 'nginx'], ['x-trace', 'up'], ['content-type', 'text/plain']] });
+  assert.deepEqual(res, { action: 'continue', headers: [['x-trace', 'up'], ['content-type', 'text/plain'], ['x-served-by', 'isomesh/acme'], ['x-trace', 'q1']] });
+});
+
+test('response operations that read the response keep onResponse: {status}, {header:…}, rename', async () => {
+  for (const response of [{ set: { 'x-s': '{status}' } }, { set: { 'x-c': '{header:content-type}' } }, { rename: { server: 'x-origin-server' } }]) {
+    const host = createTestHost(plugin, { config: { response } });
+    const out = await host.onRequest({ requestId: 'q2' });
+    assert.deepEqual(out, { action: 'continue', headers: [] }, JSON.stringify(response));
+    const res = await host.onResponse({ requestId: 'q2', status: 201, headers: [['server', 'nginx'], ['content-type', 'text/plain']] });
+    assert.equal(res.action, 'continue');
+    assert.ok(res.action === 'continue' && res.headers.length >= 2, JSON.stringify(res));
+  }
 });

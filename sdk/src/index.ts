@@ -34,4 +34,6 @@ export type {
   RateLimitOptions,
   RateLimitResult,
   RespondInit,
+  ResponseHeaderEdits,
+  ResponseHeaderOp,
 } from './types.ts';

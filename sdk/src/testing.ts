@@ -5,7 +5,7 @@
 // sandbox, performed in-process (jose; fetch answered by the stubs the test gives per service). What it does not reproduce is isolation itself (CPU/memory limits):
 // those belong to the host.
 
-import type { Plugin } from './types.ts';
+import type { Plugin, ResponseHeaderOp } from './types.ts';
 import { GuestPlugin } from './guest/invoke.ts';
 import type { CallInput, CallResult, LogLevel, MetricOp, WireHeaders } from './guest/protocol.ts';
 import { CapabilityFetchError, HostCapabilities, type CapabilityFetchRequest, type CapabilityFetchResponse } from './host-capabilities.ts';
@@ -95,7 +95,12 @@ export interface TestResponse {
 
 export type TestOutcome =
   /** `body`: the body the plugin set with setBody() (UTF-8 text; `bodyBytes` has the bytes). */
-  | { action: 'continue'; status?: number; headers: WireHeaders; service?: string; body?: string; bodyBytes?: Uint8Array }
+  /**
+   * onRequest: `responseHeaders`, the ctx.responseHeaders edits, and `skipResponse` when the plugin
+   * called ctx.skipOnResponse(). An onResponse() with the same requestId gets them as the host does:
+   * the edits applied to the response's headers first, the hook not called when skipped.
+   */
+  | { action: 'continue'; status?: number; headers: WireHeaders; service?: string; body?: string; bodyBytes?: Uint8Array; responseHeaders?: ResponseHeaderOp[]; skipResponse?: true }
   | { action: 'respond'; status: number; headers: WireHeaders; body: string }
   | { action: 'error'; message: string };
 
@@ -119,6 +124,17 @@ export interface TestHost {
 function toBytes(body: string | Uint8Array | undefined): Uint8Array {
   if (body === undefined) return new Uint8Array(0);
   return typeof body === 'string' ? new TextEncoder().encode(body) : body;
+}
+
+/** ctx.responseHeaders edits applied as the host applies them (runtime/src/host/header-mutation.ts). */
+function applyOps(headers: WireHeaders, ops: readonly ResponseHeaderOp[]): WireHeaders {
+  let out = headers;
+  for (const op of ops) {
+    if (op[0] === 'append') out = out.slice();
+    else out = out.filter(([n]) => n !== op[1]);
+    if (op[0] !== 'delete') out.push([op[1], op[2]]);
+  }
+  return out;
 }
 
 function wireHeaders(h: TestHeaders | undefined): WireHeaders {
@@ -156,6 +172,8 @@ export function createTestHost<C = Record<string, unknown>>(plugin: Plugin<C>, o
   const secrets: Record<string, string> = Object.assign(Object.create(null) as Record<string, string>, options.secrets ?? {});
   let seq = 0;
   let configSent = false;
+  /** onRequest's response header edits and skips, by request id, for the onResponse of that request. */
+  const deferred = new Map<string, { ops: ResponseHeaderOp[]; skip: boolean }>();
 
   /** The sandbox's #drive, in-process: perform capability requests and re-poll until the hook settles. */
   async function drive(id: number): Promise<string> {
@@ -214,7 +232,12 @@ export function createTestHost<C = Record<string, unknown>>(plugin: Plugin<C>, o
       headers: result.headers ?? headers,
       ...(result.status !== undefined ? { status: result.status } : {}),
       ...(result.service !== undefined ? { service: result.service } : {}),
+      ...(result.responseHeaders !== undefined ? { responseHeaders: result.responseHeaders } : {}),
+      ...(result.skipResponse === true ? { skipResponse: true as const } : {}),
     };
+    if (input.hook === 'onRequest' && (result.responseHeaders !== undefined || result.skipResponse === true)) {
+      deferred.set(input.requestId, { ops: result.responseHeaders ?? [], skip: result.skipResponse === true });
+    }
     if (result.body !== undefined) {
       out.bodyBytes = new Uint8Array(Buffer.from(result.body, 'base64'));
       out.body = new TextDecoder().decode(out.bodyBytes);
@@ -253,8 +276,12 @@ export function createTestHost<C = Record<string, unknown>>(plugin: Plugin<C>, o
       return run({ hook: 'onRequest', requestId, now: now(), configId: 1, req: wire }, headers);
     },
     onResponse(res: TestResponse = {}): Promise<TestOutcome> {
-      const headers = wireHeaders(res.headers);
       const requestId = res.requestId ?? `test-${++seq}`;
+      const d = deferred.get(requestId);
+      deferred.delete(requestId);
+      const headers = d === undefined ? wireHeaders(res.headers) : applyOps(wireHeaders(res.headers), d.ops);
+      // As the host: a skipped hook (or none) is not called; the response goes on with the edits.
+      if (d !== undefined && (d.skip || !guest.hooks.includes('onResponse'))) return Promise.resolve({ action: 'continue', headers });
       return run(
         { hook: 'onResponse', requestId, now: now(), configId: 1, res: { status: res.status ?? 200, headers, body: wireBody(res.body, declared.response) } },
         headers,

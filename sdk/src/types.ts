@@ -185,6 +185,22 @@ export interface PluginJwt {
   verify(token: string, options: JwtVerifyOptions): Promise<JwtVerifyResult>;
 }
 
+/** One edit of the upstream's response, made in onRequest: [op, name (lower case), value (not for delete)]. */
+export type ResponseHeaderOp = ['set' | 'append', string, string] | ['delete', string];
+
+/**
+ * ctx.responseHeaders (onRequest only): edits the host makes to the upstream's response headers when
+ * they arrive — in chain order, before any onResponse hook sees them — without calling the plugin
+ * again. Names are case-insensitive; framing headers (content-length, transfer-encoding, connection,
+ * ...) are the proxy's, as for res.headers. Not applied to early answers (ctx.respond) or to the
+ * proxy's own error responses. Throws a TypeError in onResponse (edit res.headers there).
+ */
+export interface ResponseHeaderEdits {
+  set(name: string, value: string): void;
+  append(name: string, value: string): void;
+  delete(name: string): void;
+}
+
 export interface PluginContext<C = Record<string, unknown>> {
   /** The chain entry's config. */
   readonly config: C;
@@ -194,6 +210,17 @@ export interface PluginContext<C = Record<string, unknown>> {
   respond(status: number, init?: RespondInit): EarlyResponse;
   /** Send the request to another service of the tenant. */
   route(service: string): void;
+  /**
+   * onRequest: response header edits the host applies when the upstream answers (see
+   * ResponseHeaderEdits) — what an onResponse hook that only sets or removes headers would do, at
+   * no second call into the plugin.
+   */
+  readonly responseHeaders: ResponseHeaderEdits;
+  /**
+   * onRequest: this entry's onResponse hook is not called for this request (a plugin whose response
+   * work was done with ctx.responseHeaders, or that has none for this request). Throws in onResponse.
+   */
+  skipOnResponse(): void;
   /** A local token bucket per key, kept in the tenant's isolate. */
   rateLimit(key: string, options: RateLimitOptions): RateLimitResult;
   readonly log: PluginLog;

@@ -57,6 +57,25 @@ const CASES: Case[] = [
     },
   },
   {
+    name: 'response header edits from onRequest (ctx.responseHeaders), onResponse skipped',
+    plugins: [
+      P('edits', `export default { onRequest(req, ctx) { ctx.responseHeaders.set('x-limit', '10'); ctx.responseHeaders.append('x-trace', ctx.requestId.length > 0 ? 'a' : ''); ctx.skipOnResponse(); },
+        onResponse(res) { res.headers.set('x-skipped', 'no'); } };`),
+      P('reader', `export default { onResponse(res) { res.headers.set('x-seen', res.headers.get('x-limit') ?? 'none'); } };`),
+    ],
+    requests: 1,
+    upstreamHeaders: ['x-limit'],
+    responseHeaders: ['x-limit', 'x-trace', 'x-skipped', 'x-seen', 'x-isomesh-error'],
+    expect: (r) => {
+      assert.equal(r.status, 200);
+      assert.equal(r.upstream?.headers['x-limit'], undefined, 'edits are for the response only');
+      assert.equal(r.headers['x-limit'], '10');
+      assert.equal(r.headers['x-trace'], 'a');
+      assert.equal(r.headers['x-skipped'], undefined);
+      assert.equal(r.headers['x-seen'], '10', 'onResponse hooks left see the edited response');
+    },
+  },
+  {
     name: 'respond 401',
     plugins: [P('auth', `export default { onRequest(req, ctx) { if (!req.headers.get('authorization')) return ctx.respond(401, { headers: { 'www-authenticate': 'Bearer' }, body: 'no token' }); } };`)],
     requests: 1,

@@ -318,3 +318,47 @@ test('a worker restarted while a configuration change is being applied comes bac
   const answers = await Promise.all(Array.from({ length: 30 }, ask));
   assert.deepEqual(answers.filter((a) => a.body !== 'guarded'), [], 'every worker runs the new chain');
 });
+
+test('ctx.responseHeaders edits reach the client from either worker; a skipped onResponse is not called', async () => {
+  const port = await tenant('edits');
+  const source = `import { definePlugin } from '@isomesh/sdk';
+export default definePlugin({
+  onRequest(req, ctx) {
+    ctx.responseHeaders.set('x-edit', req.headers.get('x-tag') ?? 'none');
+    if (req.headers.get('x-skip') !== null) ctx.skipOnResponse();
+  },
+  onResponse(res) { res.headers.set('x-on-response', res.headers.get('x-edit') ?? 'unset'); },
+});`;
+  await publish('edits', source);
+  assert.equal((await d.api('PUT', '/v1/tenants/edits/chain', [{ plugin: 'p' }])).status, 200);
+  const get = (headers: Record<string, string>) =>
+    new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port, path: '/', agent: false, headers: { connection: 'close', ...headers } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  // Until the chain is applied on both workers (fresh connections spread over them).
+  const deadline = Date.now() + 10_000;
+  for (let inRow = 0; inRow < 20; ) {
+    const r = await get({ 'x-tag': 'ready' });
+    inRow = r.headers['x-edit'] === 'ready' ? inRow + 1 : 0;
+    if (inRow === 0) {
+      assert.ok(Date.now() < deadline, 'both workers run the chain');
+      await sleep(20);
+    }
+  }
+  const before = (await d.api('GET', '/v1/node')).body.workerStatus.map((w: { requests: number }) => w.requests);
+  for (let i = 0; i < 40; i++) {
+    const skip = i % 2 === 0;
+    const r = await get({ 'x-tag': `t${i}`, ...(skip ? { 'x-skip': '1' } : {}) });
+    assert.equal(r.statusCode, 200);
+    assert.equal(r.headers['x-edit'], `t${i}`);
+    // onResponse sees the edit when it runs; it does not run when the request skipped it.
+    assert.equal(r.headers['x-on-response'], skip ? undefined : `t${i}`, `request ${i}`);
+  }
+  const after = (await d.api('GET', '/v1/node')).body.workerStatus.map((w: { requests: number }) => w.requests);
+  assert.ok(after.every((n: number, w: number) => n > before[w]), `both workers served: ${before} → ${after}`);
+});

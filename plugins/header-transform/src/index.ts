@@ -33,6 +33,11 @@ interface CompiledOps {
 export interface HeaderTransformSettings {
   request: CompiledOps;
   response: CompiledOps;
+  /**
+   * The response operations need nothing of the response (no rename, no {status}, no {header:…}):
+   * onRequest hands them to the host as ctx.responseHeaders edits and onResponse is skipped.
+   */
+  responseStatic: boolean;
 }
 
 interface Vars {
@@ -131,7 +136,10 @@ export function parseConfig(raw: unknown): HeaderTransformSettings {
   const extra = Object.keys(raw).find((k) => k !== 'request' && k !== 'response');
   if (extra !== undefined) throw new ConfigError(`unknown field "${extra}"`);
   const c = raw as HeaderTransformConfig;
-  return { request: compileOps(c.request, 'request'), response: compileOps(c.response, 'response') };
+  const response = compileOps(c.response, 'response');
+  const needsResponse = (t: Template): boolean => t.some((p) => typeof p !== 'string' && ('h' in p || p.v === 'status'));
+  const responseStatic = response.rename.length === 0 && ![...response.set, ...response.add].some(([, t]) => needsResponse(t));
+  return { request: compileOps(c.request, 'request'), response, responseStatic };
 }
 
 /** Parsed once per config object; a bad config fails the chain entry on every request. */
@@ -184,6 +192,22 @@ export default definePlugin<HeaderTransformConfig>({
       host: req.host,
       remoteAddress: req.remoteAddress,
     });
+    if (!s.responseStatic) return;
+    // Response operations that need nothing of the response: done by the host when it arrives, in
+    // the order apply() uses (removes, sets, adds), and no onResponse call for this request.
+    const out = s.response;
+    const vars: Vars = { tenant: ctx.tenant, requestId: ctx.requestId };
+    const none = new Map<string, string | null>();
+    for (const name of out.remove) ctx.responseHeaders.delete(name);
+    for (const [name, t] of out.set) {
+      const v = render(t, vars, none, req.headers);
+      if (v !== '') ctx.responseHeaders.set(name, v);
+    }
+    for (const [name, t] of out.add) {
+      const v = render(t, vars, none, req.headers);
+      if (v !== '') ctx.responseHeaders.append(name, v);
+    }
+    ctx.skipOnResponse();
   },
   onResponse(res, ctx) {
     const s = settings(ctx.config);

@@ -1,6 +1,7 @@
 // rate-limit: a token bucket per key (a header's value, the client IP, or one fixed key) kept in the
 // tenant's isolate through ctx.rateLimit. Over the limit: 429 with retry-after and x-ratelimit-*;
-// under it, the same x-ratelimit-* headers go on the upstream's response.
+// under it, the same x-ratelimit-* headers go on the upstream's response (ctx.responseHeaders: the
+// host sets them when the response arrives, so the plugin has no onResponse hook).
 
 import { configParser, definePlugin, type RateLimitResult } from '@isomesh/sdk';
 
@@ -36,8 +37,6 @@ const KEYS = new Set(['limit', 'windowMs', 'key', 'missingKey', 'trustForwardedF
 const HEADER_RE = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 /** Bucket keys longer than this are hashed (ctx.rateLimit takes keys up to 512 characters). */
 const MAX_KEY = 200;
-/** Requests whose response headers are still to be written (onResponse); bounded, oldest dropped. */
-const MAX_REMEMBERED = 10_000;
 
 class ConfigError extends Error {
   constructor(message: string) {
@@ -108,8 +107,6 @@ export function rateLimitHeaders(s: RateLimitSettings, r: RateLimitResult): Reco
   };
 }
 
-const remembered = new Map<string, Record<string, string>>();
-
 export default definePlugin<RateLimitConfig>({
   onRequest(req, ctx) {
     const s = settings(ctx.config);
@@ -128,18 +125,7 @@ export default definePlugin<RateLimitConfig>({
       headers['content-type'] = 'text/plain';
       return ctx.respond(429, { headers, body: 'rate limit exceeded\n' });
     }
-    if (s.responseHeaders) {
-      if (remembered.size >= MAX_REMEMBERED) remembered.delete(remembered.keys().next().value as string);
-      remembered.set(`${s.name}:${ctx.requestId}`, headers);
-    }
-  },
-
-  onResponse(res, ctx) {
-    // Keyed by entry name too: two rate-limit entries in one chain share this module's state.
-    const id = `${settings(ctx.config).name}:${ctx.requestId}`;
-    const headers = remembered.get(id);
-    if (headers === undefined) return;
-    remembered.delete(id);
-    for (const [k, v] of Object.entries(headers)) res.headers.set(k, v);
+    // Set by the host on the upstream's response when it arrives (no onResponse call).
+    if (s.responseHeaders) for (const [k, v] of Object.entries(headers)) ctx.responseHeaders.set(k, v);
   },
 });

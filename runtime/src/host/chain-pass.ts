@@ -24,7 +24,7 @@ import type { ErrorCode } from '../errors.ts';
 import type { FailurePolicy } from '../store/model.ts';
 import type { HeaderList, HookRequest, HookResponse, RequestOutcome, ResponseOutcome } from './contract.ts';
 import type { FailureKind, InvokeLimits } from './sandbox.ts';
-import { BadResult, base64Bytes, checkFlatHeaders, checkMetrics, checkReportLogs, RESULT_LIMITS, type GuestLog, type GuestMetricOp } from './validate.ts';
+import { BadResult, base64Bytes, checkFlatHeaders, checkMetrics, checkReportLogs, checkResponseOps, RESULT_LIMITS, type GuestLog, type GuestMetricOp } from './validate.ts';
 
 const RESULT_SEP = '\u0001';
 
@@ -285,11 +285,19 @@ function outcomeOf(pass: ChainPass, wire: PassWire, r: WireResult, flat: string 
         body = r.bd;
       }
       if (!req) {
+        if (r.rh !== undefined || r.sk !== undefined) throw new BadResult('response header edits and skipResponse belong to onRequest');
         const status = r.st === undefined ? (pass.res as HookResponse).status : r.st;
         if (!isStatus(status)) throw new BadResult('status must be an integer 200..599');
         return { outcome: { action: 'continue', status, headers: headers() }, ...(body === undefined ? {} : { body }) };
       }
-      const outcome: RequestOutcome = { action: 'continue', headers: headers() };
+      const outcome: RequestOutcome & { action: 'continue' } = { action: 'continue', headers: headers() };
+      if (r.rh !== undefined) outcome.responseHeaders = checkResponseOps(r.rh);
+      if (r.sk !== undefined) {
+        const sk = r.sk as unknown;
+        // Entries of this pass, each once, in order.
+        if (!Array.isArray(sk) || !sk.every((e, i) => Number.isInteger(e) && e >= 0 && e < pass.entries.length && (i === 0 || e > (sk[i - 1] as number)))) throw new BadResult('invalid skipResponse entries');
+        outcome.skipResponse = sk as number[];
+      }
       if (r.s !== undefined) {
         if (typeof r.s !== 'string' || !SERVICE_RE.test(r.s) || !(pass.services ?? []).includes(r.s)) throw new BadResult('ctx.route: not a service of the tenant');
         outcome.service = r.s;

@@ -5,9 +5,11 @@
 
 import type { PluginVersionDeclarations, TenantConfig } from '../store/model.ts';
 import type { ErrorCode } from '../errors.ts';
+import type { ResponseHeaderOp } from '@isomesh/sdk';
 
 /** Header names lower-cased, order preserved, repeated names allowed. */
 export type HeaderList = Array<[string, string]>;
+export type { ResponseHeaderOp };
 
 export interface HookRequest {
   method: string;
@@ -86,7 +88,16 @@ export type RequestOutcome =
    * Go upstream with these (possibly modified) headers; `service` set when a plugin called ctx.route();
    * `body` set when a plugin replaced the request body (the data plane fixes content-length up).
    */
-  | { action: 'continue'; headers: HeaderList; service?: string; body?: Uint8Array }
+  | {
+      action: 'continue';
+      headers: HeaderList;
+      service?: string;
+      body?: Uint8Array;
+      /** ctx.responseHeaders edits of the chain, in chain order: applied to the upstream's response before onResponse. */
+      responseHeaders?: ResponseHeaderOp[];
+      /** Indices (into the run's chain steps) of the entries that called ctx.skipOnResponse(). */
+      skipResponse?: number[];
+    }
   /** A plugin answered early (ctx.respond). */
   | { action: 'respond'; status: number; headers: HeaderList; body: string }
   /** A chain entry with failurePolicy 'closed' failed: answer `status` with header x-isomesh-error: code. */

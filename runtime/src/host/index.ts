@@ -26,9 +26,11 @@ import type {
   PluginCallTiming,
   PluginHostApi,
   RequestOutcome,
+  ResponseHeaderOp,
   ResponseOutcome,
   TenantHostStatus,
 } from './contract.ts';
+import { applyResponseOps } from './header-mutation.ts';
 import { HostMetrics, type CounterSeries, type HistogramSeries } from './metrics.ts';
 import { PluginMetrics } from './plugin-metrics.ts';
 import { TenantQuota } from './quota.ts';
@@ -138,12 +140,17 @@ interface Run extends ChainRun {
   calls?: PluginCallTiming[];
   /** Made by attach(): admitted by a worker, so end() releases no admission slot here. */
   attached?: boolean;
+  /** onRequest's ctx.responseHeaders edits (applied when the response arrives) and the steps that skip onResponse. */
+  responseOps?: ResponseHeaderOp[];
+  skipSteps?: Set<number>;
 }
 
 /** A pass as sent, with the version each of its entries stands for (metrics and health are per version). */
 interface Plan {
   pass: ChainPass;
   versions: Array<StepVersion | undefined>;
+  /** The chain step (index in the generation's steps) of each entry. */
+  steps: number[];
   /** Some entry declared body access for this phase. */
   body: boolean;
   /** Epoch ms the pass was sent (traced runs only). */
@@ -331,9 +338,15 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   }
 
   hasResponseHooks(run: ChainRun): boolean {
+    return (run as Run).responseOps !== undefined || this.responseHooksLeft(run);
+  }
+
+  /** Some applicable entry has an onResponse hook this run still calls (ctx.skipOnResponse() taken into account). */
+  responseHooksLeft(run: ChainRun): boolean {
     const r = run as Run;
-    return r.gen.chain.steps.some((step) => {
+    return r.gen.chain.steps.some((step, at) => {
       if (r.routed && !Chain.applies(step, r.route)) return false;
+      if (r.skipSteps?.has(at) === true) return false;
       const v = Chain.versionFor(step, r.requestId);
       const hooks = v === undefined ? undefined : r.state.sandbox.hooks(v.key);
       return hooks === undefined || hooks.includes('onResponse');
@@ -360,6 +373,8 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
 
   async onResponse(run: ChainRun, res: HookResponse): Promise<ResponseOutcome> {
     const r = run as Run;
+    // onRequest's ctx.responseHeaders edits come first: the onResponse hooks see the response with them.
+    if (r.responseOps !== undefined) res = { ...res, headers: applyResponseOps(res.headers, r.responseOps) };
     const plan = this.#plan(r, 'onResponse');
     if (plan === undefined) return { action: 'continue', status: res.status, headers: res.headers };
     if (res.body === undefined) plan.pass.res = res;
@@ -545,10 +560,14 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   #plan(r: Run, phase: Phase): Plan | undefined {
     let entries: PassEntry[] | undefined;
     let versions: Array<StepVersion | undefined> | undefined;
+    const steps: number[] = [];
     let body = false;
     const direction = phase === 'onRequest' ? 'request' : 'response';
-    for (const step of r.gen.chain.steps) {
+    const all = r.gen.chain.steps;
+    for (let at = 0; at < all.length; at++) {
+      const step = all[at]!;
       if (!Chain.applies(step, r.route)) continue;
+      if (phase === 'onResponse' && r.skipSteps?.has(at) === true) continue;
       const v = Chain.versionFor(step, r.requestId);
       if (v !== undefined) {
         const hooks = r.state.sandbox.hooks(v.key);
@@ -567,10 +586,11 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
       }
       (entries ??= []).push(entry);
       (versions ??= []).push(v);
+      steps.push(at);
     }
     if (entries === undefined || versions === undefined) return undefined;
     const cpuBudgetMs = r.state.quota.quota.cpuMsPerRequest - r.budgetUsedMs;
-    return { pass: { phase, requestId: r.requestId, generation: r.gen.id, entries, cpuBudgetMs }, versions, body };
+    return { pass: { phase, requestId: r.requestId, generation: r.gen.id, entries, cpuBudgetMs }, versions, steps, body };
   }
 
   /** Runs a pass (in this process or one round trip to the cordon) and accounts for every entry. */
@@ -592,8 +612,12 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   #settle(r: Run, plan: Plan, reply: PassReply): RequestOutcome | ResponseOutcome | Promise<RequestOutcome | ResponseOutcome> {
     if ('reports' in reply) {
       this.#account(r, plan, reply);
-      if (reply.body !== undefined && reply.outcome.action === 'continue') reply.outcome.body = Buffer.from(reply.body, 'base64');
-      return reply.outcome;
+      const o = reply.outcome;
+      if (o.action === 'continue') {
+        if (reply.body !== undefined) o.body = Buffer.from(reply.body, 'base64');
+        if (plan.pass.phase === 'onRequest') this.#deferred(r, plan, o as RequestOutcome & { action: 'continue' });
+      }
+      return o;
     }
     return this.#passFailed(r, plan, reply.transport, reply.message, reply.entry ?? 0);
   }
@@ -622,10 +646,21 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
     const rest: Plan = {
       pass: { ...plan.pass, entries: plan.pass.entries.filter((_, i) => i !== index) },
       versions: plan.versions.filter((_, i) => i !== index),
+      steps: plan.steps.filter((_, i) => i !== index),
       body: plan.body,
     };
     if (rest.pass.entries.length === 0) return unchanged(plan.pass);
     return this.#runPass(r, rest);
+  }
+
+  /** Keeps onRequest's response header edits and onResponse skips for the response (skips as chain steps). */
+  #deferred(r: Run, plan: Plan, o: RequestOutcome & { action: 'continue' }): void {
+    if (o.responseHeaders !== undefined) r.responseOps = o.responseHeaders;
+    if (o.skipResponse !== undefined) {
+      const steps = o.skipResponse.map((e) => plan.steps[e]!);
+      r.skipSteps = new Set(steps);
+      o.skipResponse = steps;
+    }
   }
 
   #account(r: Run, plan: Plan, result: PassResult): void {
@@ -699,7 +734,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   }
 }
 export { applyRateLimits, descriptorValues, limitKey, RateLimitCounters, UNIT_SECONDS, type RateLimitDecision, type RateLimitStore, type RateLimitVerdict, type RequestFacts } from './ratelimit.ts';
-export { applyHeaderMutation, headerMutation, isEmptyMutation } from './header-mutation.ts';
+export { applyHeaderMutation, applyResponseOps, headerMutation, isEmptyMutation } from './header-mutation.ts';
 export { MAX_WORKERS, NodeLedger, SharedRateLimitCounters, type LedgerBuffers } from './ledger.ts';
 export { TenantQuota } from './quota.ts';
 export { Chain, type ChainStep, type StepVersion } from './chain.ts';

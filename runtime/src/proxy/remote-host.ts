@@ -7,8 +7,8 @@
 // event-loop turn each way (outbox.ts).
 
 import type { MessagePort } from 'node:worker_threads';
-import { Chain, IdTable, NodeLedger, TenantQuota } from '../host/index.ts';
-import type { Admission, ChainRun, HookRequest, HookResponse, PluginCallTiming, PluginHostApi, RequestOutcome, ResponseOutcome } from '../host/contract.ts';
+import { Chain, IdTable, NodeLedger, TenantQuota, applyResponseOps } from '../host/index.ts';
+import type { Admission, ChainRun, HookRequest, HookResponse, PluginCallTiming, PluginHostApi, RequestOutcome, ResponseHeaderOp, ResponseOutcome } from '../host/contract.ts';
 import type { TenantConfig } from '../store/model.ts';
 import { Outbox } from './outbox.ts';
 
@@ -50,6 +50,8 @@ export interface HostReply {
   outcome?: RequestOutcome | ResponseOutcome;
   error?: string;
   calls?: PluginCallTiming[];
+  /** After onRequest: whether any onResponse hook is left to call for the run (the main thread's exact answer). */
+  responseHooks?: boolean;
 }
 
 interface TenantShape {
@@ -68,6 +70,9 @@ interface RemoteRun extends ChainRun {
   record: boolean;
   ended: boolean;
   calls?: PluginCallTiming[];
+  /** From the main thread's onRequest answer: ctx.responseHeaders edits, and whether onResponse hooks are left. */
+  responseOps?: ResponseHeaderOp[];
+  responseHooks?: boolean;
 }
 
 export class RemoteHost implements PluginHostApi {
@@ -136,7 +141,8 @@ export class RemoteHost implements PluginHostApi {
   }
 
   hasResponseHooks(run: ChainRun): boolean {
-    return this.#any(run as RemoteRun, 'onResponse');
+    const r = run as RemoteRun;
+    return r.responseOps !== undefined || (r.responseHooks ?? this.#any(r, 'onResponse'));
   }
 
   /** Some applicable entry may have this hook (unknown hooks count: the main thread decides exactly). */
@@ -172,7 +178,12 @@ export class RemoteHost implements PluginHostApi {
   }
 
   onResponse(run: ChainRun, res: HookResponse): Promise<ResponseOutcome> {
-    return this.#call(run as RemoteRun, 'onResponse', res) as Promise<ResponseOutcome>;
+    const r = run as RemoteRun;
+    // No hook left to call: onRequest's response header edits are applied here, without a round trip.
+    if (r.responseHooks === false) {
+      return Promise.resolve({ action: 'continue', status: res.status, headers: r.responseOps === undefined ? res.headers : applyResponseOps(res.headers, r.responseOps) });
+    }
+    return this.#call(r, 'onResponse', res) as Promise<ResponseOutcome>;
   }
 
   #call(r: RemoteRun, phase: 'onRequest' | 'onResponse', input: HookRequest | HookResponse): Promise<RequestOutcome | ResponseOutcome> {
@@ -184,6 +195,11 @@ export class RemoteHost implements PluginHostApi {
         run: r,
         resolve: (reply) => {
           if (reply.calls !== undefined) r.calls = reply.calls;
+          if (phase === 'onRequest' && reply.outcome?.action === 'continue') {
+            const o = reply.outcome as RequestOutcome & { action: 'continue' };
+            if (o.responseHeaders !== undefined) r.responseOps = o.responseHeaders;
+            if (reply.responseHooks !== undefined) r.responseHooks = reply.responseHooks;
+          }
           if (reply.outcome !== undefined) resolve(reply.outcome);
           else reject(new Error(reply.error ?? 'plugin host call failed'));
         },

@@ -247,7 +247,10 @@ export class WorkerPool {
     done.then(
       (outcome) => {
         const calls: PluginCallTiming[] | undefined = m.record ? host.calls(r) : undefined;
-        replies.push({ t: 'hostReply', id: m.id, outcome, ...(calls !== undefined ? { calls } : {}) });
+        const reply: HostReply = { t: 'hostReply', id: m.id, outcome, ...(calls !== undefined ? { calls } : {}) };
+        // The worker answers onResponse itself when nothing is left to call (only response header edits).
+        if (m.phase === 'onRequest' && outcome.action === 'continue') reply.responseHooks = host.responseHooksLeft(r);
+        replies.push(reply);
       },
       (err: unknown) => replies.push({ t: 'hostReply', id: m.id, error: String(err) }),
     );

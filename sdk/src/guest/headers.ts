@@ -10,7 +10,7 @@ const BAD_VALUE_RE = /[^\t\x20-\x7e\x80-\xff]/;
 export const MAX_HEADER_NAME = 256;
 export const MAX_HEADER_VALUE = 16 * 1024;
 
-function checkName(name: unknown): string {
+export function checkName(name: unknown): string {
   const n = String(name);
   if (n.length === 0 || n.length > MAX_HEADER_NAME || !TOKEN_RE.test(n)) {
     throw new TypeError(`invalid header name: ${JSON.stringify(n.slice(0, 64))}`);
@@ -18,7 +18,7 @@ function checkName(name: unknown): string {
   return n.toLowerCase();
 }
 
-function checkValue(value: unknown): string {
+export function checkValue(value: unknown): string {
   // Fetch trims leading/trailing HTTP whitespace.
   // Template conversion (WebIDL ToString) throws a TypeError for a Symbol, as Fetch's Headers does.
   const v = `${value as string}`.replace(/^[\t ]+|[\t ]+$/g, '');

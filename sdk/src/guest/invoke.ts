@@ -13,10 +13,12 @@ import type {
   RateLimitOptions,
   RateLimitResult,
   RespondInit,
+  ResponseHeaderEdits,
+  ResponseHeaderOp,
 } from '../types.ts';
 import { CallCapabilities, CapabilityBroker, fetchFor, jwtFor, sleepFor } from './capabilities.ts';
 import { pluginDeclarations, type Declarations, type HookName } from './define.ts';
-import { GuestHeaders, headersFrom } from './headers.ts';
+import { GuestHeaders, checkName, checkValue, headersFrom } from './headers.ts';
 import { BodyState, GuestRequest, GuestResponse, MetricRecorder } from './messages.ts';
 import { TokenBuckets } from './rate-limit.ts';
 import {
@@ -48,6 +50,11 @@ interface CallState {
   compact: boolean;
   /** onResponse: the status the hook got. */
   status?: number;
+  /** onRequest: ctx.responseHeaders edits and ctx.skipOnResponse(). */
+  responseOps?: ResponseHeaderOp[];
+  skipResponse?: true;
+  /** The hook being called (ctx.responseHeaders and skipOnResponse are onRequest's). */
+  hook: HookName;
 }
 
 interface Pending {
@@ -104,6 +111,35 @@ class CallMetrics implements PluginMetrics {
   }
 }
 
+/** ctx.responseHeaders of one call: checked edits, kept in order; onRequest only. */
+class ResponseEdits implements ResponseHeaderEdits {
+  readonly #state: CallState;
+
+  constructor(state: CallState) {
+    this.#state = state;
+  }
+
+  set(name: string, value: string): void {
+    this.#push(['set', checkName(name), checkValue(value)]);
+  }
+
+  append(name: string, value: string): void {
+    this.#push(['append', checkName(name), checkValue(value)]);
+  }
+
+  delete(name: string): void {
+    this.#push(['delete', checkName(name)]);
+  }
+
+  #push(op: ResponseHeaderOp): void {
+    const s = this.#state;
+    if (s.hook !== 'onRequest') throw new TypeError('ctx.responseHeaders is for onRequest; in onResponse edit res.headers');
+    const ops = (s.responseOps ??= []);
+    if (ops.length >= GUEST_LIMITS.responseHeaderOps) throw new RangeError(`ctx.responseHeaders: at most ${GUEST_LIMITS.responseHeaderOps} edits per call`);
+    ops.push(op);
+  }
+}
+
 /** Shared by every call of a plugin that did not declare the direction: all its methods throw. */
 const UNDECLARED_REQUEST = new BodyState(0, undefined, 'request');
 const UNDECLARED_RESPONSE = new BodyState(0, undefined, 'response');
@@ -153,7 +189,7 @@ export class GuestPlugin {
   call(inputJson: string): string {
     const input = JSON.parse(inputJson) as CallInput;
     if (input.config !== undefined) this.#setConfig(input.configId, input.config);
-    const state = this.#state(false);
+    const state = this.#state(false, input.hook);
     if (typeof this.#plugin[input.hook] !== 'function') return JSON.stringify({ action: 'continue' });
     const arg = input.hook === 'onRequest' ? this.#request(input.req as WireRequest, state) : this.#response(input.res as WireResponse, state);
     return this.#invoke(input.hook, arg, this.#context(input.requestId, input.configId, input.now, state), state);
@@ -183,7 +219,7 @@ export class GuestPlugin {
     body: string | undefined,
   ): string {
     if (configJson !== undefined) this.#setConfig(configId, JSON.parse(configJson));
-    const state = this.#state(true);
+    const state = this.#state(true, 'onRequest');
     if (typeof this.#plugin.onRequest !== 'function') return '';
     state.headers = new GuestHeaders(undefined, headers);
     const limit = this.declarations.body?.request;
@@ -199,7 +235,7 @@ export class GuestPlugin {
   /** The chain runner's entry for onResponse (see request()). */
   response(requestId: string, now: number, configId: number, configJson: string | undefined, status: number, headers: string, body: string | undefined): string {
     if (configJson !== undefined) this.#setConfig(configId, JSON.parse(configJson));
-    const state = this.#state(true);
+    const state = this.#state(true, 'onResponse');
     if (typeof this.#plugin.onResponse !== 'function') return '';
     state.headers = new GuestHeaders(undefined, headers);
     const box = { status };
@@ -216,8 +252,8 @@ export class GuestPlugin {
     this.#configs.set(configId, deepFreeze(config));
   }
 
-  #state(compact: boolean): CallState {
-    return { headers: EMPTY_HEADERS, logs: [], logsDropped: 0, caps: new CallCapabilities(), compact };
+  #state(compact: boolean, hook: HookName): CallState {
+    return { headers: EMPTY_HEADERS, logs: [], logsDropped: 0, caps: new CallCapabilities(), compact, hook };
   }
 
   #invoke(name: HookName, arg: PluginRequest | PluginResponse, ctx: PluginContext<unknown>, state: CallState): string {
@@ -354,6 +390,11 @@ export class GuestPlugin {
         }
         state.service = service;
       },
+      responseHeaders: new ResponseEdits(state),
+      skipOnResponse(): void {
+        if (state.hook !== 'onRequest') throw new TypeError('ctx.skipOnResponse() is for onRequest');
+        state.skipResponse = true;
+      },
       rateLimit(key: string, options: RateLimitOptions): RateLimitResult {
         return buckets.take(key, options, now);
       },
@@ -397,7 +438,9 @@ export class GuestPlugin {
       state.body?.replaced === undefined &&
       state.logs.length === 0 &&
       state.logsDropped === 0 &&
-      state.metrics === undefined
+      state.metrics === undefined &&
+      state.responseOps === undefined &&
+      state.skipResponse === undefined
     ) {
       return '';
     }
@@ -412,6 +455,8 @@ export class GuestPlugin {
           service: state.service,
           status: state.res !== undefined && state.res.status !== state.status ? state.res.status : undefined,
           body: state.body?.replaced,
+          responseHeaders: state.responseOps,
+          skipResponse: state.skipResponse,
         }),
       );
       return state.headers.dirty ? json + RESULT_SEP + state.headers.toFlat() : json;
@@ -426,6 +471,8 @@ export class GuestPlugin {
         service: state.service,
         status: state.res !== undefined ? state.res.status : undefined,
         body: state.body?.replaced,
+        responseHeaders: state.responseOps,
+        skipResponse: state.skipResponse,
       });
     }
     return JSON.stringify(result);

@@ -80,6 +80,9 @@ export interface WireResult {
   k?: WireFailure;
   m?: string;
   r?: WireReport[];
+  /** onRequest continue: ctx.responseHeaders edits of every entry, in chain order, and the entries that called ctx.skipOnResponse(). */
+  rh?: unknown[];
+  sk?: number[];
   /** a = 'p': the entry the pass waits on, the capability requests to perform (absent: it waits on another call), u = 1: settle not known yet (poll again). */
   pe?: number;
   q?: unknown[];

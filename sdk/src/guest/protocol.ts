@@ -2,6 +2,8 @@
 // call. Only strings cross the isolate boundary, never references (isolated-vm's security guidance).
 // The host re-validates every result: guest code may have tampered with anything in its isolate.
 
+import type { ResponseHeaderOp } from '../types.ts';
+
 export type WireHeaders = Array<[string, string]>;
 
 /**
@@ -85,7 +87,8 @@ export type LogLine = [LogLevel, string, string?];
 export type CallResult =
   | { pending: number }
   /** `body`: base64 of a body the plugin replaced with setBody(). */
-  | ({ action: 'continue'; headers?: WireHeaders; service?: string; status?: number; body?: string } & CallExtras)
+  /** onRequest only: `responseHeaders`, edits for the upstream's response (ctx.responseHeaders); `skipResponse`, ctx.skipOnResponse(). */
+  | ({ action: 'continue'; headers?: WireHeaders; service?: string; status?: number; body?: string; responseHeaders?: ResponseHeaderOp[]; skipResponse?: true } & CallExtras)
   | ({ action: 'respond'; status: number; headers: WireHeaders; body: string } & CallExtras)
   | ({ action: 'error'; message: string } & CallExtras);
 
@@ -109,6 +112,8 @@ export const GUEST_LIMITS = Object.freeze({
   headerCount: 256,
   configsKept: 64,
   pendingCalls: 1024,
+  /** ctx.responseHeaders edits one onRequest call may make. */
+  responseHeaderOps: 64,
   /** Distinct metric series one call may update, and histogram observations it may make. */
   metricSeriesPerCall: 64,
   metricObservationsPerCall: 256,

@@ -23,7 +23,7 @@
 import { HOOK_REQUEST, HOOK_RESPONSE, MARK_OVER, MARK_SPENT, MSG_NOT_LOADED, MSG_OVER_BUDGET, MSG_SPENT, PENDING_ROUNDS } from './pass-wire.ts';
 import type { WireEntry, WireFailure, WirePass, WireReport, WireRequestLine, WireResult } from './pass-wire.ts';
 import { RESULT_SEP } from './protocol.ts';
-import { BadResult, parseVerdict } from './verdict.ts';
+import { BadResult, RESULT_LIMITS, parseVerdict } from './verdict.ts';
 
 type GuestFn = (...args: unknown[]) => unknown;
 
@@ -52,6 +52,8 @@ interface Undo {
   body: string | undefined;
   bodyReplaced: boolean;
   reports: number;
+  responseOps: number;
+  skips: number;
 }
 
 interface PassState {
@@ -67,6 +69,9 @@ interface PassState {
   body: string | undefined;
   bodyReplaced: boolean;
   reports: WireReport[];
+  /** onRequest: ctx.responseHeaders edits so far (chain order) and the entries that skip onResponse. */
+  responseOps: unknown[];
+  skips: number[];
   spent: boolean;
   pending: { entry: number; slot: Slot; id: number } | undefined;
   /** The last entry that finished (its result applied), and how to take it back. */
@@ -138,6 +143,8 @@ function finalResult(s: PassState): string {
   if (s.service !== undefined) out.s = s.service;
   if (!s.req && s.status !== s.p.st) out.st = s.status;
   if (s.bodyReplaced && s.body !== undefined) out.bd = s.body;
+  if (s.responseOps.length > 0) out.rh = s.responseOps;
+  if (s.skips.length > 0) out.sk = s.skips;
   return finish(s, out, s.headers);
 }
 
@@ -178,6 +185,9 @@ function completed(s: PassState, i: number, out: string): string | undefined {
   if (v.metrics !== undefined) extras.x = v.metrics;
   if (v.metricsDropped !== undefined) extras.d = v.metricsDropped;
   if (v.action === 'error') return afterFailure(s, i, 'threw', v.message, extras);
+  if (v.action === 'continue' && v.responseHeaders !== undefined && s.responseOps.length + v.responseHeaders.length > RESULT_LIMITS.responseHeaderOps) {
+    return afterFailure(s, i, 'bad_result', `more than ${RESULT_LIMITS.responseHeaderOps} response header edits in the chain`, extras);
+  }
   return applied(s, i, v, extras, flatOf(out));
 }
 
@@ -200,7 +210,7 @@ function applied(s: PassState, i: number, v: ReturnType<typeof parseVerdict> | u
     }
     if ((bits & MARK_SPENT) !== 0) s.spent = true;
   }
-  s.undo = { entry: i, headers: s.headers, status: s.status, service: s.service, body: s.body, bodyReplaced: s.bodyReplaced, reports: s.reports.length };
+  s.undo = { entry: i, headers: s.headers, status: s.status, service: s.service, body: s.body, bodyReplaced: s.bodyReplaced, reports: s.reports.length, responseOps: s.responseOps.length, skips: s.skips.length };
   const r = report(s, i, stops ? 'respond' : 'ok');
   if (extras !== undefined) Object.assign(r, extras);
   if (v === undefined) return undefined;
@@ -216,6 +226,8 @@ function applied(s: PassState, i: number, v: ReturnType<typeof parseVerdict> | u
     s.bodyReplaced = true;
   }
   if (v.status !== undefined && !s.req) s.status = v.status;
+  if (v.responseHeaders !== undefined) for (const op of v.responseHeaders) s.responseOps.push(op);
+  if (v.skipResponse === true) s.skips.push(i);
   return undefined;
 }
 
@@ -447,6 +459,8 @@ const api = {
       body: p.bd,
       bodyReplaced: false,
       reports: [],
+      responseOps: [],
+      skips: [],
       spent: !(p.b > 0),
       pending: undefined,
       undo: undefined,
@@ -502,6 +516,8 @@ const api = {
       s.body = u.body;
       s.bodyReplaced = u.bodyReplaced;
       s.reports.length = u.reports;
+      s.responseOps.length = u.responseOps;
+      s.skips.length = u.skips;
     } else {
       // A report the entry made before it was stopped (none normally) gives way to the failure.
       const at = s.reports.findIndex((r) => r.e === entry);

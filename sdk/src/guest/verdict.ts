@@ -5,6 +5,7 @@
 // same functions again (checkPassOutcome), since for the host the whole isolate is untrusted.
 // Pure JavaScript: runs inside isolates and in Node.
 
+import type { ResponseHeaderOp } from '../types.ts';
 import { RESULT_SEP, type WireHeaders } from './protocol.ts';
 
 type HeaderList = WireHeaders;
@@ -19,6 +20,8 @@ export const RESULT_LIMITS = Object.freeze({
   logChars: 4096,
   metricSeries: 64,
   metricObservations: 256,
+  /** ctx.responseHeaders edits of one pass (all entries together). */
+  responseHeaderOps: 256,
 });
 
 const NAME_RE = /^[!#$%&'*+\-.^_`|~0-9a-z]{1,256}$/;
@@ -40,7 +43,7 @@ interface Extras {
 
 export type Verdict =
   /** `body`: base64 of a body replaced with setBody(). */
-  | ({ action: 'continue'; headers?: HeaderList; service?: string; status?: number; body?: string } & Extras)
+  | ({ action: 'continue'; headers?: HeaderList; service?: string; status?: number; body?: string; responseHeaders?: ResponseHeaderOp[]; skipResponse?: true } & Extras)
   | ({ action: 'respond'; status: number; headers: HeaderList; body: string } & Extras)
   | ({ action: 'error'; message: string } & Extras);
 
@@ -103,6 +106,26 @@ export function checkReportLogs(v: unknown): GuestLog[] | undefined {
 function isStatus(v: unknown): v is number {
   // Final statuses only: a 1xx from a plugin would break the exchange with the client.
   return typeof v === 'number' && Number.isInteger(v) && v >= 200 && v <= 599;
+}
+
+/** ctx.responseHeaders edits as a result carries them: [op, lower-case name, value] ('delete': no value). */
+export function checkResponseOps(v: unknown, max: number = RESULT_LIMITS.responseHeaderOps): ResponseHeaderOp[] {
+  if (!Array.isArray(v)) throw new BadResult('responseHeaders must be an array');
+  if (v.length > max) throw new BadResult('too many response header edits');
+  const out: ResponseHeaderOp[] = [];
+  for (const op of v) {
+    if (!Array.isArray(op)) throw new BadResult('response header edit must be an array');
+    const [kind, name, value] = op as unknown[];
+    if (typeof name !== 'string' || !NAME_RE.test(name)) throw new BadResult('invalid response header name');
+    if (kind === 'delete' && op.length === 2) {
+      out.push(['delete', name]);
+      continue;
+    }
+    if ((kind !== 'set' && kind !== 'append') || op.length !== 3) throw new BadResult('response header edit must be [set|append, name, value] or [delete, name]');
+    if (typeof value !== 'string' || value.length > RESULT_LIMITS.headerValueChars || BAD_VALUE_RE.test(value)) throw new BadResult(`invalid value for response header ${name}`);
+    out.push([kind, name, value]);
+  }
+  return out;
 }
 
 /** checkHeaders for the runner's flat form (protocol.ts). */
@@ -196,6 +219,14 @@ export function parseVerdict(result: string, phase: 'onRequest' | 'onResponse', 
       if (r.status !== undefined) {
         if (!isStatus(r.status)) throw new BadResult('status must be an integer 200..599');
         v.status = r.status;
+      }
+      if (r.responseHeaders !== undefined || r.skipResponse !== undefined) {
+        if (phase !== 'onRequest') throw new BadResult('ctx.responseHeaders and ctx.skipOnResponse are only valid in onRequest');
+        if (r.responseHeaders !== undefined) v.responseHeaders = checkResponseOps(r.responseHeaders);
+        if (r.skipResponse !== undefined) {
+          if (r.skipResponse !== true) throw new BadResult('skipResponse must be true');
+          v.skipResponse = true;
+        }
       }
       return v;
     }
