@@ -101,6 +101,8 @@ export interface PassResult {
   budgetUsedMs: number;
   /** Base64 of the body when an entry replaced it (the daemon decodes it into the outcome). */
   body?: string;
+  /** onRequest: the entries (of this pass) that called ctx.skipOnResponse(). */
+  skipResponse?: number[];
 }
 
 /** What a runtime answers for a pass it could not run at all (cordon died, restarting, queue full). */
@@ -273,7 +275,7 @@ function largestBody(pass: ChainPass): number {
 }
 
 /** The outcome the runner reported, checked again (for the host the isolate is untrusted). */
-function outcomeOf(pass: ChainPass, wire: PassWire, r: WireResult, flat: string | undefined): { outcome: PassOutcome; body?: string } {
+function outcomeOf(pass: ChainPass, wire: PassWire, r: WireResult, flat: string | undefined): { outcome: PassOutcome; body?: string; skipResponse?: number[] } {
   const req = pass.phase === 'onRequest';
   const input = req ? (pass.req as HookRequest).headers : (pass.res as HookResponse).headers;
   const headers = (): HeaderList => (flat === undefined ? input : checkFlatHeaders(flat));
@@ -292,17 +294,18 @@ function outcomeOf(pass: ChainPass, wire: PassWire, r: WireResult, flat: string 
       }
       const outcome: RequestOutcome & { action: 'continue' } = { action: 'continue', headers: headers() };
       if (r.rh !== undefined) outcome.responseHeaders = checkResponseOps(r.rh);
+      let skipResponse: number[] | undefined;
       if (r.sk !== undefined) {
         const sk = r.sk as unknown;
         // Entries of this pass, each once, in order.
         if (!Array.isArray(sk) || !sk.every((e, i) => Number.isInteger(e) && e >= 0 && e < pass.entries.length && (i === 0 || e > (sk[i - 1] as number)))) throw new BadResult('invalid skipResponse entries');
-        outcome.skipResponse = sk as number[];
+        skipResponse = sk as number[];
       }
       if (r.s !== undefined) {
         if (typeof r.s !== 'string' || !SERVICE_RE.test(r.s) || !(pass.services ?? []).includes(r.s)) throw new BadResult('ctx.route: not a service of the tenant');
         outcome.service = r.s;
       }
-      return { outcome, ...(body === undefined ? {} : { body }) };
+      return { outcome, ...(body === undefined ? {} : { body }), ...(skipResponse === undefined ? {} : { skipResponse }) };
     }
     case 'r':
       if (!req || !isStatus(r.st) || typeof r.bd !== 'string' || r.bd.length > RESULT_LIMITS.bodyChars) throw new BadResult('invalid early response');
@@ -329,11 +332,12 @@ export function decodePass(pass: ChainPass, wire: PassWire): PassResult {
     if (r === null || typeof r !== 'object' || (r.r !== undefined && !Array.isArray(r.r))) throw new BadResult('the chain runner answered no object');
     const all = wire.extra === undefined ? (r.r ?? []) : [...wire.extra, ...(r.r ?? [])].sort((a, b) => a.e - b.e);
     for (const rep of all) reports.push(entryReport(pass, wire, rep));
-    const { outcome, body } = outcomeOf(pass, wire, r, flat);
+    const { outcome, body, skipResponse } = outcomeOf(pass, wire, r, flat);
     let budgetUsedMs = 0;
     for (const rep of reports) if (rep.outcome === 'ok' || rep.outcome === 'respond') budgetUsedMs += rep.cpuNs / 1e6;
     const result: PassResult = { reports, outcome, budgetUsedMs };
     if (body !== undefined) result.body = body;
+    if (skipResponse !== undefined) result.skipResponse = skipResponse;
     return result;
   } catch (e) {
     // The runner is host code in a context no plugin reaches: an answer that fails these checks

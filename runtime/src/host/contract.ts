@@ -95,8 +95,6 @@ export type RequestOutcome =
       body?: Uint8Array;
       /** ctx.responseHeaders edits of the chain, in chain order: applied to the upstream's response before onResponse. */
       responseHeaders?: ResponseHeaderOp[];
-      /** Indices (into the run's chain steps) of the entries that called ctx.skipOnResponse(). */
-      skipResponse?: number[];
     }
   /** A plugin answered early (ctx.respond). */
   | { action: 'respond'; status: number; headers: HeaderList; body: string }

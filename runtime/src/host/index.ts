@@ -615,7 +615,7 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
       const o = reply.outcome;
       if (o.action === 'continue') {
         if (reply.body !== undefined) o.body = Buffer.from(reply.body, 'base64');
-        if (plan.pass.phase === 'onRequest') this.#deferred(r, plan, o as RequestOutcome & { action: 'continue' });
+        if (plan.pass.phase === 'onRequest') this.#deferred(r, plan, o as RequestOutcome & { action: 'continue' }, reply.skipResponse);
       }
       return o;
     }
@@ -654,13 +654,9 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   }
 
   /** Keeps onRequest's response header edits and onResponse skips for the response (skips as chain steps). */
-  #deferred(r: Run, plan: Plan, o: RequestOutcome & { action: 'continue' }): void {
+  #deferred(r: Run, plan: Plan, o: RequestOutcome & { action: 'continue' }, skip: number[] | undefined): void {
     if (o.responseHeaders !== undefined) r.responseOps = o.responseHeaders;
-    if (o.skipResponse !== undefined) {
-      const steps = o.skipResponse.map((e) => plan.steps[e]!);
-      r.skipSteps = new Set(steps);
-      o.skipResponse = steps;
-    }
+    if (skip !== undefined) r.skipSteps = new Set(skip.map((e) => plan.steps[e]!));
   }
 
   #account(r: Run, plan: Plan, result: PassResult): void {
