@@ -7,6 +7,7 @@
 
 import type { Plugin, ResponseHeaderOp } from './types.ts';
 import { GuestPlugin } from './guest/invoke.ts';
+import { applyResponseOps } from './guest/verdict.ts';
 import type { CallInput, CallResult, LogLevel, MetricOp, WireHeaders } from './guest/protocol.ts';
 import { CapabilityFetchError, HostCapabilities, type CapabilityFetchRequest, type CapabilityFetchResponse } from './host-capabilities.ts';
 
@@ -124,17 +125,6 @@ export interface TestHost {
 function toBytes(body: string | Uint8Array | undefined): Uint8Array {
   if (body === undefined) return new Uint8Array(0);
   return typeof body === 'string' ? new TextEncoder().encode(body) : body;
-}
-
-/** ctx.responseHeaders edits applied as the host applies them (runtime/src/host/header-mutation.ts). */
-function applyOps(headers: WireHeaders, ops: readonly ResponseHeaderOp[]): WireHeaders {
-  let out = headers;
-  for (const op of ops) {
-    if (op[0] === 'append') out = out.slice();
-    else out = out.filter(([n]) => n !== op[1]);
-    if (op[0] !== 'delete') out.push([op[1], op[2]]);
-  }
-  return out;
 }
 
 function wireHeaders(h: TestHeaders | undefined): WireHeaders {
@@ -279,7 +269,7 @@ export function createTestHost<C = Record<string, unknown>>(plugin: Plugin<C>, o
       const requestId = res.requestId ?? `test-${++seq}`;
       const d = deferred.get(requestId);
       deferred.delete(requestId);
-      const headers = d === undefined ? wireHeaders(res.headers) : applyOps(wireHeaders(res.headers), d.ops);
+      const headers = d === undefined ? wireHeaders(res.headers) : applyResponseOps(wireHeaders(res.headers), d.ops);
       // As the host: a skipped hook (or none) is not called; the response goes on with the edits.
       if (d !== undefined && (d.skip || !guest.hooks.includes('onResponse'))) return Promise.resolve({ action: 'continue', headers });
       return run(

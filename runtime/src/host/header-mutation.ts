@@ -13,7 +13,7 @@
 //   anything else                  → remove, then append every value of `after`
 // Names compare case-insensitively; the mutation carries them lower case.
 
-import type { HeaderList, HeaderMutation, ResponseHeaderOp } from './contract.ts';
+import type { HeaderList, HeaderMutation } from './contract.ts';
 
 function group(list: HeaderList): Map<string, string[]> {
   const m = new Map<string, string[]>();
@@ -76,22 +76,5 @@ export function applyHeaderMutation(before: HeaderList, m: HeaderMutation): Head
     out.push([key, value]);
   }
   for (const [name, value] of m.append) out.push([name.toLowerCase(), value]);
-  return out;
-}
-
-/**
- * `headers` with ctx.responseHeaders edits applied in order: set replaces every value of the name
- * (the new value goes last), append adds one, delete removes every value. Names are lower case.
- */
-export function applyResponseOps(headers: HeaderList, ops: readonly ResponseHeaderOp[]): HeaderList {
-  let out = headers;
-  for (const op of ops) {
-    if (op[0] === 'append') {
-      if (out === headers) out = headers.slice();
-    } else {
-      out = out.filter(([n]) => n.toLowerCase() !== op[1]);
-    }
-    if (op[0] !== 'delete') out.push([op[1], op[2]]);
-  }
   return out;
 }

@@ -30,7 +30,7 @@ import type {
   ResponseOutcome,
   TenantHostStatus,
 } from './contract.ts';
-import { applyResponseOps } from './header-mutation.ts';
+import { applyResponseOps, type GuestLog } from './validate.ts';
 import { HostMetrics, type CounterSeries, type HistogramSeries } from './metrics.ts';
 import { PluginMetrics } from './plugin-metrics.ts';
 import { TenantQuota } from './quota.ts';
@@ -39,7 +39,6 @@ import type { TenantSandbox, SandboxEvents } from './sandbox.ts';
 import { TrialLoader } from './trial.ts';
 import { FetchGate } from './plugin-fetch.ts';
 import { wireKindFromEnv, type WireKind } from './wire.ts';
-import type { GuestLog } from './validate.ts';
 
 export type { CompiledPlugin } from './contract.ts';
 export { hashRequestId } from './chain.ts';
@@ -730,7 +729,8 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   }
 }
 export { applyRateLimits, descriptorValues, limitKey, RateLimitCounters, UNIT_SECONDS, type RateLimitDecision, type RateLimitStore, type RateLimitVerdict, type RequestFacts } from './ratelimit.ts';
-export { applyHeaderMutation, applyResponseOps, headerMutation, isEmptyMutation } from './header-mutation.ts';
+export { applyHeaderMutation, headerMutation, isEmptyMutation } from './header-mutation.ts';
+export { applyResponseOps } from './validate.ts';
 export { MAX_WORKERS, NodeLedger, SharedRateLimitCounters, type LedgerBuffers } from './ledger.ts';
 export { TenantQuota } from './quota.ts';
 export { Chain, type ChainStep, type StepVersion } from './chain.ts';

@@ -128,6 +128,24 @@ export function checkResponseOps(v: unknown, max: number = RESULT_LIMITS.respons
   return out;
 }
 
+/**
+ * `headers` with ctx.responseHeaders edits applied in order: set replaces every value of the name
+ * (the new value goes last), append adds one, delete removes every value. The host applies them to
+ * the upstream's response, createTestHost to a test's; `headers` itself is left as it was.
+ */
+export function applyResponseOps(headers: HeaderList, ops: readonly ResponseHeaderOp[]): HeaderList {
+  let out = headers;
+  for (const op of ops) {
+    if (op[0] === 'append') {
+      if (out === headers) out = headers.slice();
+    } else {
+      out = out.filter(([n]) => n.toLowerCase() !== op[1]);
+    }
+    if (op[0] !== 'delete') out.push([op[1], op[2]]);
+  }
+  return out;
+}
+
 /** checkHeaders for the runner's flat form (protocol.ts). */
 export function checkFlatHeaders(flat: string): HeaderList {
   if (flat === '') return [];
