@@ -158,26 +158,30 @@ function render(t: Template, vars: Vars, original: Map<string, string | null>, h
   return out.length > MAX_VALUE ? out.slice(0, MAX_VALUE) : out;
 }
 
-function apply(ops: CompiledOps, headers: PluginHeaders, vars: Vars): void {
+/**
+ * Runs `ops` reading `headers` and writing `out` — the same headers, or (static response rules, read
+ * nothing) ctx.responseHeaders, whose edits the host makes in this same order when the response arrives.
+ */
+function apply(ops: CompiledOps, headers: PluginHeaders, vars: Vars, out: Pick<PluginHeaders, 'delete' | 'set' | 'append'> = headers): void {
   // Templates read the incoming values, so order of operations never changes what {header:x} sees.
   const original = new Map<string, string | null>();
   for (const [, t] of [...ops.set, ...ops.add]) for (const p of t) if (typeof p !== 'string' && 'h' in p) original.set(p.h, headers.get(p.h));
-  for (const name of ops.remove) headers.delete(name);
+  for (const name of ops.remove) out.delete(name);
   for (const [from, to] of ops.rename) {
     if (!headers.has(from)) continue;
     const values = from === 'set-cookie' ? headers.getSetCookie() : [headers.get(from) as string];
-    headers.delete(from);
-    headers.delete(to);
-    for (const v of values) headers.append(to, v);
+    out.delete(from);
+    out.delete(to);
+    for (const v of values) out.append(to, v);
   }
   // An empty expansion writes nothing: "x-user: {header:x-user}" must not invent an empty header.
   for (const [name, t] of ops.set) {
     const v = render(t, vars, original, headers);
-    if (v !== '') headers.set(name, v);
+    if (v !== '') out.set(name, v);
   }
   for (const [name, t] of ops.add) {
     const v = render(t, vars, original, headers);
-    if (v !== '') headers.append(name, v);
+    if (v !== '') out.append(name, v);
   }
 }
 
@@ -193,20 +197,9 @@ export default definePlugin<HeaderTransformConfig>({
       remoteAddress: req.remoteAddress,
     });
     if (!s.responseStatic) return;
-    // Response operations that need nothing of the response: done by the host when it arrives, in
-    // the order apply() uses (removes, sets, adds), and no onResponse call for this request.
-    const out = s.response;
-    const vars: Vars = { tenant: ctx.tenant, requestId: ctx.requestId };
-    const none = new Map<string, string | null>();
-    for (const name of out.remove) ctx.responseHeaders.delete(name);
-    for (const [name, t] of out.set) {
-      const v = render(t, vars, none, req.headers);
-      if (v !== '') ctx.responseHeaders.set(name, v);
-    }
-    for (const [name, t] of out.add) {
-      const v = render(t, vars, none, req.headers);
-      if (v !== '') ctx.responseHeaders.append(name, v);
-    }
+    // Response operations that need nothing of the response: handed to the host now (it makes them
+    // when the response arrives), and no onResponse call for this request.
+    apply(s.response, req.headers, { tenant: ctx.tenant, requestId: ctx.requestId }, ctx.responseHeaders);
     ctx.skipOnResponse();
   },
   onResponse(res, ctx) {
