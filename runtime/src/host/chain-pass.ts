@@ -71,6 +71,8 @@ export interface ChainPass {
   cpuBudgetMs: number;
   /** The tenant's service names (valid ctx.route targets); onRequest only. */
   services?: readonly string[];
+  /** Measure every entry on its own (a traced request's timings): no lazy marks (pass-wire.ts). */
+  each?: boolean;
 }
 
 /** 'ok' | 'respond' or the failure; 'shed' is the daemon's (a pass refused by a full queue). */
@@ -126,6 +128,8 @@ export interface EncodedPass {
   /** The onRequest phase. */
   req: boolean;
   cpuBudgetMs: number;
+  /** ChainPass.each. */
+  each?: boolean;
 }
 
 /**
@@ -223,7 +227,9 @@ export function encodePass(pass: ChainPass, slotOf: (key: string) => number | un
   if (pass.body !== undefined) wire.bd = pass.body;
   // The headers follow the pass flat, after RESULT_SEP (which JSON text cannot contain): the runner
   // hands them to the first entry as they are, neither escaped into the pass nor parsed by it.
-  return { json: `${JSON.stringify(wire)}${RESULT_SEP}${flatHeaders(headers)}`, entries: pass.entries.length, slots, req, cpuBudgetMs: pass.cpuBudgetMs };
+  const enc: EncodedPass = { json: `${JSON.stringify(wire)}${RESULT_SEP}${flatHeaders(headers)}`, entries: pass.entries.length, slots, req, cpuBudgetMs: pass.cpuBudgetMs };
+  if (pass.each === true) enc.each = true;
+  return enc;
 }
 
 const OUTCOMES = new Set(['ok', 'respond', 'threw', 'timeout', 'memory', 'crashed', 'bad_result', 'unavailable']);

@@ -602,7 +602,10 @@ export class PluginHost implements PluginHostApi, PluginHostAdmin {
   }
 
   #runPass(r: Run, plan: Plan): RequestOutcome | ResponseOutcome | Promise<RequestOutcome | ResponseOutcome> {
-    if (r.calls !== undefined) plan.startMs = performance.timeOrigin + performance.now();
+    if (r.calls !== undefined) {
+      plan.startMs = performance.timeOrigin + performance.now();
+      plan.pass.each = true; // a trace shows each call's own timing
+    }
     const reply = r.state.sandbox.runPass(plan.pass);
     if (reply instanceof Promise) return reply.then((rep) => this.#settle(r, plan, rep));
     return this.#settle(r, plan, reply);

@@ -6,6 +6,16 @@
 //     more than the request had left fails as a timeout, a spent budget times out the entries after
 //     it, failed entries are not charged. The entry a crossing ended on is judged after the crossing
 //     (and taken back with runner.fail when it was over).
+//   - Lazy marks (pass-wire.ts): unless the pass is measured entry by entry (`each`: sampled passes,
+//     traced requests, cordons — whose blackbox records every entry), the runner leaves out the mark
+//     after a successful entry while the crossing is far from the budget, where the mark's answer
+//     could only be 0. What the host sees is then a stretch of entries with one CPU figure. Verdicts
+//     stay exact: every entry of a stretch but its last kept the crossing's wall time — so its CPU —
+//     under the budget, and failures are always marked, so the stretch's last entry is over exactly
+//     when the stretch's CPU is over what was left. The split of a stretch among its entries (for
+//     per-plugin metrics) is estimated: in proportion to the CPU each plugin version used where it was
+//     measured alone (DriveHost.weight). The entry running when a crossing is stopped or lost is the
+//     one the runner wrote into the shared memory last.
 //   - The wall-clock backstop: one isolated-vm timeout per crossing (not per entry), the budget left
 //     × 1.5 + 2 ms; a crossing stopped by it fails the running entry and the runner goes on.
 //   - Async hooks: the runner answers with the capability requests of the entry it waits on. Those
@@ -50,6 +60,10 @@ export interface DriveHost {
   forget(token: number): void;
   /** The entry running in the isolate is this slot's (a lost isolate is blamed on it). */
   entered(slot: number): void;
+  /** CPU (ns) a call of the slot's version costs where it was measured alone (splits unmarked stretches). */
+  weight(slot: number): number | undefined;
+  /** The slot's version used `ns` in a call measured alone. */
+  learn(slot: number, ns: number): void;
 }
 
 export const CAPABILITY_WALL_MS = 5_000;
@@ -102,14 +116,22 @@ export class PassDrive {
   #cur: number;
   #entry: EntryState | undefined;
   #markCpu = 0n;
-  /** When the current entry started (its wall time includes its waits). */
-  #startWall = 0;
+  /** Every entry is marked (no lazy marks): the runner is told so in the shared memory. */
+  readonly each: boolean;
+  /**
+   * The stretch since the last mark — one entry, or several when marks were left out: its first
+   * entry, its CPU (ns) and wall time so far (an entry's wall time includes its waits), when it began.
+   */
+  #openFrom: number;
+  #openNs = 0;
+  #openWall = 0;
+  #openAt = 0;
   #holding = true;
   #turns = 0;
   #reruns = 0;
   #parsed: WirePass | undefined;
 
-  constructor(host: DriveHost, pass: { json: string; slots: readonly number[]; req: boolean; cpuBudgetMs: number }, hooks: PassHooks) {
+  constructor(host: DriveHost, pass: { json: string; slots: readonly number[]; req: boolean; cpuBudgetMs: number; each?: boolean }, hooks: PassHooks) {
     this.#host = host;
     this.#hooks = hooks;
     this.#limits = hooks.limits ?? {};
@@ -122,10 +144,19 @@ export class PassDrive {
     this.#token = host.newToken();
     this.#generation = host.generation();
     this.#cur = this.#first();
+    this.#openFrom = this.#cur;
+    // A cordon's blackbox records each entry as it starts: it needs every mark.
+    this.each = pass.each === true || hooks.enter !== undefined;
+  }
+
+  /** The entry the host last knew to run (-1: none yet). */
+  get current(): number {
+    return this.#cur;
   }
 
   run(): PassWire | Promise<PassWire> {
     if (this.#cur >= 0) this.#start(this.#cur);
+    this.#openAt = performance.now();
     return this.#drive(this.#cross('pass', [this.#token, this.#json], this.#passTimeout()));
   }
 
@@ -135,18 +166,27 @@ export class PassDrive {
     this.#markCpu = cpu;
   }
 
-  endCrossing(cpu: bigint | undefined): void {
-    this.#account(this.#cur, cpu);
+  /** `running`: the entry the runner wrote into the shared memory last (it may have started entries unmarked). */
+  endCrossing(cpu: bigint | undefined, running?: number): void {
+    this.#account(cpu);
+    this.#advance(running);
   }
 
   /** The runner's callback: `entry` finished (charged: it succeeded), `next` starts. Returns MARK_* bits. */
   mark(entry: number, next: number, charged: number): number {
     if (!Number.isInteger(entry) || entry < 0 || entry >= this.cpuNs.length) return 0;
-    this.#account(entry, this.#host.cpuNs());
+    this.#account(this.#host.cpuNs());
+    if (entry > this.#cur) this.#cur = entry; // the entries since the last mark ran unmarked
+    const stretchMs = this.#openNs / 1e6;
+    // The stretch's entries before `entry` succeeded (a failure is always marked): charged.
+    const over = charged === 1 && stretchMs > this.#remaining;
+    const beforeMs = this.#close(entry, charged !== 1 || over) / 1e6;
+    this.#remaining -= beforeMs;
     let bits = 0;
     if (charged === 1) {
-      const used = (this.cpuNs[entry] as number) / 1e6;
-      if (used > this.#remaining) {
+      // The verdict does not depend on the split: used > what is left ⟺ stretchMs > what was left.
+      const used = stretchMs - beforeMs;
+      if (over) {
         bits |= MARK_OVER;
         this.#overBudget(entry, used);
       } else {
@@ -167,6 +207,7 @@ export class PassDrive {
    * not — the crossing then ends with them and #step takes them on (and fails what is over).
    */
   capabilitiesNow(entry: number, requestsJson: string): string {
+    this.#advance(entry);
     const e = this.#entry;
     if (e === undefined || entry !== this.#cur || entry !== e.index) return '';
     if (e.rounds + 1 > Math.max(0, this.#limits.capabilityRounds ?? CAPABILITY_ROUNDS)) return '';
@@ -229,7 +270,8 @@ export class PassDrive {
     }
     // A final answer is read only where it must be (the daemon decodes it): pending ones start so.
     const final = !c.out.startsWith('{"a":"p"');
-    const used = this.#cur >= 0 ? (this.cpuNs[this.#cur] as number) / 1e6 : 0;
+    // The stretch the crossing ended in: the entry it ended on, and any run before it unmarked.
+    const used = this.#openNs / 1e6;
     if (final && used <= this.#remaining) return this.#done(c.out);
     let r: WireResult;
     try {
@@ -242,7 +284,9 @@ export class PassDrive {
       // The entry the crossing ended on has not been judged by a mark, and it used more than was left.
       const last = r.r?.findLast((x) => x.e === this.#cur);
       if (last !== undefined && (last.o === 'ok' || last.o === 'respond')) {
-        this.#overBudget(this.#cur, used);
+        const beforeMs = this.#close(this.#cur, true) / 1e6;
+        this.#remaining -= beforeMs;
+        this.#overBudget(this.#cur, used - beforeMs);
         return { next: this.#fail(this.#cur, 'timeout', MSG_OVER_BUDGET) };
       }
       return this.#done(c.out, r);
@@ -295,6 +339,7 @@ export class PassDrive {
   }
 
   #done(json: string, parsed?: WireResult): Step {
+    this.#close(this.#cur);
     this.#hooks.exit?.();
     const wire: PassWire = { json, cpuNs: this.cpuNs, wallMs: this.wallMs };
     if (parsed !== undefined) wire.parsed = parsed;
@@ -317,7 +362,7 @@ export class PassDrive {
   /** A crossing that goes on with the current entry: within what is left of its backstop. */
   #continue(call: 'poll' | 'deliver', args: unknown[]): Crossing {
     const e = this.#entry as EntryState;
-    const left = e.limitMs - (this.cpuNs[e.index] as number) / 1e6;
+    const left = e.limitMs - ((this.cpuNs[e.index] as number) + this.#openNs) / 1e6;
     if (left <= 0) return this.#fail(e.index, 'timeout', 'plugin exceeded its CPU time per request');
     return this.#cross(call, args, left);
   }
@@ -326,6 +371,8 @@ export class PassDrive {
   #fail(entry: number, kind: FailureKind, message: string): Crossing {
     // Nothing was running (no entry calls a plugin): the pass as a whole failed.
     if (entry < 0) return { ok: true, out: JSON.stringify({ a: 'f', k: kind, m: message, r: [] }) };
+    // What the entry used so far is its own (not charged); the stretch's entries before it succeeded.
+    if (entry === this.#cur) this.#remaining -= this.#close(entry, true) / 1e6;
     return this.#cross('fail', [this.#token, entry, kind, message], this.#passTimeout());
   }
 
@@ -335,13 +382,78 @@ export class PassDrive {
 
   // ── bookkeeping ──────────────────────────────────────────────────────────────────────────────
 
-  /** CPU since the last mark goes to `entry`; its wall time runs from its start (waits included). */
-  #account(entry: number, cpu: bigint | undefined): void {
-    if (entry >= 0 && entry < this.cpuNs.length) {
-      if (cpu !== undefined) this.cpuNs[entry] = (this.cpuNs[entry] as number) + Number(cpu - this.#markCpu);
-      if (entry === this.#cur) this.wallMs[entry] = performance.now() - this.#startWall;
+  /** CPU since the last reading goes to the open stretch; its wall time runs from its start (waits included). */
+  #account(cpu: bigint | undefined): void {
+    if (cpu !== undefined) {
+      this.#openNs += Number(cpu - this.#markCpu);
+      this.#markCpu = cpu;
     }
-    if (cpu !== undefined) this.#markCpu = cpu;
+    this.#openWall = performance.now() - this.#openAt;
+  }
+
+  /** The runner started `entry` without a mark (lazy marks): it is the running one now. */
+  #advance(entry: number | undefined): void {
+    if (entry === undefined || !Number.isInteger(entry) || entry <= this.#cur || entry >= this.cpuNs.length) return;
+    this.#cur = entry;
+    this.#start(entry);
+  }
+
+  /**
+   * Closes the open stretch at entry `last` (the next one opens after it): its CPU and wall time go
+   * to the entries in it that ran — all to `last` when it holds only `last` (a measurement the
+   * slot's weight learns from), else split in proportion to the slots' weights. When `last` failed
+   * or went over budget, what it used says nothing of its weight: the entries before it get what
+   * they cost alone (their weight; nothing when not known yet), `last` the rest. Answers the CPU (ns)
+   * given to the entries before `last`.
+   */
+  #close(last: number, failed = false): number {
+    const ns = this.#openNs;
+    const wall = this.#openWall;
+    const from = this.#openFrom;
+    this.#openNs = 0;
+    this.#openWall = 0;
+    this.#openFrom = last + 1;
+    this.#openAt = performance.now();
+    if (last < 0 || last >= this.cpuNs.length) return 0;
+    let ran: number[] | undefined;
+    for (let i = Math.max(0, from); i < last; i++) if (this.#runnable(i)) (ran ??= []).push(i);
+    if (ran === undefined) {
+      this.cpuNs[last] = (this.cpuNs[last] as number) + ns;
+      this.wallMs[last] = (this.wallMs[last] as number) + wall;
+      if (from === last && this.#slots[last]! > 0) this.#host.learn(this.#slots[last]!, ns);
+      return 0;
+    }
+    ran.push(last);
+    const n = ran.length - 1;
+    let weights: number[];
+    let total = 0;
+    if (!failed) {
+      weights = ran.map((i) => Math.max(1, this.#host.weight(this.#slots[i]!) ?? 1000));
+      for (const w of weights) total += w;
+    } else {
+      // The entries before `last` get their weight (ns; 0 when not known), `last` the rest — or,
+      // when the stretch holds less than their weights, it is split among them in that proportion.
+      weights = ran.map((i, k) => (k < n ? (this.#host.weight(this.#slots[i]!) ?? 0) : 0));
+      let known = 0;
+      for (const w of weights) known += w;
+      weights[n] = Math.max(0, ns - known);
+      total = Math.max(ns, known);
+      if (total <= 0) {
+        weights[n] = 1;
+        total = 1;
+      }
+    }
+    let before = 0;
+    for (let k = 0; k < n; k++) {
+      const i = ran[k]!;
+      const share = Math.round((ns * weights[k]!) / total);
+      this.cpuNs[i] = (this.cpuNs[i] as number) + share;
+      this.wallMs[i] = (this.wallMs[i] as number) + (wall * weights[k]!) / total;
+      before += share;
+    }
+    this.cpuNs[last] = (this.cpuNs[last] as number) + (ns - before);
+    this.wallMs[last] = (this.wallMs[last] as number) + (wall * weights[n]!) / total;
+    return before;
   }
 
   #overBudget(entry: number, usedMs: number): void {
@@ -349,7 +461,6 @@ export class PassDrive {
   }
 
   #start(entry: number): void {
-    this.#startWall = performance.now();
     this.#entry = { index: entry, limitMs: Math.max(0, this.#remaining) * WALL_BACKSTOP_FACTOR + WALL_BACKSTOP_SLACK_MS, startedAt: performance.now(), capabilityMs: 0, queuedMs: 0, rounds: 0 };
     this.#host.entered(this.#slots[entry] as number);
     this.#hooks.enter?.(entry);
@@ -357,14 +468,16 @@ export class PassDrive {
 
   /** The first entry that calls a plugin (where CPU goes until the runner's first mark). */
   #first(): number {
-    const bit = this.#req ? 1 : 2;
-    for (let i = 0; i < this.#slots.length; i++) {
-      const slot = this.#slots[i] as number;
-      if (slot < 0 && slot !== -3) continue;
-      const hooks = this.#host.slotHooks(slot);
-      if (hooks === undefined || (hooks & bit) !== 0) return i;
-    }
+    for (let i = 0; i < this.#slots.length; i++) if (this.#runnable(i)) return i;
     return -1;
+  }
+
+  /** Entry `i` calls a plugin in this phase, or is reported as not loaded. */
+  #runnable(i: number): boolean {
+    const slot = this.#slots[i] as number;
+    if (slot < 0 && slot !== -3) return false;
+    const hooks = this.#host.slotHooks(slot);
+    return hooks === undefined || (hooks & (this.#req ? 1 : 2)) !== 0;
   }
 
   #idle(): void {
@@ -401,6 +514,7 @@ export class PassDrive {
     const entry = p.e[cur];
     if (entry === undefined) return this.#done(JSON.stringify({ a: 'f', k: kind, m: message, r: [] }));
     // What the lost attempt cost is the failed entry's: the other entries' reports are gone with it.
+    this.#close(this.#cur, true);
     let spent = 0;
     for (let i = 0; i < this.cpuNs.length; i++) {
       if (i === cur) continue;
@@ -419,6 +533,7 @@ export class PassDrive {
     this.#turns = 0;
     this.#cur = this.#first();
     if (this.#cur < 0) return this.#done(JSON.stringify({ a: 'c', r: [] }));
+    this.#openFrom = this.#cur;
     this.#start(this.#cur);
     return { next: this.#cross('pass', [this.#token, this.#json], this.#passTimeout()) };
   }

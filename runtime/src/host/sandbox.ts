@@ -6,8 +6,9 @@
 // Security: the host keeps references *to* guest functions; nothing from the host (Reference,
 // ExternalCopy, Callback) is ever placed where plugin code could reach it. Data crosses as strings.
 // The runner's context holds each plugin context's entry functions (handed over by reference at
-// load) and one host callback, `mark`, through which the host measures each entry's CPU; plugin code
-// cannot reach that context (runner.ts: it hands plugins only strings and numbers).
+// load), one host callback, `mark`, through which the host measures each entry's CPU, and 16 bytes
+// of memory shared with the host (the crossing's start, the entry running: lazy marks, pass-wire.ts);
+// plugin code cannot reach that context (runner.ts: it hands plugins only strings and numbers).
 //
 // A pass (one phase of a request's chain) is one crossing into the runner in the common case;
 // PassDrive (pass-drive.ts) makes the crossings and measures them.
@@ -18,6 +19,7 @@ import { HostCapabilities, type CapabilityFetch } from './capabilities.ts';
 import { decodePass, encodePass, generationJson, hookBits, type ChainPass, type EncodedPass, type PassHooks, type PassResult, type PassWire } from './chain-pass.ts';
 import { guestRuntimeCode, runnerCode } from './guest-code.ts';
 import { PassDrive, type Crossing, type DriveHost, type RunnerCall } from './pass-drive.ts';
+import { SHARED_BYTES, SHARED_CLOCK, SHARED_EACH, SHARED_RUNNING } from '@isomesh/sdk/pass-wire';
 
 export { CAPABILITY_ROUNDS, CAPABILITY_WALL_MS } from './pass-drive.ts';
 
@@ -106,6 +108,11 @@ const STREAK_RESET_MS = 30_000;
 const TIMED_OUT = 'Script execution timed out.';
 /** Generation 0 is the scratch generation of invoke(). */
 const INVOKE_GENERATION = 0;
+/**
+ * One pass in MEASURE_EVERY of an isolate marks every entry (lazy marks, pass-wire.ts): what each
+ * plugin version costs alone, to split the CPU of the others' unmarked stretches.
+ */
+const MEASURE_EVERY = 16;
 
 export function classifyError(isolate: ivm.Isolate, e: unknown): { kind: FailureKind; message: string } {
   const message = e instanceof Error ? e.message : String(e);
@@ -186,10 +193,24 @@ export class TenantSandbox {
   #rebuildAt = 0;
   #restarts = 0;
   readonly #driveHost: DriveHost;
+  /** Memory shared with the chain runner of every isolate this sandbox builds (pass-wire.ts, lazy marks). */
+  readonly #shared = new SharedArrayBuffer(SHARED_BYTES);
+  readonly #clock = new Float64Array(this.#shared, 0, 1);
+  readonly #ctl = new Int32Array(this.#shared, 0, SHARED_BYTES / 4);
+  /** CPU (ns) of a call of each slot's version, measured alone (EWMA): splits unmarked stretches. */
+  readonly #weights = new Map<number, number>();
+  readonly #measureEvery: number;
+  #passes = 0;
+  #marks = 0;
 
-  /** `fetch`: the backend of the tenant's ctx.fetch (the daemon's PluginFetch, or a cordon's relay to it). */
-  constructor(opts: { tenant: string; memoryMb: number; events: SandboxEvents; fetch?: CapabilityFetch }) {
+  /**
+   * `fetch`: the backend of the tenant's ctx.fetch (the daemon's PluginFetch, or a cordon's relay to it).
+   * `measureEvery`: one pass in that many marks every entry (MEASURE_EVERY), and so does every pass
+   * with a version not measured yet; 1: every pass; 0: only those that ask (tests of lazy marks).
+   */
+  constructor(opts: { tenant: string; memoryMb: number; events: SandboxEvents; fetch?: CapabilityFetch; measureEvery?: number }) {
     this.tenant = opts.tenant;
+    this.#measureEvery = Math.max(0, Math.floor(opts.measureEvery ?? MEASURE_EVERY));
     this.#capabilities = new HostCapabilities(opts.fetch === undefined ? {} : { fetch: opts.fetch });
     this.#memoryMb = Math.max(MIN_MEMORY_MB, opts.memoryMb);
     this.#events = opts.events;
@@ -215,12 +236,28 @@ export class TenantSandbox {
       entered: (slot) => {
         this.#lastEntered = this.#bySlot.get(slot)?.spec.key;
       },
+      weight: (slot) => this.#weights.get(slot),
+      learn: (slot, ns) => {
+        const w = this.#weights.get(slot);
+        this.#weights.set(slot, w === undefined ? ns : w + (ns - w) / 8);
+      },
     };
     this.#build();
   }
 
   get restarts(): number {
     return this.#restarts;
+  }
+
+  /** Some loaded version in `slots` has not been measured alone yet (its weight would be a guess). */
+  #unmeasured(slots: readonly number[]): boolean {
+    for (const slot of slots) if (slot > 0 && !this.#weights.has(slot)) return true;
+    return false;
+  }
+
+  /** Mark callbacks the runner made (lazy marks leave out most of them; tests and benchmarks read it). */
+  get marks(): number {
+    return this.#marks;
   }
 
   /** Loads `spec` unless already loaded; each retain needs one release. */
@@ -243,6 +280,7 @@ export class TenantSandbox {
     if (--v.refs > 0) return;
     this.#versions.delete(key);
     if (this.#bySlot.get(v.slot) === v) this.#bySlot.delete(v.slot);
+    this.#weights.delete(v.slot);
     this.#unload(v);
   }
 
@@ -336,7 +374,8 @@ export class TenantSandbox {
       this.#rebuild();
       if (this.#down) return unavailablePass(enc, 'isolate is being rebuilt (back-off after repeated failures)');
     }
-    return new PassDrive(this.#driveHost, enc, hooks).run();
+    const each = enc.each === true || (this.#measureEvery > 0 && (this.#passes++ % this.#measureEvery === 0 || this.#unmeasured(enc.slots)));
+    return new PassDrive(this.#driveHost, each === (enc.each === true) ? enc : { ...enc, each }, hooks).run();
   }
 
   /**
@@ -402,6 +441,10 @@ export class TenantSandbox {
     let error: unknown;
     let threw = false;
     this.#crossing = drive;
+    // The wall clock first: the crossing's wall time then spans its CPU reading (lazy marks).
+    this.#clock[SHARED_CLOCK] = Date.now();
+    this.#ctl[SHARED_EACH] = call === 'pass' && !drive.each ? 0 : 1;
+    this.#ctl[SHARED_RUNNING] = drive.current;
     drive.beginCrossing(isolate.cpuTime);
     try {
       // A pass answers a string, or (rarely) the holder its microtasks filled: by reference, read below.
@@ -411,7 +454,7 @@ export class TenantSandbox {
       error = e;
     } finally {
       this.#crossing = undefined;
-      drive.endCrossing(isolate.isDisposed ? undefined : isolate.cpuTime);
+      drive.endCrossing(isolate.isDisposed ? undefined : isolate.cpuTime, this.#ctl[SHARED_RUNNING]);
     }
     this.#wakeAll();
     if (threw) {
@@ -526,6 +569,7 @@ export class TenantSandbox {
     const mark = new ivm.Callback((entryIndex: unknown, next: unknown, charged: unknown): number => {
       const drive = this.#crossing;
       if (drive === undefined || typeof entryIndex !== 'number' || typeof next !== 'number') return 0;
+      this.#marks++;
       return drive.mark(entryIndex, next, charged === 1 ? 1 : 0);
     });
     // Capability requests answered inside the crossing (HostCapabilities.performSync) or "" (not now).
@@ -534,7 +578,8 @@ export class TenantSandbox {
       if (drive === undefined || typeof entryIndex !== 'number' || typeof requests !== 'string') return '';
       return drive.capabilitiesNow(entryIndex, requests);
     });
-    runner.setMark.applySync(undefined, [mark, capabilities], { timeout: LOAD_TIMEOUT_MS });
+    // The shared memory goes in as an ExternalCopy of the SharedArrayBuffer: the isolate gets the same memory, not a copy.
+    runner.setMark.applySync(undefined, [mark, capabilities, new ivm.ExternalCopy(this.#shared).copyInto({ release: true })], { timeout: LOAD_TIMEOUT_MS });
     this.#runner = runner;
   }
 

@@ -102,6 +102,29 @@ export const HOOK_RESPONSE = 2;
 export const MARK_OVER = 1;
 export const MARK_SPENT = 2;
 
+/**
+ * Lazy marks. A mark costs a crossing back into the host (≈ 1 µs alone, several under load), and
+ * between two entries it can only change the outcome when the request is near its CPU budget. The
+ * host shares a 16-byte SharedArrayBuffer with the runner (setMark's third argument):
+ *   - float64 at SHARED_CLOCK: the host's Date.now() when the crossing began (written before it reads
+ *     the isolate's CPU clock);
+ *   - int32 at SHARED_EACH: 1 when every entry must be marked (the host measures each entry of this
+ *     pass, or the crossing is not a pass's first), 0 when marks may be left out;
+ *   - int32 at SHARED_RUNNING: the entry the runner calls now (written before each hook call), which
+ *     the host reads after a crossing (a stopped or lost crossing is blamed on it).
+ * With SHARED_EACH 0 the runner leaves out the mark after an entry that succeeded while
+ * (Date.now() − crossing start) + LAZY_MARGIN_MS < the pass's budget: the isolate's CPU in a
+ * synchronous crossing cannot exceed its wall time, Date.now() is off by less than 1 ms, so no entry
+ * so far can be over budget and some budget is left — the mark would have answered 0. Failed entries
+ * are always marked (their CPU is not charged). The host then splits the CPU of the unmarked stretch
+ * among its entries (pass-drive.ts).
+ */
+export const SHARED_BYTES = 16;
+export const SHARED_CLOCK = 0;
+export const SHARED_EACH = 2;
+export const SHARED_RUNNING = 3;
+export const LAZY_MARGIN_MS = 2;
+
 /** Report messages the host fills in (it knows the figures or names the runner does not). */
 export const MSG_OVER_BUDGET = '\u0000over-budget';
 export const MSG_NOT_LOADED = '\u0000not-loaded';

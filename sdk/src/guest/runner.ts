@@ -20,7 +20,7 @@
 // rest of the chain there too. Microtasks run before a crossing returns, after the function's value
 // has been produced, so such answers travel in a one-element array ("holder") filled meanwhile.
 
-import { HOOK_REQUEST, HOOK_RESPONSE, MARK_OVER, MARK_SPENT, MSG_NOT_LOADED, MSG_OVER_BUDGET, MSG_SPENT, PENDING_ROUNDS } from './pass-wire.ts';
+import { HOOK_REQUEST, HOOK_RESPONSE, LAZY_MARGIN_MS, MARK_OVER, MARK_SPENT, MSG_NOT_LOADED, MSG_OVER_BUDGET, MSG_SPENT, PENDING_ROUNDS, SHARED_BYTES, SHARED_CLOCK, SHARED_EACH, SHARED_RUNNING } from './pass-wire.ts';
 import type { WireEntry, WireFailure, WirePass, WireReport, WireRequestLine, WireResult } from './pass-wire.ts';
 import { RESULT_SEP } from './protocol.ts';
 import { BadResult, RESULT_LIMITS, parseVerdict } from './verdict.ts';
@@ -98,6 +98,9 @@ const passes = new Map<number, PassState>();
 let lastDone: PassState | undefined;
 let mark: Mark = () => 0;
 let capabilities: Capabilities = () => '';
+/** The memory shared with the host (pass-wire.ts, lazy marks); undefined: mark after every entry. */
+let clock: Float64Array | undefined;
+let shared: Int32Array | undefined;
 
 /** A message from something a plugin context threw. Reading it may run plugin code (a getter), which is its own. */
 function thrownMessage(e: unknown): string {
@@ -169,6 +172,18 @@ function nextRunnable(s: PassState, from: number): number {
   return -1;
 }
 
+/**
+ * Whether the host must judge the entry that just succeeded (pass-wire.ts, lazy marks): always when
+ * it asked for every entry or shares no memory, else only once the crossing's wall time comes
+ * within LAZY_MARGIN_MS of the pass's budget (a clock that went back counts as near).
+ */
+function markNeeded(s: PassState): boolean {
+  if (shared === undefined || clock === undefined || shared[SHARED_EACH] !== 0) return true;
+  const start = clock[SHARED_CLOCK] as number;
+  const now = Date.now();
+  return !(now >= start && now - start + LAZY_MARGIN_MS < s.p.b);
+}
+
 /** Entry `i` returned `out` (its result JSON, or "" for no change): check it, ask the host, apply it. */
 function completed(s: PassState, i: number, out: string): string | undefined {
   const entry = s.p.e[i] as WireEntry;
@@ -202,7 +217,7 @@ function afterFailure(s: PassState, i: number, kind: WireFailure, message: strin
 function applied(s: PassState, i: number, v: ReturnType<typeof parseVerdict> | undefined, extras?: { l?: unknown; x?: unknown; d?: number }, flat?: string): string | undefined {
   const stops = v !== undefined && v.action === 'respond';
   const next = stops ? -1 : nextRunnable(s, i + 1);
-  if (next >= 0) {
+  if (next >= 0 && markNeeded(s)) {
     const bits = mark(i, next, 1);
     if ((bits & MARK_OVER) !== 0) {
       s.undo = undefined;
@@ -239,6 +254,7 @@ function callEntry(s: PassState, i: number, slot: Slot): Step | undefined {
   const configJson = known ? undefined : s.gen.configs.get(configId);
   if (!known && configJson === undefined) return afterFailure(s, i, 'unavailable', `the configuration of chain entry ${i} is not installed in the isolate`);
   const body = entry[3] > 0 ? (s.body ?? '') : undefined;
+  if (shared !== undefined) shared[SHARED_RUNNING] = i;
   let out: unknown;
   try {
     if (s.req) {
@@ -421,10 +437,17 @@ function warm(): void {
 }
 
 const api = {
-  /** The host's callback between entries (an ivm.Callback; runs in the host). */
-  setMark(fn: Mark, caps: Capabilities): void {
+  /** The host's callback between entries (an ivm.Callback; runs in the host) and the memory it shares (pass-wire.ts). */
+  setMark(fn: Mark, caps: Capabilities, memory?: unknown): void {
     mark = fn;
     capabilities = caps;
+    if (memory instanceof SharedArrayBuffer && memory.byteLength >= SHARED_BYTES) {
+      clock = new Float64Array(memory, 0, 1);
+      shared = new Int32Array(memory, 0, SHARED_BYTES / 4);
+    } else {
+      clock = undefined;
+      shared = undefined;
+    }
   },
   /** A loaded plugin version: its context's entry functions, handed over by reference. */
   install(slot: number, hooks: number, request: GuestFn, response: GuestFn, poll: GuestFn, deliver: GuestFn, cancel: GuestFn): void {
