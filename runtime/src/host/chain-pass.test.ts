@@ -52,7 +52,7 @@ for (const marks of ['each', 'lazy'] as const) {
         headers: [['accept', '*/*'], ['x-a', 'first'], ['x-seen', 'c'], ['x-b', 'a'], ['x-c', 'b']],
       });
       assert.deepEqual(out.reports.map((r) => [r.entry, r.outcome]), [[0, 'ok'], [1, 'ok'], [2, 'ok']]);
-      assert.ok(out.reports.every((r) => r.cpuNs > 0 && r.wallMs > 0));
+      assert.ok(out.reports.every((r) => r.cpuNs > 0 && r.wallMs > 0), out.reports.map((r) => r.cpuNs).join());
       assert.ok(out.budgetUsedMs > 0 && out.budgetUsedMs * 1e6 <= out.reports.reduce((s, r) => s + r.cpuNs, 0) + 1);
     } finally {
       sandbox.dispose();
@@ -166,7 +166,8 @@ for (const marks of ['each', 'lazy'] as const) {
       assert.match(out.reports[1]?.message ?? '', /^plugin used \d+\.\d ms CPU, over the \d+\.\d ms left of its CPU time per request$/);
       // The second burn's edit was taken back: one burn counted, and entry a saw the first one's headers.
       assert.equal(out.outcome.action === 'continue' && out.outcome.headers.find(([k]) => k === 'x-burnt')?.[1], '1');
-      assert.ok(out.budgetUsedMs >= 15 && out.budgetUsedMs < 25 + 5, `charged ${out.budgetUsedMs} ms`);
+      // One burn is charged: its CPU (up to its 15 ms of wall time, less when the thread was descheduled).
+      assert.ok(out.budgetUsedMs >= 7 && out.budgetUsedMs <= 25, `charged ${out.budgetUsedMs} ms`);
     } finally {
       sandbox.dispose();
     }
@@ -214,7 +215,7 @@ test('lazy marks: a chain far from its budget makes no mark; sampled and traced 
     assert.equal(lazy.marks - marks, 0, 'no mark between entries far from the budget');
     assert.deepEqual(first.reports.map((r) => r.outcome), ['ok', 'ok', 'ok']);
     // No weights yet: the stretch is split evenly, and nothing is lost.
-    assert.ok(first.reports.every((r) => r.cpuNs > 0 && r.wallMs > 0));
+    assert.ok(first.reports.every((r) => r.cpuNs > 0 && r.wallMs > 0), first.reports.map((r) => r.cpuNs).join());
 
     marks = lazy.marks;
     const traced = runChainPass(lazy, onRequest([entry('a'), entry('burn'), entry('b')], { each: true })) as PassResult;
@@ -258,12 +259,13 @@ test('lazy marks near the budget: the outcome is the one every mark would give, 
     // The long burn ends past the budget, so it is marked; the stretch before it (a and the short
     // burn, unmarked) is charged what they cost alone, and the long burn is over.
     const marks = sandbox.marks;
-    const over = runChainPass(sandbox, onRequest([entry('a'), entry('short', { failurePolicy: 'open' }), entry('long', { failurePolicy: 'open' }), entry('a')], { cpuBudgetMs: 40 })) as PassResult;
+    // (30 ms: the long burn needs only 25 of its 40 ms on the CPU to be over, and the pass ends within its backstop.)
+    const over = runChainPass(sandbox, onRequest([entry('a'), entry('short', { failurePolicy: 'open' }), entry('long', { failurePolicy: 'open' }), entry('a')], { cpuBudgetMs: 30 })) as PassResult;
     assert.ok(sandbox.marks > marks, 'near the budget the runner marks again');
     assert.deepEqual(over.reports.map((r) => r.outcome), ['ok', 'ok', 'timeout', 'ok'], 'the entry whose CPU crossed the budget fails, not the one before it');
     assert.equal(over.outcome.action === 'continue' && over.outcome.headers.find(([k]) => k === 'x-burnt')?.[1], '1', 'its edit was taken back');
-    assert.ok(over.budgetUsedMs >= 4 && over.budgetUsedMs < 40, `charged ${over.budgetUsedMs} ms`);
-    assert.ok((over.reports[2]?.cpuNs ?? 0) >= 35e6, 'the long burn keeps its own CPU');
+    assert.ok(over.budgetUsedMs >= 3 && over.budgetUsedMs < 30, `charged ${over.budgetUsedMs} ms`);
+    assert.ok((over.reports[2]?.cpuNs ?? 0) >= 20e6, 'the long burn keeps its own CPU');
     assert.match(over.reports[2]?.message ?? '', /^plugin used \d+\.\d ms CPU, over the \d+\.\d ms left of its CPU time per request$/);
   } finally {
     sandbox.dispose();

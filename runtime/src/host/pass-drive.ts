@@ -1,7 +1,7 @@
 // PassDrive: the host's side of one chain pass in a tenant isolate. It makes the crossings into the
 // chain runner (sdk/src/guest/runner.ts) — normally exactly one — and measures what each entry cost:
 //
-//   - CPU and wall time per entry: the isolate's cpuTime at the start and end of each crossing and at
+//   - CPU and wall time per entry: the thread's CPU clock (DriveHost.cpuNs) at the start and end of each crossing and at
 //     the runner's callback between entries (mark). The CPU verdict is taken there: an entry that used
 //     more than the request had left fails as a timeout, a spent budget times out the entries after
 //     it, failed entries are not charged. The entry a crossing ended on is judged after the crossing
@@ -45,8 +45,8 @@ export type Crossing = { ok: true; out: string } | { ok: false; kind: FailureKin
 export interface DriveHost {
   /** One crossing into the runner (the sandbox sets itself up so that mark() reaches `drive`). */
   cross(drive: PassDrive, call: RunnerCall, args: unknown[], timeoutMs: number): Crossing;
-  /** The isolate's CPU so far (ns). */
-  cpuNs(): bigint;
+  /** The CPU clock crossings are measured with (ns): the CPU of the thread that runs them. */
+  cpuNs(): number;
   /** An identity of the isolate now (a pass that outlives it must not touch the next one). */
   generation(): number;
   /** The slot's hooks as bits, undefined when the slot is not loaded. */
@@ -115,7 +115,7 @@ export class PassDrive {
   #remaining: number;
   #cur: number;
   #entry: EntryState | undefined;
-  #markCpu = 0n;
+  #markCpu = 0;
   /** Every entry is marked (no lazy marks): the runner is told so in the shared memory. */
   readonly each: boolean;
   /**
@@ -162,12 +162,12 @@ export class PassDrive {
 
   // ── called by the sandbox around and inside crossings ────────────────────────────────────────
 
-  beginCrossing(cpu: bigint): void {
+  beginCrossing(cpu: number): void {
     this.#markCpu = cpu;
   }
 
   /** `running`: the entry the runner wrote into the shared memory last (it may have started entries unmarked). */
-  endCrossing(cpu: bigint | undefined, running?: number): void {
+  endCrossing(cpu: number, running?: number): void {
     this.#account(cpu);
     this.#advance(running);
   }
@@ -383,11 +383,9 @@ export class PassDrive {
   // ── bookkeeping ──────────────────────────────────────────────────────────────────────────────
 
   /** CPU since the last reading goes to the open stretch; its wall time runs from its start (waits included). */
-  #account(cpu: bigint | undefined): void {
-    if (cpu !== undefined) {
-      this.#openNs += Number(cpu - this.#markCpu);
-      this.#markCpu = cpu;
-    }
+  #account(cpu: number): void {
+    this.#openNs += cpu - this.#markCpu;
+    this.#markCpu = cpu;
     this.#openWall = performance.now() - this.#openAt;
   }
 

@@ -19,6 +19,7 @@ import { HostCapabilities, type CapabilityFetch } from './capabilities.ts';
 import { decodePass, encodePass, generationJson, hookBits, type ChainPass, type EncodedPass, type PassHooks, type PassResult, type PassWire } from './chain-pass.ts';
 import { guestRuntimeCode, runnerCode } from './guest-code.ts';
 import { PassDrive, type Crossing, type DriveHost, type RunnerCall } from './pass-drive.ts';
+import { threadCpuClock } from './thread-clock.ts';
 import { SHARED_BYTES, SHARED_CLOCK, SHARED_EACH, SHARED_RUNNING } from '@isomesh/sdk/pass-wire';
 
 export { CAPABILITY_ROUNDS, CAPABILITY_WALL_MS } from './pass-drive.ts';
@@ -114,6 +115,9 @@ const INVOKE_GENERATION = 0;
  */
 const MEASURE_EVERY = 16;
 
+/** The clock crossings are measured with (thread-clock.ts); isolated-vm's own where that cannot load. */
+const threadClock = threadCpuClock();
+
 export function classifyError(isolate: ivm.Isolate, e: unknown): { kind: FailureKind; message: string } {
   const message = e instanceof Error ? e.message : String(e);
   if (isolate.isDisposed) {
@@ -202,6 +206,8 @@ export class TenantSandbox {
   readonly #measureEvery: number;
   #passes = 0;
   #marks = 0;
+  /** isolated-vm's clock (the fallback) cannot be read once its isolate is gone: its last reading. */
+  #lastCpu = 0;
 
   /**
    * `fetch`: the backend of the tenant's ctx.fetch (the daemon's PluginFetch, or a cordon's relay to it).
@@ -216,7 +222,7 @@ export class TenantSandbox {
     this.#events = opts.events;
     this.#driveHost = {
       cross: (drive, call, args, timeoutMs) => this.#cross(drive, call, args, timeoutMs),
-      cpuNs: () => (this.#isolate === undefined || this.#isolate.isDisposed ? 0n : this.#isolate.cpuTime),
+      cpuNs: () => this.#cpuNs(),
       generation: () => this.#incarnation,
       slotHooks: (slot) => {
         const hooks = this.#bySlot.get(slot)?.hooks;
@@ -445,7 +451,7 @@ export class TenantSandbox {
     this.#clock[SHARED_CLOCK] = Date.now();
     this.#ctl[SHARED_EACH] = call === 'pass' && !drive.each ? 0 : 1;
     this.#ctl[SHARED_RUNNING] = drive.current;
-    drive.beginCrossing(isolate.cpuTime);
+    drive.beginCrossing(this.#cpuNs());
     try {
       // A pass answers a string, or (rarely) the holder its microtasks filled: by reference, read below.
       out = runner[call].applySync(undefined, args, call === 'pass' ? { timeout: timeoutMs } : { timeout: timeoutMs, result: { copy: true } });
@@ -454,7 +460,7 @@ export class TenantSandbox {
       error = e;
     } finally {
       this.#crossing = undefined;
-      drive.endCrossing(isolate.isDisposed ? undefined : isolate.cpuTime, this.#ctl[SHARED_RUNNING]);
+      drive.endCrossing(this.#cpuNs(isolate), this.#ctl[SHARED_RUNNING]);
     }
     this.#wakeAll();
     if (threw) {
@@ -479,6 +485,12 @@ export class TenantSandbox {
     if (Array.isArray(out)) out = out[0];
     if (typeof out !== 'string') return { ok: true, out: '' };
     return { ok: true, out };
+  }
+
+  /** CPU so far (ns) on the clock crossings are measured with; `isolate`: the one the crossing used (it may be gone now). */
+  #cpuNs(isolate = this.#isolate): number {
+    if (threadClock !== undefined) return threadClock();
+    return isolate === undefined || isolate.isDisposed ? this.#lastCpu : (this.#lastCpu = Number(isolate.cpuTime));
   }
 
   #wakeAll(): void {

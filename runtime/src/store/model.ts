@@ -4,7 +4,7 @@
 export interface Quota {
   /** Heap limit of the tenant's isolate(s), MiB. */
   memoryMb: number;
-  /** CPU a plugin chain may use for one request (isolate cpuTime), ms. */
+  /** CPU a plugin chain may use for one request (the CPU of the thread that runs it), ms. */
   cpuMsPerRequest: number;
   /** Sustained CPU share of the tenant's plugins, ms of CPU per second of wall time. */
   cpuMsPerSecond: number;

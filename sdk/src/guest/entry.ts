@@ -27,6 +27,10 @@ function plugin(): GuestPlugin {
 // WebAssembly memory lives outside the V8 heap that the tenant's memoryMb limit counts: a plugin
 // could pin gigabytes of node memory with it. Plugins are TypeScript; they get no WebAssembly.
 delete g.WebAssembly;
+// The per-request budget and cpuMsPerSecond count the CPU of the thread a hook runs on
+// (runtime/src/host/thread-clock.ts). Atomics.wait would hold that thread — the daemon's, inline —
+// without using CPU; a plugin has nothing to wait for synchronously (nothing else runs in its isolate).
+delete (Atomics as unknown as Record<string, unknown>).wait;
 
 g.module = moduleObject;
 g.exports = moduleObject.exports;
