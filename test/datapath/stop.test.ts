@@ -63,4 +63,19 @@ test('ISOMESH_DATAPATH_ON_STOP=detach: a stopped daemon leaves no program, pin o
     for (const id of ids) assert.equal(programExists(id), false, `program ${id} freed`);
     assert.equal(fs.existsSync(given), true, 'the operator’s cgroup stays');
   });
+
+  await t.test('auto, and the datapath does not open after the daemon joined a proxy cgroup it made: it goes back, the cgroup goes', async () => {
+    const planned = path.join(net.cgroupRoot, 'proxy-of-a-failed-start');
+    made = planned;
+    // A pin dir whose parent is no bpffs directory: Datapath.open refuses it after the cgroup was joined.
+    const d = new NodeDaemon(net, { proxyCgroup: planned, datapath: 'auto', env: { ISOMESH_BPF_PIN_DIR: `${net.pinDir}-missing/pins` } });
+    daemons.push(d);
+    await d.start();
+    assert.match(d.logs(), /transparent redirection is off/);
+    assert.equal(fs.existsSync(planned), false, `no cgroup left behind: ${d.logs().slice(-2000)}`);
+    const cgroup = fs.readFileSync(`/proc/${d.pid}/cgroup`, 'utf8');
+    assert.equal(cgroup.includes('proxy-of-a-failed-start'), false, cgroup);
+    assert.equal(cgroup, fs.readFileSync('/proc/self/cgroup', 'utf8'), 'the daemon is back in the cgroup it was started in');
+    assert.equal(await d.stop(), 0, d.logs().slice(-2000));
+  });
 });

@@ -72,10 +72,11 @@ export class NodeDatapath {
   /** off: nothing is touched. auto: a missing feature is a warning. on: it fails the start. */
   static async start(opts: NodeDatapathOptions): Promise<NodeDatapath> {
     if (opts.mode === 'off') return new NodeDatapath(opts, undefined, 'disabled (ISOMESH_DATAPATH=off)');
+    let joined: ReturnType<typeof joinProxyCgroup> = null;
     try {
       // move into the proxy cgroup only where the datapath can open: a failed start leaves nothing
       const likely = opts.pinDir.startsWith('/sys/fs/bpf/') || isBpffs(path.dirname(opts.pinDir));
-      const joined = likely ? joinProxyCgroup(opts.proxyCgroup, opts.logger) : null;
+      joined = likely ? joinProxyCgroup(opts.proxyCgroup, opts.logger) : null;
       const proxyCgroupPath = joined === undefined || joined === null ? joined : joined.dir;
       const dp = await Datapath.open({ pinDir: opts.pinDir, logger: opts.logger, proxyCgroupPath,
         ...(opts.registry ? { registry: opts.registry } : {}) });
@@ -83,6 +84,9 @@ export class NodeDatapath {
       opts.proxy.setOriginalDestinationPins?.(opts.pinDir);
       return new NodeDatapath(opts, dp, undefined, joined?.own === true ? { dir: joined.dir, back: joined.back } : undefined);
     } catch (err) {
+      // The datapath did not open after all: back to the cgroup the daemon came from, and a cgroup
+      // it made for itself goes.
+      if (joined !== null && joined !== undefined && joined.dir !== joined.back) await leaveCgroup(joined, joined.own, opts.logger);
       if (opts.mode === 'on') throw err;
       const reason = err instanceof IsomeshError ? err.message : `eBPF datapath unavailable: ${(err as Error).message}`;
       opts.logger.warn({ err, details: (err as IsomeshError).details }, `${reason}; transparent redirection is off, explicit traffic is served`);
@@ -235,36 +239,48 @@ export class NodeDatapath {
     this.#dp?.close({ detach: opts.detach === true });
     const own = this.#ownCgroup;
     if (opts.detach !== true || own === undefined) return;
-    // A child forking meanwhile can land in the directory after its processes were moved: bounded retries.
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const procs = fs.readFileSync(path.join(own.dir, 'cgroup.procs'), 'utf8').split('\n').filter((l) => l !== '');
-        for (const pid of procs) {
-          try {
-            fs.writeFileSync(path.join(own.back, 'cgroup.procs'), pid);
-          } catch {
-            // it exited meanwhile
-          }
-        }
-        fs.rmdirSync(own.dir);
-        this.#log.info({ cgroup: own.dir }, 'proxy cgroup removed');
-        return;
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT') return;
-        if (attempt >= 20) {
-          this.#log.warn({ err, cgroup: own.dir }, 'could not remove the proxy cgroup');
-          return;
-        }
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
+    await leaveCgroup(own, true, this.#log);
   }
 
   #needsListener(address: string): boolean {
     const def = this.#opts.listenAddress;
     if (address === def || def === '::') return false;
     return !(def === '0.0.0.0' && net.isIP(address) === 4);
+  }
+}
+
+/**
+ * Moves this process back from `c.dir` to `c.back`. `remove` (a directory the daemon made, so every
+ * process in it is the daemon or its child): all of them, and the directory goes. A child forking
+ * meanwhile can land in the directory after its processes were moved: bounded retries.
+ */
+async function leaveCgroup(c: { dir: string; back: string }, remove: boolean, log: pino.Logger): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const procs = remove ? fs.readFileSync(path.join(c.dir, 'cgroup.procs'), 'utf8').split('\n').filter((l) => l !== '') : [String(process.pid)];
+      for (const pid of procs) {
+        try {
+          fs.writeFileSync(path.join(c.back, 'cgroup.procs'), pid);
+        } catch {
+          // it exited meanwhile
+        }
+      }
+      if (!remove) {
+        log.info({ cgroup: c.back }, 'proxy moved back to its cgroup');
+        return;
+      }
+      fs.rmdirSync(c.dir);
+      log.info({ cgroup: c.dir }, 'proxy cgroup removed');
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (attempt >= 20) {
+        log.warn({ err, cgroup: c.dir }, remove ? 'could not remove the proxy cgroup' : 'could not move the proxy back to its cgroup');
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 }
 
