@@ -28,7 +28,7 @@
 //     entry fails under its policy; when that is 'open' the pass runs again without it in the new
 //     isolate (the entries before it ran in an isolate that is gone, as after a cordon crash).
 
-import { MARK_OVER, MARK_SPENT, MSG_OVER_BUDGET, type WirePass, type WireReport, type WireResult } from '@isomesh/sdk/pass-wire';
+import { HOOK_REQUEST, HOOK_RESPONSE, MARK_OVER, MARK_SPENT, MSG_OVER_BUDGET, type WirePass, type WireReport, type WireResult } from '@isomesh/sdk/pass-wire';
 import type { HostCapabilities } from './capabilities.ts';
 import { WALL_BACKSTOP_FACTOR, WALL_BACKSTOP_SLACK_MS, type PassHooks, type PassWire } from './chain-pass.ts';
 import type { FailureKind, InvokeLimits } from './sandbox.ts';
@@ -107,7 +107,8 @@ export class PassDrive {
   readonly #hooks: PassHooks;
   readonly #limits: InvokeLimits;
   readonly #slots: number[];
-  readonly #req: boolean;
+  /** Entry i calls a plugin in this phase, or is reported as not loaded (decided once, at the start). */
+  readonly #runs: boolean[];
   #json: string;
   #token: number;
   #generation: number;
@@ -137,7 +138,11 @@ export class PassDrive {
     this.#limits = hooks.limits ?? {};
     this.#json = pass.json;
     this.#slots = pass.slots.slice();
-    this.#req = pass.req;
+    this.#runs = this.#slots.map((slot) => {
+      if (slot < 0 && slot !== -3) return false;
+      const hooks = host.slotHooks(slot);
+      return hooks === undefined || (hooks & (pass.req ? HOOK_REQUEST : HOOK_RESPONSE)) !== 0;
+    });
     this.#remaining = pass.cpuBudgetMs;
     this.cpuNs = new Array<number>(pass.slots.length).fill(0);
     this.wallMs = new Array<number>(pass.slots.length).fill(0);
@@ -414,11 +419,11 @@ export class PassDrive {
     this.#openAt = performance.now();
     if (last < 0 || last >= this.cpuNs.length) return 0;
     let ran: number[] | undefined;
-    for (let i = Math.max(0, from); i < last; i++) if (this.#runnable(i)) (ran ??= []).push(i);
+    for (let i = Math.max(0, from); i < last; i++) if (this.#runs[i] === true) (ran ??= []).push(i);
     if (ran === undefined) {
       this.cpuNs[last] = (this.cpuNs[last] as number) + ns;
       this.wallMs[last] = (this.wallMs[last] as number) + wall;
-      if (from === last && this.#slots[last]! > 0) this.#host.learn(this.#slots[last]!, ns);
+      if (!failed && from === last && this.#slots[last]! > 0) this.#host.learn(this.#slots[last]!, ns);
       return 0;
     }
     ran.push(last);
@@ -466,16 +471,7 @@ export class PassDrive {
 
   /** The first entry that calls a plugin (where CPU goes until the runner's first mark). */
   #first(): number {
-    for (let i = 0; i < this.#slots.length; i++) if (this.#runnable(i)) return i;
-    return -1;
-  }
-
-  /** Entry `i` calls a plugin in this phase, or is reported as not loaded. */
-  #runnable(i: number): boolean {
-    const slot = this.#slots[i] as number;
-    if (slot < 0 && slot !== -3) return false;
-    const hooks = this.#host.slotHooks(slot);
-    return hooks === undefined || (hooks & (this.#req ? 1 : 2)) !== 0;
+    return this.#runs.indexOf(true);
   }
 
   #idle(): void {
@@ -524,6 +520,7 @@ export class PassDrive {
     if (entry[2] === 1 || ++this.#reruns > p.e.length) return this.#done(JSON.stringify({ a: 'f', k: kind, m: message, r: [] }));
     entry[0] = -2;
     this.#slots[cur] = -2;
+    this.#runs[cur] = false;
     this.#json = JSON.stringify(p) + (cut < 0 ? '' : this.#json.slice(cut));
     this.#token = this.#host.newToken();
     this.#generation = this.#host.generation();

@@ -381,7 +381,7 @@ export class TenantSandbox {
       if (this.#down) return unavailablePass(enc, 'isolate is being rebuilt (back-off after repeated failures)');
     }
     const each = enc.each === true || (this.#measureEvery > 0 && (this.#passes++ % this.#measureEvery === 0 || this.#unmeasured(enc.slots)));
-    return new PassDrive(this.#driveHost, each === (enc.each === true) ? enc : { ...enc, each }, hooks).run();
+    return new PassDrive(this.#driveHost, each && enc.each !== true ? { ...enc, each } : enc, hooks).run();
   }
 
   /**

@@ -26,8 +26,8 @@ export function threadCpuClock(): (() => number) | undefined {
       clockGettime(CLOCK_THREAD_CPUTIME_ID, ts);
       return (ts[0] as number) * 1e9 + (ts[2] as number);
     };
-    if (read() <= 0 || !Number.isFinite(read())) return undefined;
-    return read;
+    const first = read();
+    return first > 0 && Number.isFinite(first) ? read : undefined;
   } catch {
     return undefined;
   }
